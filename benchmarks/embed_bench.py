@@ -1,0 +1,135 @@
+"""int8 ONNX embedder vs sentence-transformers FP32 on PyTorch: same texts, same threads, one run.
+
+    .venv/bin/python benchmarks/embed_bench.py [--texts 6000] [--threads 2] [--repeats 3]
+
+The texts mimic what the shard job embeds: mostly short place texts from the v1 template,
+plus descriptions of varied length in English and Korean (as a catalog would add).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from witple_batch.embedder import Embedder
+from witple_batch.place_text import place_text
+
+REPO = Path(__file__).resolve().parents[1]
+CATEGORIES = ("restaurants", "accommodation", "nature", "humanities", "shopping", "leisure_sports")
+WORDS = (
+    "quiet cafe harbour view grilled pork belly open late family beach shallow water palace garden boutique "
+    "hotel subway rooftop trail summit night market street food crafts museum painters hostel kitchen tea "
+    "house hanok cycling river outlet mall temple meditation ski resort seafood spicy stew waterfall bookstore"
+).split()
+KOREAN = "서울 부산 제주 카페 맛집 해변 시장 박물관 한옥 등산로 전망대 야경 숙소 펜션 공원 온천 축제 거리".split()
+
+
+def realistic_texts(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.6:
+            texts.append(place_text(rng.choice(CATEGORIES), str(rng.randint(1, 999_999))))
+        elif kind < 0.85:
+            texts.append(" ".join(rng.choices(WORDS, k=rng.randint(4, 40))))
+        else:
+            texts.append(" ".join(rng.choices(KOREAN + WORDS, k=rng.randint(4, 60))))
+    return texts
+
+
+def time_it(fn: object, repeats: int) -> tuple[float, np.ndarray]:
+    timings, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()  # type: ignore[operator]
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings), result  # type: ignore[return-value]
+
+
+def run_contender(args: argparse.Namespace) -> None:
+    """One contender in its own process, so neither thread pool disturbs the other."""
+    texts = realistic_texts(args.texts)
+    if args.only == "reference":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from export_model.cli import default_source
+
+        torch.set_num_threads(args.threads)
+        model = SentenceTransformer(str(default_source()), device="cpu", local_files_only=True)
+        seconds, vectors = time_it(
+            lambda: model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False),
+            args.repeats,
+        )
+    else:
+        embedder = Embedder(args.model_dir, threads=args.threads)
+        seconds, vectors = time_it(lambda: embedder.embed(texts), args.repeats)
+    np.save(args.out / f"{args.only}.npy", vectors)
+    (args.out / f"{args.only}.seconds").write_text(str(seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--texts", type=int, default=6000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", REPO / ".cache/model")))
+    parser.add_argument("--only", choices=("reference", "ours"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        run_contender(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, vectors = {}, {}
+        for contender in ("reference", "ours"):
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--only",
+                    contender,
+                    "--out",
+                    tmp,
+                    "--texts",
+                    str(args.texts),
+                    "--threads",
+                    str(args.threads),
+                    "--repeats",
+                    str(args.repeats),
+                    "--model-dir",
+                    str(args.model_dir),
+                ],
+                check=True,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+            seconds[contender] = float(Path(tmp, f"{contender}.seconds").read_text())
+            vectors[contender] = np.load(Path(tmp, f"{contender}.npy"))
+    cosines = (vectors["reference"] * vectors["ours"]).sum(axis=1)
+    n = args.texts
+    print(f"texts: {n}  threads: {args.threads}  repeats: {args.repeats} (median), each contender in its own process")
+    print(f"{'embedder':<46}{'seconds':>10}{'texts/s':>10}")
+    for name, label in (
+        ("reference", "sentence-transformers FP32 (PyTorch, bs 32)"),
+        ("ours", "witple int8 ONNX (onnxruntime, bs 32)"),
+    ):
+        print(f"{label:<46}{seconds[name]:>10.2f}{n / seconds[name]:>10.0f}")
+    print(
+        f"speed-up: {seconds['reference'] / seconds['ours']:.2f}x   "
+        f"parity: mean cosine {cosines.mean():.4f}, min {cosines.min():.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

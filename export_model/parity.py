@@ -1,0 +1,59 @@
+"""The parity gate: the int8 model against the FP32 sentence-transformers reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export_model.parity_texts import parity_texts
+from witple_batch.embedder import Embedder
+
+MIN_MEAN_COSINE = 0.99
+MIN_MIN_COSINE = 0.97
+
+
+class ParityError(Exception):
+    """The quantised model drifted too far from the reference."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    texts: int
+    mean_cosine: float
+    min_cosine: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "texts": self.texts,
+            "mean_cosine": round(self.mean_cosine, 6),
+            "min_cosine": round(self.min_cosine, 6),
+            "gate_mean": MIN_MEAN_COSINE,
+            "gate_min": MIN_MIN_COSINE,
+        }
+
+    def check(self) -> None:
+        if self.mean_cosine < MIN_MEAN_COSINE or self.min_cosine < MIN_MIN_COSINE:
+            raise ParityError(
+                f"int8 model fails the parity gate: mean cosine {self.mean_cosine:.4f} "
+                f"(needs >= {MIN_MEAN_COSINE}), min cosine {self.min_cosine:.4f} (needs >= {MIN_MIN_COSINE})"
+            )
+
+
+def reference_embeddings(source: Path, texts: list[str], threads: int) -> np.ndarray:
+    """FP32 PyTorch embeddings from sentence-transformers on the same weights."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
+    return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+
+def measure(source: Path, model_dir: Path, threads: int) -> Parity:
+    texts = parity_texts()
+    reference = reference_embeddings(source, texts, threads)
+    ours = Embedder(model_dir, threads=threads).embed(texts)
+    cosines = (reference * ours).sum(axis=1)
+    return Parity(texts=len(texts), mean_cosine=float(cosines.mean()), min_cosine=float(cosines.min()))

@@ -1,0 +1,79 @@
+"""Small helpers the service tests share: buckets, env dicts, running the jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from local_stack.sample_data import SampleSet, ensure_bucket, upload
+from shard_job.child import run_shard
+from shard_job.config import shard_config_from_env
+from shard_job.plan import PlanOptions, plan
+from witple_batch.config import common_from_env
+from witple_batch.s3 import s3_client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fresh_env(s3_env: dict[str, str], model_dir: Path, **extra: str) -> dict[str, str]:
+    """A run's settings with its own buckets, so tests never see each other's objects."""
+    tag = uuid.uuid4().hex[:10]
+    env = {
+        **s3_env,
+        "S3_BUCKET": f"input-{tag}",
+        "WORK_BUCKET": f"work-{tag}",
+        "MODEL_DIR": str(model_dir),
+        "BATCH_ID": f"test-{tag}",
+        "EMBED_THREADS": "1",
+        **extra,
+    }
+    client = s3_client(env["AWS_REGION"])
+    ensure_bucket(client, env["S3_BUCKET"], env["AWS_REGION"])
+    ensure_bucket(client, env["WORK_BUCKET"], env["AWS_REGION"])
+    return env
+
+
+def seed(env: dict[str, str], sample: SampleSet) -> None:
+    upload(s3_client(env["AWS_REGION"]), env["S3_BUCKET"], sample.files)
+
+
+def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dict[str, Any]:
+    config = common_from_env(env)
+    opts = PlanOptions(
+        batch_id=env["BATCH_ID"],
+        shards=shards,
+        target_mb=options.get("target_mb", 64.0),
+        since=options.get("since"),
+        until=options.get("until"),
+        max_files=options.get("max_files"),
+    )
+    return plan(s3_client(config.region), config, opts)
+
+
+def run_child(env: dict[str, str], index: int) -> dict[str, Any]:
+    config = shard_config_from_env({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
+    return run_shard(s3_client(config.common.region), config)
+
+
+def work_objects(env: dict[str, str], prefix: str = "") -> dict[str, bytes]:
+    client = s3_client(env["AWS_REGION"])
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=env["WORK_BUCKET"], Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = client.get_object(Bucket=env["WORK_BUCKET"], Key=obj["Key"])["Body"].read()
+    return out
+
+
+def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+from shard_job.planning import balance, is_batch_file, parse_hour, select_files, shard_count
+from witple_batch.run_layout import InputFile
+
+
+def _files(n: int, seed: int = 1) -> list[InputFile]:
+    rng = random.Random(seed)
+    return [
+        InputFile(
+            f"user-actions/year=2025/month=01/day=15/hour={i % 24:02d}/batch-{i}-10-abcd{i:04d}.json",
+            rng.randint(100, 100_000),
+            f"etag{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def test_only_batch_files_are_kept() -> None:
+    assert is_batch_file("x/year=2025/batch-1-2-ab.json")
+    assert is_batch_file("x/batch-1-2-ab.json.gz")
+    assert not is_batch_file("x/batch-1.csv")
+    assert not is_batch_file("x/_SUCCESS.json")
+    assert not is_batch_file("x/batch-dir/other.json")
+
+
+def test_balance_is_even_by_bytes_and_deterministic() -> None:
+    files = _files(500)
+    shards = balance(files, 7)
+    loads = [sum(f.size for f in shard) for shard in shards]
+    assert sorted(f.key for shard in shards for f in shard) == sorted(f.key for f in files)
+    assert max(loads) - min(loads) <= max(f.size for f in files)
+    assert balance(list(reversed(files)), 7) == shards
+
+
+def test_shard_count_from_target_size_and_caps() -> None:
+    files = [InputFile(f"batch-{i}.json", 10 * 1024 * 1024, "e") for i in range(10)]
+    assert shard_count(files, None, 25.0) == 4
+    assert shard_count(files, 50, 64.0) == 10  # never more shards than files
+    assert shard_count([], 5, 64.0) == 0
+
+
+def test_since_until_processed_and_max_files() -> None:
+    files = _files(48)
+    chosen = select_files(
+        files,
+        processed={files[10].key},
+        since=parse_hour("2025-01-15T08"),
+        until=datetime(2025, 1, 15, 12),
+    )
+    hours = {int(f.key.split("hour=")[1][:2]) for f in chosen}
+    assert hours == {8, 9, 10, 11}
+    assert files[10].key not in {f.key for f in chosen}
+    assert len(select_files(files, processed=set(), max_files=5)) == 5
+    assert parse_hour("2025-01-15T23:30+09:00") == datetime(2025, 1, 15, 14)

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
+from tests.helpers import fresh_env, plan_run, run_child, run_module, seed, work_objects
+from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE, decode_partial
+from witple_batch.run_layout import RunLayout
+from witple_batch.s3 import s3_client
+
+
+@pytest.fixture(scope="module")
+def sample() -> SampleSet:
+    return generate(actions=3_000, users=300, places=120, seed=3, batch_size=60)
+
+
+def _partial_files(env: dict[str, str], index: int) -> dict[str, bytes]:
+    layout = RunLayout(env["WORK_BUCKET"], "batch-work/", env["BATCH_ID"])
+    prefix = layout.shard_prefix(index)
+    return {k[len(prefix) :]: v for k, v in work_objects(env, prefix).items()}
+
+
+def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, sample)
+    client = s3_client(env["AWS_REGION"])
+    client.put_object(Bucket=env["S3_BUCKET"], Key="user-actions/notes.txt", Body=b"ignore me")
+    result = run_module("shard_job", env, "plan", "--shards", "3")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    assert line["shards"] == 3
+    assert line["files"] == len(sample.files)
+    assert line["bytes"] == sum(len(f.body) for f in sample.files)
+    manifest = json.loads(work_objects(env)[f"batch-work/runs/{env['BATCH_ID']}/manifest.json"])
+    loads = [sum(f["size"] for f in shard) for shard in manifest["shards"]]
+    assert max(loads) - min(loads) <= max(len(f.body) for f in sample.files)
+    # a second plan under the same BATCH_ID must not rewrite a manifest children may be reading
+    again = run_module("shard_job", env, "plan", "--shards", "3")
+    assert again.returncode == 2
+    assert "already has a manifest" in again.stderr
+
+
+def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
+    env = fresh_env(s3_env, model_dir)
+    result = run_module("shard_job", env, "plan")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "batch_id": env["BATCH_ID"],
+        "shards": 0,
+        "files": 0,
+        "bytes": 0,
+        "manifest_uri": None,
+    }
+
+
+def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, sample)
+    plan_run(env, shards=2)
+    metrics = [run_child(env, i) for i in range(2)]
+    read = sum(m["records_read"] for m in metrics)
+    accepted = sum(m["records_accepted"] for m in metrics)
+    rejected = sum(m["records_rejected"] for m in metrics)
+    assert read == accepted + rejected
+    assert accepted == sample.expected.actions
+    assert rejected == sample.expected.rejected_records
+    assert sum(m["files_rejected"] for m in metrics) == sample.expected.rejected_files
+
+    users: dict[str, np.ndarray] = {}
+    for index in range(2):
+        files = _partial_files(env, index)
+        partial = decode_partial(files, f"shard {index}")
+        for row in partial.files:
+            assert row["records"] == row["accepted"] + row["rejected"]
+        for uid, counts in zip(partial.user_ids, partial.users.counts, strict=True):
+            users[uid.decode()] = users.get(uid.decode(), 0) + counts
+        norms = np.linalg.norm(partial.place_content, axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+        rejects = [orjson.loads(line) for line in gzip.decompress(files[REJECTS_FILE]).splitlines()]
+        assert {r["key"] for r in rejects} <= {f.key for f in sample.files}
+    for uid, expected in sample.expected.users.items():
+        assert list(users[uid]) == [expected["click"], expected["like"], expected["bookmark"], expected["other"]]
+
+
+def test_user_vector_sum_is_weight_times_content(s3_env, model_dir):
+    env = fresh_env(s3_env, model_dir)
+    actions = [
+        {"user_id": "u", "place_id": "1", "place_category": "nature", "action_type": "click"},
+        {"user_id": "u", "place_id": "2", "place_category": "shopping", "action_type": "bookmark"},
+        {"user_id": "u", "place_id": "2", "place_category": "shopping", "action_type": "share"},
+    ]
+    key = "user-actions/year=2025/month=01/day=01/hour=00/batch-1-3-aaaaaaaa.json"
+    seed(env, SampleSet([SampleFile(key, orjson.dumps({"actions": actions}))], Expected()))
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    partial = decode_partial(_partial_files(env, 0), "shard 0")
+    assert partial.users.weight.tolist() == [6.0]
+    assert partial.users.counts.tolist() == [[1, 0, 1, 1]]
+    expected = 1 * partial.place_content[0] + 5 * partial.place_content[1]
+    np.testing.assert_allclose(partial.user_vector_sum[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, sample)
+    plan_run(env, shards=2)
+    run_child(env, 1)
+    first = _partial_files(env, 1)
+    run_child(env, 1)
+    second = _partial_files(env, 1)
+    assert set(first) == set(second)
+    for name in first:
+        if name not in (METRICS_FILE, SUCCESS_FILE):  # timings differ by nature
+            assert first[name] == second[name], name
+    assert json.loads(first[SUCCESS_FILE])["files"][FILES_FILE] == json.loads(second[SUCCESS_FILE])["files"][FILES_FILE]
+
+
+def test_child_without_array_index_is_shard_zero(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, SampleSet(sample.files[:5], sample.expected))
+    plan_run(env, shards=1)
+    result = run_module("shard_job", env)
+    assert result.returncode == 0, result.stderr
+    assert SUCCESS_FILE in _partial_files(env, 0)
+    finished = [json.loads(line) for line in result.stderr.splitlines() if '"shard finished"' in line]
+    assert finished[0]["shard"] == 0
+    assert finished[0]["records_read"] == finished[0]["records_accepted"] + finished[0]["records_rejected"]
+
+
+def test_missing_batch_id_is_a_configuration_error(s3_env, model_dir):
+    env = fresh_env(s3_env, model_dir)
+    env.pop("BATCH_ID")
+    result = run_module("shard_job", {**env, "BATCH_ID": ""})
+    assert result.returncode == 2
+    assert "BATCH_ID is required" in result.stderr
+
+
+def test_a_vanished_input_object_fails_the_child_naming_the_key(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, SampleSet(sample.files[:3], sample.expected))
+    plan_run(env, shards=1)
+    s3_client(env["AWS_REGION"]).delete_object(Bucket=env["S3_BUCKET"], Key=sample.files[1].key)
+    result = run_module("shard_job", env)
+    assert result.returncode == 1
+    assert sample.files[1].key in result.stderr
+    assert SUCCESS_FILE not in _partial_files(env, 0)
+
+
+def test_partials_never_hold_pickles(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, SampleSet(sample.files[:4], sample.expected))
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    for name, data in _partial_files(env, 0).items():
+        if name.endswith(".npy"):
+            array = np.load(__import__("io").BytesIO(data), allow_pickle=False)
+            assert array.dtype != object, name
+    assert Path(FILES_FILE).suffix == ".json"

@@ -1,0 +1,101 @@
+"""Settings both jobs read (the seed's names first), validated once at start."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from witple_batch.actions import ACTION_TYPES, COUNT_COLUMNS, OTHER_TYPE
+from witple_batch.settings import ConfigError, env_int, env_required, env_str, env_url, prefix
+
+DEFAULT_REGION = "ap-northeast-2"
+DEFAULT_BUCKET = "user-actions-data"
+DEFAULT_PREFIX = "user-actions/"
+DEFAULT_WORK_PREFIX = "batch-work/"
+DEFAULT_WEIGHTS = "click=1,like=3,bookmark=5"
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    region: str
+    s3_bucket: str
+    s3_prefix: str
+    work_bucket: str
+    work_prefix: str
+    database_url: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
+    job_id: str
+    job_name: str
+    job_attempts: int
+
+    @property
+    def s3_input_path(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
+
+
+def _bucket(name: str, value: str) -> str:
+    if not _BUCKET.match(value):
+        raise ConfigError(f"{name} is not a valid S3 bucket name: {value!r}")
+    return value
+
+
+def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
+    bucket = _bucket("S3_BUCKET", env_str("S3_BUCKET", DEFAULT_BUCKET, env) or DEFAULT_BUCKET)
+    return CommonConfig(
+        region=env_str("AWS_REGION", DEFAULT_REGION, env) or DEFAULT_REGION,
+        s3_bucket=bucket,
+        s3_prefix=prefix(env_str("S3_PREFIX", DEFAULT_PREFIX, env) or ""),
+        work_bucket=_bucket("WORK_BUCKET", env_str("WORK_BUCKET", bucket, env) or bucket),
+        work_prefix=prefix(env_str("WORK_PREFIX", DEFAULT_WORK_PREFIX, env) or ""),
+        database_url=env_url("DATABASE_URL", env, schemes=("postgresql", "postgres")),
+        webhook_url=env_url("WEBHOOK_URL", env, schemes=("http", "https")),
+        webhook_secret=env_str("WEBHOOK_SECRET", env=env),
+        job_id=env_str("AWS_BATCH_JOB_ID", "local", env) or "local",
+        job_name=env_str("AWS_BATCH_JOB_NAME", "witple-batch", env) or "witple-batch",
+        job_attempts=env_int("JOB_ATTEMPTS", 3, env, minimum=1, maximum=10),
+    )
+
+
+def validate_batch_id(value: str, name: str = "BATCH_ID") -> str:
+    if not _BATCH_ID.match(value):
+        raise ConfigError(f"{name} must match {_BATCH_ID.pattern} (letters, digits, . _ -), got {value!r}")
+    return value
+
+
+def required_batch_id(env: Mapping[str, str] | None = None) -> str:
+    return validate_batch_id(env_required("BATCH_ID", env))
+
+
+def new_batch_id() -> str:
+    return f"batch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+def parse_weights(raw: str, name: str = "ACTION_WEIGHTS") -> np.ndarray:
+    """`click=1,like=3,bookmark=5` -> weight per type code; unknown types always weigh 0."""
+    weights = np.zeros(COUNT_COLUMNS, dtype=np.float64)
+    seen = set()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ACTION_TYPES:
+            raise ConfigError(f"{name} entries must be <{'|'.join(ACTION_TYPES)}>=<number>, got {part!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: weight for {key} is not a number: {value!r}") from None
+        if not 0 <= weight < 1e6:
+            raise ConfigError(f"{name}: weight for {key} must be between 0 and 1e6")
+        weights[ACTION_TYPES.index(key)] = weight
+        seen.add(key)
+    if missing := set(ACTION_TYPES) - seen:
+        raise ConfigError(f"{name} lacks a weight for {', '.join(sorted(missing))}")
+    weights[OTHER_TYPE] = 0.0
+    return weights

@@ -1,0 +1,39 @@
+"""How many CPUs this container may use.
+
+onnxruntime and numpy size their pools from the host's cores; on Fargate the quota is smaller,
+and oversubscribed threads thrash. cgroup v2 `cpu.max`, then v1 cfs quota, then affinity.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+_CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def _quota_cpus() -> float | None:
+    try:
+        quota, period = _CGROUP_V2.read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(_CGROUP_V1_QUOTA.read_text())
+        period_us = int(_CGROUP_V1_PERIOD.read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _quota_cpus()
+    if quota is None:
+        return affinity
+    return max(1, min(affinity, math.ceil(quota)))

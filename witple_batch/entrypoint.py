@@ -1,0 +1,55 @@
+"""What every job's main does around its work: logging, exit codes, SIGTERM, the FAILED notice.
+
+Exit 2 for configuration errors (Batch's retry strategy exits on it: no use retrying),
+1 for everything else. SIGTERM (Batch's timeout or a cancel) becomes an exception so the
+job can still report before it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from witple_batch.logs import configure, event, mask_secrets
+from witple_batch.settings import EXIT_CONFIG, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(Exception):
+    """The process received SIGTERM."""
+
+
+def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name} (Batch timeout or cancel)")
+
+
+def run_job(
+    job: str,
+    work: Callable[[], int],
+    on_failure: Callable[[str, bool, float], None] | None = None,
+) -> int:
+    """Run `work`; on failure call on_failure(message, is_config_error, seconds) and map the exit code."""
+    configure(job)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    started = time.monotonic()
+    try:
+        return work()
+    except ConfigError as exc:
+        message = f"configuration error: {exc}"
+        event(log, message, logging.ERROR)
+        if on_failure:
+            on_failure(message, True, time.monotonic() - started)
+        return EXIT_CONFIG
+    except (Exception, Terminated) as exc:
+        message = mask_secrets(f"{type(exc).__name__}: {exc}")
+        log.error(message, exc_info=not isinstance(exc, Terminated))
+        if on_failure:
+            on_failure(message, False, time.monotonic() - started)
+        return 1
+    finally:
+        sys.stdout.flush()

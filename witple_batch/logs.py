@@ -1,0 +1,56 @@
+"""One JSON object per line on stderr (CloudWatch indexes each line as an event); secrets masked."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import orjson
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+_KEY_PASSWORD = re.compile(r"(?i)\b(password|pwd|secret)=([^\s&]+)")
+
+
+def mask_secrets(text: str) -> str:
+    """Hide passwords in URLs (`postgresql://u:pw@h`) and in key=value strings."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _KEY_PASSWORD.sub(lambda m: f"{m[1]}=***", text)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, job: str) -> None:
+        super().__init__()
+        self.job = job
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "job": self.job,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            event.update(fields)
+        if record.exc_info:
+            event["exc"] = self.formatException(record.exc_info)
+        return mask_secrets(orjson.dumps(event, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+
+
+def configure(job: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(job))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log a message with structured fields merged into the JSON line."""
+    logger.log(level, msg, extra={"fields": fields})

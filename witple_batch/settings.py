@@ -1,0 +1,87 @@
+"""Reading settings from the environment, validated once at start.
+
+Every job builds a frozen dataclass from these helpers; a missing or bad value raises
+ConfigError naming the variable, which the entry point turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlparse
+
+EXIT_CONFIG = 2
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; retrying the job cannot help."""
+
+
+def env_str(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    value = (os.environ if env is None else env).get(name, "").strip()
+    return value or default
+
+
+def env_required(name: str, env: Mapping[str, str] | None = None) -> str:
+    value = env_str(name, env=env)
+    if value is None:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def env_int(
+    name: str,
+    default: int,
+    env: Mapping[str, str] | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    raw = env_str(name, env=env)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float, env: Mapping[str, str] | None = None, *, minimum: float = 0.0) -> float:
+    raw = env_str(name, env=env)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...], env: Mapping[str, str] | None = None) -> str:
+    value = (env_str(name, default, env) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def env_url(name: str, env: Mapping[str, str] | None = None, *, schemes: tuple[str, ...]) -> str | None:
+    value = env_str(name, env=env)
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.query):
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL")
+    return value
+
+
+def prefix(value: str) -> str:
+    """S3 prefixes compare as strings: normalise to no leading slash and one trailing slash."""
+    value = value.strip("/")
+    return f"{value}/" if value else ""

@@ -1,0 +1,136 @@
+"""The completion webhook: the main server's contract, HMAC-signed, retried on transient failures only.
+
+Signature: `X-Signature: sha256=<hex>` over `<X-Signature-Timestamp>.<raw body>` with
+WEBHOOK_SECRET, so a receiver can reject replays by the timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from witple_batch.logs import event, mask_secrets
+
+log = logging.getLogger(__name__)
+
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+SIGNATURE_HEADER = "X-Signature"
+TIMESTAMP_HEADER = "X-Signature-Timestamp"
+
+
+class TransientDeliveryError(Exception):
+    """5xx, timeout or connection error: worth another try."""
+
+
+class PermanentDeliveryError(Exception):
+    """4xx: the receiver refused the request; retrying sends the same refusal."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivered: bool
+    attempts: int
+    status: int | None
+    error: str | None
+
+
+def payload(
+    *,
+    job_id: str,
+    job_name: str,
+    status: str,
+    batch_id: str,
+    processed_records: int,
+    processing_time_seconds: float,
+    s3_input_path: str,
+    error_message: str | None,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """Exactly the contract's fields, with the contract's types."""
+    return {
+        "job_id": str(job_id),
+        "job_name": str(job_name),
+        "job_status": status,
+        "batch_id": str(batch_id),
+        "processed_records": int(processed_records),
+        "processing_time_seconds": float(round(processing_time_seconds, 3)),
+        "s3_input_path": str(s3_input_path),
+        "error_message": None if error_message is None else mask_secrets(str(error_message))[:4000],
+        "metadata": metadata,
+    }
+
+
+def sign(body: bytes, secret: str, timestamp: str) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise TransientDeliveryError(f"HTTP {exc.code}") from None
+        raise PermanentDeliveryError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        raise TransientDeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+
+
+def send(
+    url: str,
+    body_fields: dict[str, Any],
+    *,
+    secret: str | None,
+    attempts: int = 5,
+    timeout: float = 10.0,
+    backoff: float = 1.0,
+) -> Delivery:
+    """POST once delivered; never raises (a failed notice must not undo committed data)."""
+    body = orjson.dumps(body_fields)
+    headers = {"Content-Type": "application/json", "User-Agent": "witple-batch/1"}
+    if secret:
+        timestamp = str(int(time.time()))
+        headers[TIMESTAMP_HEADER] = timestamp
+        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp)
+    tries = 0
+
+    @retry(
+        retry=retry_if_exception_type(TransientDeliveryError),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff, max=30),
+    )
+    def post() -> int:
+        nonlocal tries
+        tries += 1
+        return _post_once(url, body, headers, timeout)
+
+    try:
+        status = post()
+    except RetryError as exc:
+        error = str(exc.last_attempt.exception())
+        event(log, "webhook not delivered", logging.ERROR, url=mask_secrets(url), attempts=tries, error=error)
+        return Delivery(False, tries, None, error)
+    except PermanentDeliveryError as exc:
+        event(log, "webhook refused", logging.ERROR, url=mask_secrets(url), attempts=tries, error=str(exc))
+        return Delivery(False, tries, None, str(exc))
+    event(
+        log,
+        "webhook delivered",
+        url=mask_secrets(url),
+        attempts=tries,
+        status=status,
+        job_status=body_fields["job_status"],
+    )
+    return Delivery(True, tries, status, None)
