@@ -77,3 +77,37 @@ def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 30
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def reduce_in_process(env: dict[str, str]) -> Any:
+    """run_reduce + finish as the CLI does, without a process (fast path for most tests)."""
+    import time
+
+    from reduce_job.config import reduce_config_from_env
+    from reduce_job.run import finish, run_reduce
+
+    config = reduce_config_from_env(env)
+    client = s3_client(config.common.region)
+    started = time.monotonic()
+    outcome = run_reduce(client, config)
+    finish(client, config, outcome, time.monotonic() - started)
+    return outcome
+
+
+def pipeline(env: dict[str, str], sample: SampleSet | None, shards: int = 2) -> dict[str, Any]:
+    """Seed (optional), plan, run every child, reduce: one batch end to end, in process."""
+    if sample is not None:
+        seed(env, sample)
+    planned = plan_run(env, shards=shards)
+    for index in range(planned["shards"]):
+        run_child(env, index)
+    if planned["shards"]:
+        reduce_in_process(env)
+    return planned
+
+
+def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]

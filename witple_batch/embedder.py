@@ -3,11 +3,19 @@
 Mean pooling and L2 normalisation live here and nowhere else: the exported graph returns
 token states. Importing this module must not pull in torch or transformers (the shard image
 has neither).
+
+Each text runs alone (a batch of one, so no padding at all), `threads` texts at a time.
+Dynamic int8 quantises activations with one scale per tensor, so in a batch a text's
+vector depends on its batch mates: the same place text embedded in two shards differed
+by up to cosine 0.996, which user vectors then mixed. Alone, a text's vector depends on
+the text only. Measured here on 3,000 realistic texts, 2 threads: 248 texts/s alone
+vs 285 in length-sorted batches of 32; the determinism is worth the 13%.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +25,20 @@ from tokenizers import Tokenizer
 from witple_batch.cpu import available_cpus
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelError, verify_model_dir
 
-# Measured on 2 AVX2 cores: 32 beats 8, 16, 64 and 128 once batches are length-sorted.
-DEFAULT_BATCH_SIZE = 32
-
 
 class Embedder:
-    def __init__(self, model_dir: Path, *, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
         self.manifest = verify_model_dir(model_dir)
-        self.batch_size = batch_size
         self.threads = threads or available_cpus()
         try:
             self._tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
             raise ModelError(f"{model_dir / TOKENIZER_FILE} cannot be loaded: {exc}") from None
-        # Each batch is padded to its own longest text, never to a fixed length.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.manifest.max_seq_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        # parallel across texts, not inside one: short sequences leave a second op thread idle
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -45,41 +49,35 @@ class Embedder:
             raise ModelError(f"{model_dir / MODEL_FILE} cannot be loaded: {exc}") from None
         self._input_names = {i.name for i in self._session.get_inputs()}
 
-    @property
-    def dim(self) -> int:
-        return EMBEDDING_DIM
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 (n, 384), L2-normalised, rows in input order."""
+        """float32 (n, 384), L2-normalised, rows in input order; each row a function of its text alone."""
         out = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
         if not texts:
             return out
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        # Sorting by length keeps padding (wasted FLOPs) near zero; stable for determinism.
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            width = int(lengths[rows].max())
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for i, row in enumerate(rows):
-                n = lengths[row]
-                ids[i, :n] = encodings[row].ids
-                mask[i, :n] = 1
-            out[rows] = self._pool(self._run(ids, mask), mask)
+
+        def embed_one(row: int) -> None:
+            ids = np.asarray([encodings[row].ids], dtype=np.int64)
+            out[row] = self._pool(self._run(ids))
+
+        # longest first, so the workers finish together
+        order = sorted(range(len(texts)), key=lambda row: -len(encodings[row].ids))
+        if self.threads == 1:
+            for row in order:
+                embed_one(row)
+        else:
+            with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="embed") as pool:
+                list(pool.map(embed_one, order))
         return out
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": ids, "attention_mask": mask}
+    def _run(self, ids: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         if "token_type_ids" in self._input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
         return self._session.run(None, feed)[0]
 
     @staticmethod
-    def _pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        weights = mask[..., None].astype(np.float32)
-        summed = (states * weights).sum(axis=1)
-        mean = summed / np.maximum(weights.sum(axis=1), 1.0)
-        norms = np.linalg.norm(mean, axis=1, keepdims=True)
-        return (mean / np.maximum(norms, 1e-12)).astype(np.float32)
+    def _pool(states: np.ndarray) -> np.ndarray:
+        """Mean over tokens (no padding to mask out), then L2 normalisation; (1, seq, 384) -> (384,)."""
+        mean = states[0].mean(axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)

@@ -1,6 +1,6 @@
 """What every job's main does around its work: logging, exit codes, SIGTERM, the FAILED notice.
 
-Exit 2 for configuration errors (Batch's retry strategy exits on it: no use retrying),
+Exit 2 for configuration errors and other permanent ones (Batch's retry strategy exits on it),
 1 for everything else. SIGTERM (Batch's timeout or a cancel) becomes an exception so the
 job can still report before it dies.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from witple_batch.logs import configure, event, mask_secrets
-from witple_batch.settings import EXIT_CONFIG, ConfigError
+from witple_batch.settings import EXIT_CONFIG, ConfigError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def run_job(
     started = time.monotonic()
     try:
         return work()
-    except ConfigError as exc:
-        message = f"configuration error: {exc}"
+    except PermanentError as exc:
+        message = f"configuration error: {exc}" if isinstance(exc, ConfigError) else str(exc)
         event(log, message, logging.ERROR)
         if on_failure:
             on_failure(message, True, time.monotonic() - started)

@@ -13,8 +13,12 @@ from urllib.parse import urlparse
 EXIT_CONFIG = 2
 
 
-class ConfigError(Exception):
-    """A setting is missing or malformed; retrying the job cannot help."""
+class PermanentError(Exception):
+    """Retrying the job cannot help (exit code 2, which the Batch retry strategy does not retry)."""
+
+
+class ConfigError(PermanentError):
+    """A setting is missing or malformed."""
 
 
 def env_str(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str | None:

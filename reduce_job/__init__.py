@@ -1,0 +1,1 @@
+"""The reduce job: merge shard partials and apply them to PostgreSQL exactly once, then notify."""

@@ -1,0 +1,5 @@
+import sys
+
+from reduce_job.cli import main
+
+sys.exit(main())

@@ -1,0 +1,425 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from local_stack.sample_data import Expected, SampleSet, generate
+from reduce_job.schema import migrate
+from tests.helpers import REPO, fresh_env, pipeline, plan_run, query, reduce_in_process, run_child, run_module, seed
+from witple_batch.s3 import s3_client
+
+SECRET = "webhook-test-secret"
+
+
+@pytest.fixture(scope="module")
+def first_sample() -> SampleSet:
+    return generate(actions=2_000, users=150, places=60, seed=11, batch_size=50)
+
+
+@pytest.fixture(scope="module")
+def second_sample() -> SampleSet:
+    start = __import__("datetime").datetime(2025, 1, 16, 9, tzinfo=__import__("datetime").UTC)
+    return generate(actions=1_500, users=150, places=60, seed=12, batch_size=50, start=start)
+
+
+def _env(s3_env, model_dir, database_url, receiver=None, **extra):
+    more = {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, **extra}
+    if receiver is not None:
+        more["WEBHOOK_URL"] = receiver.url
+    return fresh_env(s3_env, model_dir, **more)
+
+
+def _new_batch(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "BATCH_ID": f"test-{uuid.uuid4().hex[:10]}"}
+
+
+def assert_database_matches(url: str, expected: Expected) -> None:
+    users = {
+        row[0]: row[1:]
+        for row in query(
+            url,
+            "SELECT user_id, total_clicks, total_likes, total_bookmarks, total_other, total_actions,"
+            " vector_weight, click_score, like_score, bookmark_score FROM user_behavior_vectors",
+        )
+    }
+    assert set(users) == set(expected.users)
+    for uid, e in expected.users.items():
+        clicks, likes, bookmarks, other, total, weight, click_s, like_s, bookmark_s = users[uid]
+        assert (clicks, likes, bookmarks, other) == (e["click"], e["like"], e["bookmark"], e["other"])
+        assert total == clicks + likes + bookmarks + other
+        assert weight == pytest.approx(e["weight"])
+        assert click_s == pytest.approx(100 * clicks / total, abs=1e-3)
+        assert like_s == pytest.approx(100 * likes / total, abs=1e-3)
+        assert bookmark_s == pytest.approx(100 * bookmarks / total, abs=1e-3)
+    places = {
+        (row[0], row[1]): row[2:]
+        for row in query(
+            url,
+            "SELECT place_category, place_id, total_clicks, total_likes, total_bookmarks,"
+            " unique_users, popularity_score, engagement_score FROM place_vectors",
+        )
+    }
+    assert set(places) == set(expected.places)
+    for key, e in expected.places.items():
+        clicks, likes, bookmarks, unique, popularity, engagement = places[key]
+        assert (clicks, likes, bookmarks) == (e["click"], e["like"], e["bookmark"])
+        assert unique == len(e["users"])
+        assert popularity == min(2 * (likes + bookmarks + clicks), 100)
+        assert engagement == min(5 * (likes + bookmarks), 100)
+
+
+def assert_vectors_follow_stored_content(url: str) -> None:
+    """behavior_vector ~ sum(w_up * content_p) / sum(w_up) over the interaction table.
+
+    Not to 1e-5: a place embedded in two shards gets two int8 embeddings that differ at
+    ~1e-3 (dynamic activation scales are per batch) and the database keeps the first.
+    The exact merge is asserted by test_two_batches_merge_as_exact_weighted_means.
+    """
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        content = {
+            (c, p): v.to_numpy()
+            for c, p, v in conn.execute("SELECT place_category, place_id, content_vector FROM place_vectors").fetchall()
+        }
+        sums: dict[str, np.ndarray] = {}
+        weights: dict[str, float] = {}
+        for uid, cat, pid, w in conn.execute(
+            "SELECT user_id, place_category, place_id, vector_weight FROM user_place_interactions"
+        ).fetchall():
+            sums[uid] = sums.get(uid, 0) + w * content[(cat, pid)].astype(np.float64)
+            weights[uid] = weights.get(uid, 0) + w
+        for uid, vector, weight in conn.execute(
+            "SELECT user_id, behavior_vector, vector_weight FROM user_behavior_vectors"
+        ).fetchall():
+            assert weight == pytest.approx(weights[uid])
+            if weight == 0:
+                assert vector is None
+                continue
+            expected = sums[uid] / weights[uid]
+            got = vector.to_numpy()
+            cosine = float(got @ expected / np.linalg.norm(got) / np.linalg.norm(expected))
+            assert cosine > 0.999, uid
+
+
+def user_vectors(url: str) -> dict[str, tuple[np.ndarray, float]]:
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        return {
+            uid: (v.to_numpy().astype(np.float64), w)
+            for uid, v, w in conn.execute(
+                "SELECT user_id, behavior_vector, vector_weight FROM user_behavior_vectors WHERE vector_weight > 0"
+            ).fetchall()
+        }
+
+
+def test_one_batch_matches_an_independent_recomputation(s3_env, model_dir, database_url, receiver, first_sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    pipeline(env, first_sample)
+    assert_database_matches(database_url, first_sample.expected)
+    assert_vectors_follow_stored_content(database_url)
+    ledger = query(database_url, "SELECT status, count(*) FROM processed_files GROUP BY status ORDER BY status")
+    assert ledger == [
+        ("processed", len(first_sample.files) - first_sample.expected.rejected_files),
+        ("rejected", first_sample.expected.rejected_files),
+    ]
+    combined = query(
+        database_url,
+        "SELECT count(*) FROM place_vectors WHERE combined_vector IS NULL"
+        " OR abs(vector_norm(combined_vector) - 1) > 1e-4",
+    )
+    assert combined == [(0,)]
+
+
+def test_two_batches_accumulate_and_vectors_stay_exact(s3_env, model_dir, database_url, first_sample, second_sample):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, first_sample)
+    second = _new_batch(env)
+    pipeline(second, second_sample)
+    assert_database_matches(database_url, first_sample.expected.merge(second_sample.expected))
+    assert_vectors_follow_stored_content(database_url)
+    runs = query(database_url, "SELECT batch_id, status FROM batch_runs ORDER BY committed_at")
+    assert runs == [(env["BATCH_ID"], "committed"), (second["BATCH_ID"], "committed")]
+
+
+def test_two_batches_merge_as_exact_weighted_means(s3_env, model_dir, postgres, first_sample, second_sample):
+    """Both batches into one database == (v1 * w1 + v2 * w2) / (w1 + w2) of each alone (same partials)."""
+    urls = {}
+    for name in ("both", "first", "second"):
+        db = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"')
+        urls[name] = postgres.url.rsplit("/", 1)[0] + f"/{db}"
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=urls["both"])
+    second = _new_batch(env)
+    pipeline(env, first_sample)
+    pipeline(second, second_sample)
+    reduce_in_process({**env, "DATABASE_URL": urls["first"]})
+    reduce_in_process({**second, "DATABASE_URL": urls["second"]})
+    both, one, two = (user_vectors(urls[n]) for n in ("both", "first", "second"))
+    assert set(both) == set(one) | set(two)
+    for uid, (vector, weight) in both.items():
+        v1, w1 = one.get(uid, (np.zeros(384), 0.0))
+        v2, w2 = two.get(uid, (np.zeros(384), 0.0))
+        assert weight == pytest.approx(w1 + w2)
+        np.testing.assert_allclose(vector, (v1 * w1 + v2 * w2) / (w1 + w2), atol=1e-5)
+
+
+def test_rerunning_a_committed_batch_changes_nothing(s3_env, model_dir, database_url, receiver, first_sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    pipeline(env, first_sample)
+    snapshot = query(
+        database_url, "SELECT user_id, total_actions, behavior_vector::text FROM user_behavior_vectors ORDER BY user_id"
+    )
+    result = run_module("reduce_job", env)
+    assert result.returncode == 0, result.stderr
+    assert "already committed" in result.stderr
+    assert (
+        query(
+            database_url,
+            "SELECT user_id, total_actions, behavior_vector::text FROM user_behavior_vectors ORDER BY user_id",
+        )
+        == snapshot
+    )
+    assert len(receiver.delivered()) == 1  # delivered once per committed batch, not per run
+
+
+def test_a_batch_holding_an_already_processed_file_is_refused_whole(
+    s3_env, model_dir, database_url, receiver, first_sample
+):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    seed(env, first_sample)
+    overlapping = _new_batch(env)
+    plan_run(env, shards=1)
+    plan_run(overlapping, shards=1)  # planned before the first batch commits: same files
+    run_child(env, 0)
+    run_child(overlapping, 0)
+    reduce_in_process(env)
+    before = query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors")
+    result = run_module("reduce_job", overlapping)
+    assert result.returncode == 2
+    assert "already processed by batch " + env["BATCH_ID"] in result.stderr
+    assert query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors") == before
+    assert query(
+        database_url, "SELECT count(*) FROM processed_files WHERE batch_id = %s", (overlapping["BATCH_ID"],)
+    ) == [(0,)]
+    failed = [r.json for r in receiver.received if r.json["batch_id"] == overlapping["BATCH_ID"]]
+    assert failed[-1]["job_status"] == "FAILED"
+    assert "already processed" in failed[-1]["error_message"]
+
+
+def test_sigkill_mid_transaction_leaves_the_database_unchanged(
+    s3_env, model_dir, database_url, first_sample, second_sample
+):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, first_sample)
+    second = _new_batch(env)
+    seed(second, second_sample)
+    plan_run(second, shards=1)
+    run_child(second, 0)
+    before = query(database_url, "SELECT sum(total_actions), count(*) FROM user_behavior_vectors")
+    blocker = psycopg.connect(database_url)
+    # hold one user's row so the reduce stops inside its transaction, after COPY and the ledger insert
+    blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reduce_job"],
+        env={**__import__("os").environ, **second},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = query(
+                database_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reduce_job'"
+                " AND wait_event_type = 'Lock'",
+            )
+            if waiting[0][0]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the reduce never reached the locked row")
+        process.kill()
+        process.wait()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert query(database_url, "SELECT sum(total_actions), count(*) FROM user_behavior_vectors") == before
+    assert query(database_url, "SELECT count(*) FROM processed_files WHERE batch_id = %s", (second["BATCH_ID"],)) == [
+        (0,)
+    ]
+    result = run_module("reduce_job", second)
+    assert result.returncode == 0, result.stderr
+    assert_database_matches(database_url, first_sample.expected.merge(second_sample.expected))
+
+
+def test_concurrent_reduces_of_disjoint_batches_give_exact_totals(
+    s3_env, model_dir, database_url, first_sample, second_sample
+):
+    env = _env(s3_env, model_dir, database_url)
+    a = {**env, "S3_PREFIX": "part-a/", "BATCH_ID": f"a-{uuid.uuid4().hex[:8]}"}
+    b = {**env, "S3_PREFIX": "part-b/", "BATCH_ID": f"b-{uuid.uuid4().hex[:8]}"}
+    seed(a, generate(actions=2_000, users=150, places=60, seed=11, batch_size=50, prefix="part-a/"))
+    seed(
+        b,
+        generate(
+            actions=1_500,
+            users=150,
+            places=60,
+            seed=12,
+            batch_size=50,
+            prefix="part-b/",
+            start=__import__("datetime").datetime(2025, 1, 16, 9, tzinfo=__import__("datetime").UTC),
+        ),
+    )
+    for batch in (a, b):
+        plan_run(batch, shards=1)
+        run_child(batch, 0)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reduce_job"],
+            env={**__import__("os").environ, **batch},
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for batch in (a, b)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    assert_database_matches(database_url, first_sample.expected.merge(second_sample.expected))
+    assert_vectors_follow_stored_content(database_url)
+
+
+def test_webhook_carries_the_contract_and_a_valid_signature(s3_env, model_dir, database_url, receiver, first_sample):
+    env = _env(s3_env, model_dir, database_url, receiver, AWS_BATCH_JOB_ID="job-123", AWS_BATCH_JOB_NAME="reduce")
+    pipeline(env, first_sample)
+    [delivery] = receiver.delivered()
+    body = delivery.json
+    assert delivery.signature_valid(SECRET)
+    assert set(body) == {
+        "job_id",
+        "job_name",
+        "job_status",
+        "batch_id",
+        "processed_records",
+        "processing_time_seconds",
+        "s3_input_path",
+        "error_message",
+        "metadata",
+    }
+    assert body["job_id"] == "job-123"
+    assert body["job_name"] == "reduce"
+    assert body["job_status"] == "SUCCEEDED"
+    assert body["batch_id"] == env["BATCH_ID"]
+    assert body["processed_records"] == first_sample.expected.actions
+    assert isinstance(body["processing_time_seconds"], float)
+    assert body["s3_input_path"] == f"s3://{env['S3_BUCKET']}/user-actions/"
+    assert body["error_message"] is None
+    assert body["metadata"]["users"] == len(first_sample.expected.users)
+    assert body["metadata"]["rejects"] == first_sample.expected.rejected_records
+    assert body["metadata"]["shard_count"] == 2
+    assert not delivery.signature_valid("another-secret")
+
+
+def test_webhook_500_500_200_is_delivered_once(s3_env, model_dir, database_url, receiver, first_sample):
+    receiver.script[:] = [500, 503, 200]
+    env = _env(s3_env, model_dir, database_url, receiver, WEBHOOK_BACKOFF_SECONDS="0.01")
+    pipeline(env, SampleSet(first_sample.files[:5], first_sample.expected))
+    assert [r.status for r in receiver.received] == [500, 503, 200]
+    assert len(receiver.delivered()) == 1
+    assert query(database_url, "SELECT webhook_status, webhook_attempts FROM batch_runs") == [("delivered", 3)]
+
+
+def test_webhook_4xx_is_not_retried(s3_env, model_dir, database_url, receiver, first_sample):
+    receiver.script[:] = [400]
+    env = _env(s3_env, model_dir, database_url, receiver)
+    pipeline(env, SampleSet(first_sample.files[:3], first_sample.expected))
+    assert [r.status for r in receiver.received] == [400]
+    assert query(database_url, "SELECT webhook_status, webhook_error FROM batch_runs") == [("failed", "HTTP 400")]
+
+
+def test_a_dead_receiver_leaves_the_data_committed(s3_env, model_dir, database_url, first_sample):
+    from local_stack.moto_s3 import free_port
+
+    env = _env(
+        s3_env,
+        model_dir,
+        database_url,
+        WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hook",
+        WEBHOOK_ATTEMPTS="2",
+        WEBHOOK_TIMEOUT_SECONDS="1",
+    )
+    seed(env, SampleSet(first_sample.files[:4], first_sample.expected))
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    result = run_module("reduce_job", env)
+    assert result.returncode == 0, result.stderr
+    assert "webhook not delivered" in result.stderr
+    [(status, webhook_status)] = query(database_url, "SELECT status, webhook_status FROM batch_runs")
+    assert (status, webhook_status) == ("committed", "failed")
+    assert query(database_url, "SELECT count(*) > 0 FROM user_behavior_vectors") == [(True,)]
+
+
+def test_a_shard_failing_on_its_last_attempt_sends_failed(s3_env, model_dir, receiver, first_sample):
+    env = fresh_env(s3_env, model_dir, WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=SECRET, JOB_ATTEMPTS="3")
+    seed(env, SampleSet(first_sample.files[:3], first_sample.expected))
+    plan_run(env, shards=1)
+    s3_client(env["AWS_REGION"]).delete_object(Bucket=env["S3_BUCKET"], Key=first_sample.files[0].key)
+    early = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "1"})
+    assert early.returncode == 1
+    assert receiver.received == []  # Batch will retry: nothing to report yet
+    last = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "3"})
+    assert last.returncode == 1
+    [notice] = receiver.received
+    assert notice.signature_valid(SECRET)
+    assert notice.json["job_status"] == "FAILED"
+    assert first_sample.files[0].key in notice.json["error_message"]
+
+
+def test_missing_success_markers_are_named(s3_env, model_dir, database_url, receiver, first_sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    seed(env, first_sample)
+    plan_run(env, shards=3)
+    run_child(env, 1)
+    result = run_module("reduce_job", env)
+    assert result.returncode == 1
+    assert "shards without _SUCCESS.json (not finished or failed): [0, 2]" in result.stderr
+    assert query(database_url, "SELECT count(*) FROM user_behavior_vectors") == [(0,)]
+    assert receiver.received[-1].json["job_status"] == "FAILED"
+
+
+def test_missing_database_url_is_a_configuration_error(s3_env, model_dir):
+    env = fresh_env(s3_env, model_dir)
+    result = run_module("reduce_job", env)
+    assert result.returncode == 2
+    assert "DATABASE_URL is required" in result.stderr
+
+
+def test_concurrent_migrations_apply_once(database_url):
+    errors = []
+
+    def migrate_once() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                migrate(conn)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate_once) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert query(database_url, "SELECT version FROM schema_migrations") == [(1,)]
