@@ -1,0 +1,211 @@
+"""Run the whole batch locally: moto S3, embedded PostgreSQL, webhook receiver, N shard processes, reduce.
+
+Usage: scripts/run_local.sh [--actions 100000] [--shards N] [--keep] ...   (see --help)
+Services already given by AWS_ENDPOINT_URL, DATABASE_URL or WEBHOOK_URL are used instead of
+started. Everything started here is stopped on exit, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import orjson
+import psycopg
+from pgvector.psycopg import register_vector
+
+from local_stack.array_runner import run_array
+from local_stack.moto_s3 import FAKE_CREDENTIALS, REGION, MotoS3
+from local_stack.postgres import LocalPostgres
+from local_stack.sample_data import ensure_bucket, generate, upload
+from local_stack.webhook_receiver import WebhookReceiver
+from witple_batch.config import new_batch_id
+from witple_batch.cpu import available_cpus
+from witple_batch.logs import mask_secrets
+from witple_batch.model_files import ModelError, verify_model_dir
+from witple_batch.s3 import s3_client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/run_local.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--actions", type=int, default=100_000, help="sample actions to generate (default 100000)")
+    parser.add_argument("--users", type=int, default=20_000, help="distinct users in the sample (default 20000)")
+    parser.add_argument("--places", type=int, default=5_000, help="distinct places in the sample (default 5000)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed of the sample (default 42)")
+    parser.add_argument("--no-seed", action="store_true", help="generate no data; process what is in the bucket")
+    parser.add_argument("--shards", type=int, default=available_cpus(), help="array size (default: CPU count)")
+    parser.add_argument("--parallel", type=int, default=available_cpus(), help="children at once (default: CPUs)")
+    parser.add_argument("--attempts", type=int, default=3, help="attempts per child, as the job definition's")
+    parser.add_argument("--batch-id", help="run id (default: generated)")
+    parser.add_argument("--pg-data", type=Path, help="keep PostgreSQL data here across runs (default: temporary)")
+    parser.add_argument("--keep", action="store_true", help="leave the services up and print how to connect")
+    return parser.parse_args()
+
+
+def ensure_model(env: dict[str, str]) -> None:
+    try:
+        verify_model_dir(Path(env["MODEL_DIR"]))
+    except ModelError:
+        say("exporting the int8 model (first run only)...")
+        subprocess.run([sys.executable, "-m", "export_model", "--output", env["MODEL_DIR"]], check=True)
+
+
+def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env={**os.environ, **env}, text=True, capture_output=True, check=False
+    )
+
+
+def nearest_places(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        row = conn.execute(
+            "SELECT user_id, behavior_vector FROM user_behavior_vectors WHERE behavior_vector IS NOT NULL "
+            "ORDER BY total_actions DESC, user_id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return []
+        places = conn.execute(
+            "SELECT place_category, place_id, 1 - (content_vector <=> %s) AS cosine FROM place_vectors "
+            "ORDER BY content_vector <=> %s LIMIT 5",
+            (row[1], row[1]),
+        ).fetchall()
+    return [f"nearest places to {row[0]}'s behaviour vector (pgvector, cosine):"] + [
+        f"  {category:<16} {place_id:<10} {cosine:.3f}" for category, place_id, cosine in places
+    ]
+
+
+def main() -> int:
+    args = parse_args()
+    env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "DATABASE_URL", "WEBHOOK_URL")}
+    env.update(
+        BATCH_ID=args.batch_id or new_batch_id(),
+        S3_BUCKET=os.environ.get("S3_BUCKET", "user-actions-data"),
+        S3_PREFIX=os.environ.get("S3_PREFIX", "user-actions/"),
+        AWS_REGION=os.environ.get("AWS_REGION", REGION),
+        MODEL_DIR=os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model")),
+        JOB_ATTEMPTS=str(args.attempts),
+        AWS_BATCH_JOB_NAME="witple-local",
+    )
+    timings: dict[str, float] = {}
+    with ExitStack() as services:
+        if "AWS_ENDPOINT_URL" not in env:
+            moto = services.enter_context(MotoS3.start())
+            env.update(moto.client_env())
+            say(f"moto S3 server on {moto.endpoint}")
+        env.setdefault("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"]))
+        env.setdefault(
+            "AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        )
+        if "DATABASE_URL" not in env:
+            pg = services.enter_context(LocalPostgres.running(args.pg_data))
+            env["DATABASE_URL"] = pg.url
+            say(f"PostgreSQL 18 + pgvector on {mask_secrets(pg.url)}")
+        receiver = None
+        if "WEBHOOK_URL" not in env:
+            receiver = services.enter_context(WebhookReceiver.running())
+            env["WEBHOOK_URL"] = receiver.url
+            say(f"webhook receiver on {receiver.url}")
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        ensure_model(env)
+
+        client = s3_client(env["AWS_REGION"])
+        ensure_bucket(client, env["S3_BUCKET"], env["AWS_REGION"])
+        if not args.no_seed:
+            t = time.monotonic()
+            sample = generate(
+                actions=args.actions, users=args.users, places=args.places, seed=args.seed, prefix=env["S3_PREFIX"]
+            )
+            upload(client, env["S3_BUCKET"], sample.files)
+            timings["generate + upload"] = time.monotonic() - t
+            say(
+                f"uploaded {len(sample.files)} files ({sample.expected.actions:,} valid actions) "
+                f"in {timings['generate + upload']:.1f}s"
+            )
+
+        t = time.monotonic()
+        planned = run_module("shard_job", env, "plan", "--shards", str(args.shards))
+        if planned.returncode != 0:
+            say(planned.stderr)
+            return planned.returncode
+        plan = orjson.loads(planned.stdout)
+        timings["plan"] = time.monotonic() - t
+        say(f"planned {plan['files']} files, {plan['bytes']:,} bytes into {plan['shards']} shards")
+        if plan["shards"] == 0:
+            say("nothing new to process")
+            return 0
+
+        def progress(done: int, total: int) -> None:
+            say(f"  shards done: {done}/{total}  ({time.monotonic() - t:.1f}s)")
+
+        t = time.monotonic()
+        log_dir = REPO / ".cache" / "runs" / env["BATCH_ID"]
+        array = run_array(env, plan["shards"], args.parallel, args.attempts, log_dir, progress)
+        timings["shards"] = array.seconds
+        if not array.succeeded:
+            say(f"shards {array.failed} failed after {args.attempts} attempts; logs in {log_dir}")
+            return 1
+
+        t = time.monotonic()
+        reduced = run_module("reduce_job", env)
+        timings["reduce"] = time.monotonic() - t
+        (log_dir / "reduce.log").write_text(reduced.stderr)
+        if reduced.returncode != 0:
+            say(reduced.stderr[-3000:])
+            return reduced.returncode
+
+        report = orjson.loads(
+            client.get_object(Bucket=env["S3_BUCKET"], Key=f"batch-work/runs/{env['BATCH_ID']}/report.json")[
+                "Body"
+            ].read()
+        )
+        stats = report["stats"]
+        wall = sum(timings.values()) - timings.get("generate + upload", 0.0)
+        rows = [
+            ("batch", env["BATCH_ID"]),
+            ("files (rejected)", f"{stats['files']:,} ({stats['files_rejected']:,})"),
+            (
+                "actions read / accepted / rejected",
+                f"{stats['records_read']:,} / {stats['records_accepted']:,} / {stats['records_rejected']:,}",
+            ),
+            ("users / places / user-place pairs", f"{stats['users']:,} / {stats['places']:,} / {stats['pairs']:,}"),
+            *((f"seconds: {stage}", f"{seconds:.2f}") for stage, seconds in timings.items()),
+            ("actions/s (plan + shards + reduce)", f"{stats['records_read'] / wall:,.0f}"),
+            ("actions/s (shards alone)", f"{stats['records_read'] / timings['shards']:,.0f}"),
+        ]
+        if receiver is not None:
+            statuses = [r.json["job_status"] for r in receiver.received]
+            rows.append(("webhook", ", ".join(statuses) or "none received"))
+        width = max(len(k) for k, _ in rows)
+        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+        print("\n".join(nearest_places(env["DATABASE_URL"])))
+        if args.keep:
+            say(
+                f"\nservices are up. psql: {env['DATABASE_URL']}\nS3: AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
+                f"aws s3 ls s3://{env['S3_BUCKET']}/\nCtrl-C stops them."
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                say("stopping")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        say("interrupted; services stopped")
+        sys.exit(130)
