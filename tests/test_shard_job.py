@@ -162,3 +162,27 @@ def test_partials_never_hold_pickles(s3_env, model_dir, sample):
             array = np.load(__import__("io").BytesIO(data), allow_pickle=False)
             assert array.dtype != object, name
     assert Path(FILES_FILE).suffix == ".json"
+
+
+def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sample):
+    from reduce_job.schema import migrate
+    from tests.helpers import query
+
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    seed(env, SampleSet(sample.files[:6], sample.expected))
+    # no ledger table yet: nothing processed
+    assert plan_run(env, shards=1)["files"] == 6
+    with __import__("psycopg").connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        for item in sample.files[:2]:
+            conn.execute(
+                "INSERT INTO processed_files (key, etag, size, batch_id, status)"
+                " VALUES (%s, 'e', 1, 'old', 'processed')",
+                (item.key,),
+            )
+    later = {**env, "BATCH_ID": env["BATCH_ID"] + "-2"}
+    result = plan_run(later, shards=1)
+    assert result["files"] == 4
+    manifest = json.loads(work_objects(later)[f"batch-work/runs/{later['BATCH_ID']}/manifest.json"])
+    assert {f["key"] for f in manifest["shards"][0]} == {f.key for f in sample.files[2:6]}
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(2,)]  # read only

@@ -1,0 +1,84 @@
+"""One array child on one shard of generated data, on a local moto S3 server: throughput and peak RSS.
+
+    .venv/bin/python benchmarks/shard_bench.py [--actions 100000] [--files-target 1000]
+
+The child runs as its own process, exactly as Batch starts it; its figures come from the
+metrics.json it writes (peak RSS is the child's own ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from local_stack.moto_s3 import MotoS3
+from local_stack.sample_data import ensure_bucket, generate, upload
+from witple_batch.s3 import s3_client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--actions", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--places", type=int, default=5_000)
+    parser.add_argument("--files-target", type=int, default=1_000, help="about this many files")
+    args = parser.parse_args()
+
+    batch_size = max(1, args.actions // args.files_target)
+    sample = generate(
+        actions=args.actions, users=args.users, places=args.places, batch_size=batch_size, single_rate=0.0
+    )
+    with MotoS3.start() as moto:
+        env = {
+            **os.environ,
+            **moto.client_env(),
+            "S3_BUCKET": "bench-input",
+            "BATCH_ID": "shard-bench",
+            "MODEL_DIR": os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model")),
+        }
+        os.environ.update(moto.client_env())
+        client = s3_client(env["AWS_REGION"])
+        ensure_bucket(client, "bench-input", env["AWS_REGION"])
+        upload(client, "bench-input", sample.files)
+        plan = subprocess.run(
+            [sys.executable, "-m", "shard_job", "plan", "--shards", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "shard_job"], env=env, capture_output=True, check=True)
+        wall = time.perf_counter() - started
+        metrics = orjson.loads(
+            client.get_object(Bucket="bench-input", Key="batch-work/runs/shard-bench/shards/00000/metrics.json")[
+                "Body"
+            ].read()
+        )
+    seconds = metrics["seconds"]
+    work = sum(seconds.values())
+    print(f"plan: {plan.stdout.strip()}")
+    print(
+        f"files {metrics['files']:,}  actions {metrics['records_read']:,}  users {metrics['users']:,}  "
+        f"places {metrics['places']:,}  distinct texts {metrics['distinct_texts']:,}"
+    )
+    print(f"process wall {wall:.2f}s (imports and model load included), stages {work:.2f}s")
+    for stage, value in seconds.items():
+        print(f"  {stage:<14}{value:>8.2f}s")
+    print(
+        f"files/s {metrics['files'] / wall:,.0f}   actions/s {metrics['records_read'] / wall:,.0f}   "
+        f"distinct texts/s (embed stage) {metrics['distinct_texts'] / seconds['embed']:,.0f}"
+    )
+    print(f"peak RSS {metrics['peak_rss_mb']:.0f} MiB (limit in the acceptance: 1024 MiB)")
+
+
+if __name__ == "__main__":
+    main()
