@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     plan.add_argument("--until", help="partition hour to stop before (exclusive)")
     plan.add_argument("--max-files", type=int, help="take at most this many files (oldest keys first)")
     plan.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
+    plan.add_argument("--dry-run", action="store_true", help="print the plan without writing the manifest")
     return parser.parse_args(argv)
 
 
@@ -57,7 +58,7 @@ def _plan(args: argparse.Namespace) -> int:
         until = parse_hour(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from None
-    options = PlanOptions(batch_id, args.shards, args.target_mb_per_shard, since, until, args.max_files)
+    options = PlanOptions(batch_id, args.shards, args.target_mb_per_shard, since, until, args.max_files, args.dry_run)
     result = plan(s3_client(config.region), config, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0

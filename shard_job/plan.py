@@ -29,6 +29,7 @@ class PlanOptions:
     since: datetime | None
     until: datetime | None
     max_files: int | None
+    dry_run: bool = False
 
 
 def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]:
@@ -82,7 +83,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
         "bytes": sum(f.size for f in files),
         "manifest_uri": None,
     }
-    if n == 0:
+    if n == 0 or options.dry_run:
         return result
     manifest = RunManifest(
         batch_id=options.batch_id,
