@@ -122,7 +122,7 @@ def main() -> None:
     print(f"{'embedder':<46}{'seconds':>10}{'texts/s':>10}")
     for name, label in (
         ("reference", "sentence-transformers FP32 (PyTorch, bs 32)"),
-        ("ours", "witple int8 ONNX (onnxruntime, bs 32)"),
+        ("ours", "witple int8 ONNX (onnxruntime, one text at a time)"),
     ):
         print(f"{label:<46}{seconds[name]:>10.2f}{n / seconds[name]:>10.0f}")
     print(
