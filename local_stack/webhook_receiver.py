@@ -34,10 +34,11 @@ class Received:
 class WebhookReceiver:
     url: str
     received: list[Received] = field(default_factory=list)
-    script: list[int] = field(default_factory=list)  # statuses to answer, in order; then 200
+    script: list[int] = field(default_factory=list)  # statuses to answer, in order; then 200; 0 = never answer
+    release: threading.Event = field(default_factory=threading.Event)
 
     def delivered(self) -> list[Received]:
-        return [r for r in self.received if r.status < 300]
+        return [r for r in self.received if 200 <= r.status < 300]
 
     @classmethod
     @contextmanager
@@ -51,6 +52,9 @@ class WebhookReceiver:
                 with lock:
                     status = receiver.script.pop(0) if receiver.script else 200
                     receiver.received.append(Received(dict(self.headers.items()), body, status))
+                if status == 0:  # a receiver that hangs: the sender is killed or times out
+                    receiver.release.wait(60)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -66,5 +70,6 @@ class WebhookReceiver:
         try:
             yield receiver
         finally:
+            receiver.release.set()
             server.shutdown()
             server.server_close()
