@@ -6,8 +6,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from witple_batch.logs import event
 from witple_batch.partials import (
     SUCCESS_FILE,
@@ -18,33 +16,16 @@ from witple_batch.partials import (
     verify_checksum,
 )
 from witple_batch.run_layout import RunLayout, RunManifest
+from witple_batch.s3 import get_bytes
 
 log = logging.getLogger(__name__)
-
-
-def _get(client: Any, bucket: str, key: str) -> bytes | None:
-    try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-
-
-def read_manifest(client: Any, layout: RunLayout) -> RunManifest:
-    from witple_batch.run_layout import ManifestError
-
-    body = _get(client, layout.work_bucket, layout.manifest_key)
-    if body is None:
-        raise ManifestError(f"no run manifest at {layout.uri(layout.manifest_key)} (was the batch planned?)")
-    return RunManifest.from_json(body, layout.uri(layout.manifest_key))
 
 
 def success_markers(client: Any, layout: RunLayout, shards: int) -> dict[int, dict[str, Any]]:
     """Every shard's parsed `_SUCCESS.json`; fails naming all shards without one."""
     markers, missing = {}, []
     for index in range(shards):
-        data = _get(client, layout.work_bucket, layout.shard_prefix(index) + SUCCESS_FILE)
+        data = get_bytes(client, layout.work_bucket, layout.shard_prefix(index) + SUCCESS_FILE)
         if data is None:
             missing.append(index)
         else:
@@ -59,7 +40,7 @@ def fetch_partial(client: Any, layout: RunLayout, index: int, marker: dict[str, 
     where = f"shard {index}"
     files = {}
     for name in marker["files"]:
-        data = _get(client, layout.work_bucket, layout.shard_prefix(index) + name)
+        data = get_bytes(client, layout.work_bucket, layout.shard_prefix(index) + name)
         if data is None:
             raise PartialError(f"{where}: {name} is missing")
         verify_checksum(name, data, marker, where)

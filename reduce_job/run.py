@@ -19,7 +19,7 @@ from reduce_job.upsert import upsert
 from witple_batch import webhook
 from witple_batch.database import connect
 from witple_batch.logs import event
-from witple_batch.run_layout import RunLayout
+from witple_batch.run_layout import RunLayout, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,12 @@ class Outcome:
     webhook_status: str | None = None
 
 
+class _AlreadyCommitted(Exception):
+    """A concurrent retry of the same batch committed first."""
+
+
 def merge_partials(client: Any, layout: RunLayout) -> tuple[BatchResult, dict[str, Any]]:
-    manifest = collect.read_manifest(client, layout)
+    manifest = load_manifest(client, layout)
     batch = BatchResult()
     metrics: list[dict[str, Any]] = []
     for _index, partial, files in collect.partials(client, layout, manifest):

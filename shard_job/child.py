@@ -22,7 +22,7 @@ from witple_batch.logs import event
 from witple_batch.model_files import MODEL_FILES
 from witple_batch.partials import ShardPartial, encode_partial, id_array
 from witple_batch.place_text import PLACE_TEXT_VERSION, place_text
-from witple_batch.run_layout import RunLayout, RunManifest
+from witple_batch.run_layout import RunLayout, load_manifest
 from witple_batch.s3 import parse_s3_uri
 from witple_batch.settings import ConfigError
 
@@ -45,11 +45,6 @@ def model_folder(client: Any, config: ShardConfig) -> Iterator[Path]:
         for name in MODEL_FILES:
             client.download_file(bucket, key_prefix + name, str(Path(tmp) / name))
         yield Path(tmp)
-
-
-def read_manifest(client: Any, layout: RunLayout) -> RunManifest:
-    body = client.get_object(Bucket=layout.work_bucket, Key=layout.manifest_key)["Body"].read()
-    return RunManifest.from_json(body, layout.uri(layout.manifest_key))
 
 
 def build_partial(shard: ShardInput, embedder: Embedder, type_weights: np.ndarray) -> tuple[ShardPartial, int, dict]:
@@ -89,7 +84,7 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
     """Returns the shard's metrics; raises on anything that should fail the child."""
     started = time.perf_counter()
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
-    manifest = read_manifest(client, layout)
+    manifest = load_manifest(client, layout)
     if config.array_index >= len(manifest.shards):
         raise ConfigError(
             f"AWS_BATCH_JOB_ARRAY_INDEX {config.array_index} is outside the {len(manifest.shards)} planned shards"
@@ -134,16 +129,15 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
         "distinct_texts": distinct_texts,
         "place_text_version": PLACE_TEXT_VERSION,
         "embed_threads": embedder.threads,
+        # metrics.json cannot time its own upload; the log line below adds write and total
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     prefix = layout.shard_prefix(config.array_index)
-    # metrics.json is written before the timing of the write itself is known; the log has it
-    metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
     for name, data in encode_partial(partial, shard.rejects, metrics):
         client.put_object(Bucket=layout.work_bucket, Key=prefix + name, Body=data)
-    seconds["write"] = time.perf_counter() - write_started
-    seconds["total"] = time.perf_counter() - started
-    metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    metrics["seconds"].update(
+        write=round(time.perf_counter() - write_started, 3), total=round(time.perf_counter() - started, 3)
+    )
     event(log, "shard finished", **metrics)
     return metrics

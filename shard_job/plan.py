@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from botocore.exceptions import ClientError
 
 from shard_job.planning import balance, select_files, shard_count
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect
 from witple_batch.logs import event
 from witple_batch.run_layout import InputFile, RunLayout, RunManifest
+from witple_batch.s3 import get_bytes
 from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,6 @@ def processed_keys(database_url: str | None, keys: list[str]) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _existing_manifest(client: Any, layout: RunLayout) -> bytes | None:
-    try:
-        return client.get_object(Bucket=layout.work_bucket, Key=layout.manifest_key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-
-
 def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, Any]:
     listed = list(list_input(client, config.s3_bucket, config.s3_prefix))
     candidates = select_files(listed, processed=set(), since=options.since, until=options.until)
@@ -92,8 +83,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         shards=tuple(tuple(shard) for shard in balance(files, n)),
     )
-    existing = _existing_manifest(client, layout)
-    if existing is not None:
+    if get_bytes(client, layout.work_bucket, layout.manifest_key) is not None:
         # children may already be reading it: never change a planned run under them
         raise ConfigError(f"BATCH_ID {options.batch_id} already has a manifest at {layout.uri(layout.manifest_key)}")
     client.put_object(

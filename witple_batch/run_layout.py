@@ -95,3 +95,12 @@ class RunManifest:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: malformed run manifest: {exc!r}") from None
+
+
+def load_manifest(client: Any, layout: RunLayout) -> RunManifest:
+    from witple_batch.s3 import get_bytes
+
+    body = get_bytes(client, layout.work_bucket, layout.manifest_key)
+    if body is None:
+        raise ManifestError(f"no run manifest at {layout.uri(layout.manifest_key)} (was the batch planned?)")
+    return RunManifest.from_json(body, layout.uri(layout.manifest_key))

@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from witple_batch.settings import ConfigError
 
@@ -32,3 +33,13 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 def s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
+
+
+def get_bytes(client: Any, bucket: str, key: str) -> bytes | None:
+    """The object's body, or None when it does not exist (any other error propagates)."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
