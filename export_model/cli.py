@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 
-from witple_batch.cpu import available_cpus
 from witple_batch.logs import configure, event
 from witple_batch.model_files import (
     EMBEDDING_DIM,
@@ -26,6 +25,7 @@ from witple_batch.model_files import (
     sha256_file,
     verify_model_dir,
 )
+from witple_batch.resources import available_cpus
 from witple_batch.s3 import parse_s3_uri, s3_client
 from witple_batch.settings import EXIT_CONFIG, ConfigError, env_str
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from witple_batch.cpu import available_cpus
 from witple_batch.logs import event
+from witple_batch.resources import available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from reduce_job.upsert import upsert
 from witple_batch import webhook
 from witple_batch.database import connect
 from witple_batch.logs import event
+from witple_batch.resources import peak_rss_mb
 from witple_batch.run_layout import RunLayout, load_manifest
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def merge_partials(client: Any, layout: RunLayout) -> tuple[BatchResult, dict[st
         "pairs": len(batch.pair_keys),
         "shards": len(manifest.shards),
         "shard_seconds": {str(m["shard"]): m["seconds"] for m in metrics},
+        "shard_peak_rss_mb": max((m["peak_rss_mb"] for m in metrics), default=0.0),
+        "merge_peak_rss_mb": round(peak_rss_mb(), 1),
     }
     return batch, stats
 

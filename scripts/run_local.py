@@ -25,9 +25,9 @@ from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
 from local_stack.webhook_receiver import WebhookReceiver
 from witple_batch.config import new_batch_id
-from witple_batch.cpu import available_cpus
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import ModelError, verify_model_dir
+from witple_batch.resources import available_cpus
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]

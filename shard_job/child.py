@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,15 +21,12 @@ from witple_batch.logs import event
 from witple_batch.model_files import MODEL_FILES
 from witple_batch.partials import ShardPartial, encode_partial, id_array
 from witple_batch.place_text import PLACE_TEXT_VERSION, place_text
+from witple_batch.resources import peak_rss_mb
 from witple_batch.run_layout import RunLayout, load_manifest
 from witple_batch.s3 import parse_s3_uri
 from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 @contextmanager

@@ -109,6 +109,6 @@ def test_missing_tokenizer_and_bad_manifest_are_named(model_dir: Path, tmp_path:
 
 
 def test_threads_default_to_the_cpu_quota(model_dir: Path) -> None:
-    from witple_batch.cpu import available_cpus
+    from witple_batch.resources import available_cpus
 
     assert Embedder(model_dir).threads == available_cpus()

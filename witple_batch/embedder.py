@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from witple_batch.cpu import available_cpus
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelError, verify_model_dir
+from witple_batch.resources import available_cpus
 
 
 class Embedder:

@@ -1,4 +1,4 @@
-"""How many CPUs this container may use.
+"""What this container may use and has used: CPUs by its quota, peak memory.
 
 onnxruntime and numpy size their pools from the host's cores; on Fargate the quota is smaller,
 and oversubscribed threads thrash. cgroup v2 `cpu.max`, then v1 cfs quota, then affinity.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from pathlib import Path
 
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
@@ -37,3 +38,7 @@ def available_cpus() -> int:
     if quota is None:
         return affinity
     return max(1, min(affinity, math.ceil(quota)))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
