@@ -38,14 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-e2e"
 
 
-def fresh_database(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def baseline(client: Any, database_url: str, threads: int) -> dict[str, float]:
+def baseline(client: Any, database_url: str, threads: int, prefix: str = "user-actions/") -> dict[str, float]:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -58,12 +51,12 @@ def baseline(client: Any, database_url: str, threads: int) -> dict[str, float]:
     places: dict[tuple[str, str], dict[str, int]] = {}
     paginator = client.get_paginator("list_objects_v2")
     actions = 0
-    for page in paginator.paginate(Bucket=BUCKET, Prefix="user-actions/"):
+    for page in paginator.paginate(Bucket=BUCKET, Prefix=prefix):
         for obj in page.get("Contents", []):
             body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
             try:
                 data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
-            except (ValueError, OSError):
+            except (ValueError, OSError, EOFError):
                 continue
             records = data.get("actions", [data]) if isinstance(data, dict) else data
             for record in records:
@@ -169,9 +162,9 @@ def main() -> None:
         }
         results = {}
         for shards in (1, 2):
-            env = {**base, "BATCH_ID": f"bench-{shards}-{uuid.uuid4().hex[:6]}", "DATABASE_URL": fresh_database(pg.url)}
+            env = {**base, "BATCH_ID": f"bench-{shards}-{uuid.uuid4().hex[:6]}", "DATABASE_URL": pg.new_database()}
             results[shards] = ours(env, shards)
-        baseline_seconds = baseline(client, fresh_database(pg.url), args.threads)
+        baseline_seconds = baseline(client, pg.new_database(), args.threads)
 
     actions = results[1]["report"]["stats"]["records_read"]
     base_total = sum(v for k, v in baseline_seconds.items() if k != "actions")

@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from local_stack.http_server import serving
 
 _ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>injected fault</Message></Error>'
 
@@ -83,13 +85,7 @@ class FaultProxy:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        proxy = cls(url=f"http://127.0.0.1:{server.server_address[1]}", upstream=upstream, **settings)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        release = threading.Event()
+        with serving(Handler, on_stop=release.set) as port:
+            proxy = cls(url=f"http://127.0.0.1:{port}", upstream=upstream, release=release, **settings)
             yield proxy
-        finally:
-            proxy.release.set()
-            server.shutdown()
-            server.server_close()

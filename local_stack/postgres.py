@@ -63,6 +63,17 @@ class LocalPostgres:
     def url(self) -> str:
         return f"postgresql://postgres:{LOCAL_PASSWORD}@127.0.0.1:{self.port}/postgres"
 
+    def new_database(self) -> str:
+        """A fresh empty database on this server; returns its URL."""
+        import uuid
+
+        import psycopg
+
+        name = f"db_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def _run(self, *args: str) -> None:
         done = subprocess.run(args, capture_output=True, text=True, check=False, **_as_service_user())  # type: ignore[call-overload]
         if done.returncode != 0:

@@ -7,11 +7,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
 
+from local_stack.http_server import serving
 from witple_batch.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
@@ -63,13 +64,7 @@ class WebhookReceiver:
             def log_message(self, *_args: Any) -> None:
                 pass  # the tests and the runner report deliveries themselves
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        receiver = cls(url=f"http://127.0.0.1:{server.server_address[1]}/batch-complete", script=list(script or []))
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        release = threading.Event()
+        with serving(Handler, on_stop=release.set) as port:
+            receiver = cls(url=f"http://127.0.0.1:{port}/batch-complete", script=list(script or []), release=release)
             yield receiver
-        finally:
-            receiver.release.set()
-            server.shutdown()
-            server.server_close()

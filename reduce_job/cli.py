@@ -10,10 +10,12 @@ import psycopg
 
 from reduce_job.config import ReduceConfig, reduce_config_from_env
 from witple_batch import webhook
+from witple_batch.config import common_from_env
 from witple_batch.database import DatabaseUnavailable, connect
 from witple_batch.entrypoint import run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
+from witple_batch.settings import ConfigError, env_str
 
 DESCRIPTION = """\
 Reads runs/<BATCH_ID>/manifest.json and every shard's partial from the work location,
@@ -50,32 +52,27 @@ def _failed(message: str, _config_error: bool, seconds: float) -> None:
     from reduce_job import ledger
 
     config = _state.get("config")
-    if config is None:
+    if config is None:  # the settings themselves failed: notify if the common ones allow it
+        try:
+            common = common_from_env()
+        except ConfigError:
+            return
+        webhook.send_failed(common, env_str("BATCH_ID", "unknown") or "unknown", message, seconds, {"stage": "reduce"})
         return
     try:
         with connect(config.database_url, attempts=1, autocommit=True) as conn:
             ledger.record_failure(conn, config.batch_id, time.time() - seconds, message)
     except (DatabaseUnavailable, psycopg.Error) as exc:  # the database may be what failed
         event(log, f"failure not recorded in batch_runs: {exc}", logging.WARNING)
-    if config.common.webhook_url:
-        body = webhook.payload(
-            job_id=config.common.job_id,
-            job_name=config.common.job_name,
-            status=webhook.FAILED,
-            batch_id=config.batch_id,
-            processed_records=0,
-            processing_time_seconds=seconds,
-            s3_input_path=config.common.s3_input_path,
-            error_message=message,
-            metadata={"stage": "reduce"},
-        )
-        webhook.send(
-            config.common.webhook_url,
-            body,
-            secret=config.common.webhook_secret,
-            attempts=config.webhook_attempts,
-            timeout=config.webhook_timeout,
-        )
+    webhook.send_failed(
+        config.common,
+        config.batch_id,
+        message,
+        seconds,
+        {"stage": "reduce"},
+        attempts=config.webhook_attempts,
+        timeout=config.webhook_timeout,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

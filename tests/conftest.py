@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,12 +51,10 @@ def postgres() -> Iterator[LocalPostgres]:
 @pytest.fixture
 def database_url(postgres: LocalPostgres) -> Iterator[str]:
     """A fresh database per test on the shared server (CREATE DATABASE is ~0.1 s)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres.new_database()
+    yield url
     with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture

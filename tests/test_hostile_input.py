@@ -104,6 +104,17 @@ def test_a_huge_single_line_file_is_parsed_within_the_cap() -> None:
     assert shard.records_accepted == 70_000
 
 
+def test_a_50_mb_single_line_record_is_rejected_not_fatal() -> None:
+    action = {"user_id": "x" * (50 * LIMIT), "place_id": "p", "place_category": "nature", "action_type": "click"}
+    body = orjson.dumps({"actions": [action, {**action, "user_id": "ok"}]})
+    assert len(body) > 50 * LIMIT and b"\n" not in body
+    shard = ShardInput()
+    add_file(shard, InputFile("big", len(body), "e"), body, 64 * LIMIT)
+    assert (shard.records_accepted, shard.records_rejected) == (1, 1)
+    assert shard.rejects[0]["reason"] == "user_id is longer than 256 characters"
+    assert len(shard.rejects[0]["raw"]) <= 1000
+
+
 def test_hostile_values_are_rejected_or_kept_verbatim() -> None:
     base = {"user_id": "u", "place_id": "p", "place_category": "nature", "action_type": "click"}
     records = [

@@ -7,12 +7,13 @@ import time
 import uuid
 
 import numpy as np
+import orjson
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import Expected, SampleSet, generate
-from reduce_job.schema import migrate
+from reduce_job.schema import REDUCE_LOCK, migrate
 from tests.helpers import REPO, fresh_env, pipeline, plan_run, query, reduce_in_process, run_child, run_module, seed
 from witple_batch.s3 import s3_client
 
@@ -151,12 +152,7 @@ def test_two_batches_accumulate_and_vectors_stay_exact(s3_env, model_dir, databa
 
 def test_two_batches_merge_as_exact_weighted_means(s3_env, model_dir, postgres, first_sample, second_sample):
     """Both batches into one database == (v1 * w1 + v2 * w2) / (w1 + w2) of each alone (same partials)."""
-    urls = {}
-    for name in ("both", "first", "second"):
-        db = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db}"')
-        urls[name] = postgres.url.rsplit("/", 1)[0] + f"/{db}"
+    urls = {name: postgres.new_database() for name in ("both", "first", "second")}
     env = fresh_env(s3_env, model_dir, DATABASE_URL=urls["both"])
     second = _new_batch(env)
     pipeline(env, first_sample)
@@ -215,8 +211,9 @@ def test_a_batch_holding_an_already_processed_file_is_refused_whole(
     assert "already processed" in failed[-1]["error_message"]
 
 
+@pytest.mark.parametrize("stage", ["before_copy", "during_merge"])
 def test_sigkill_mid_transaction_leaves_the_database_unchanged(
-    s3_env, model_dir, database_url, first_sample, second_sample
+    s3_env, model_dir, database_url, first_sample, second_sample, stage
 ):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, first_sample)
@@ -226,8 +223,10 @@ def test_sigkill_mid_transaction_leaves_the_database_unchanged(
     run_child(second, 0)
     before = query(database_url, "SELECT sum(total_actions), count(*) FROM user_behavior_vectors")
     blocker = psycopg.connect(database_url)
-    # hold one user's row so the reduce stops inside its transaction, after COPY and the ledger insert
-    blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
+    if stage == "before_copy":  # the reduce lock: the reduce waits inside its transaction, before COPY
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+    else:  # one user's row: the reduce waits in the merge, after COPY and the ledger insert
+        blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
     process = subprocess.Popen(
         [sys.executable, "-m", "reduce_job"],
         env={**__import__("os").environ, **second},
@@ -397,6 +396,43 @@ def test_missing_success_markers_are_named(s3_env, model_dir, database_url, rece
     assert "shards without _SUCCESS.json (not finished or failed): [0, 2]" in result.stderr
     assert query(database_url, "SELECT count(*) FROM user_behavior_vectors") == [(0,)]
     assert receiver.received[-1].json["job_status"] == "FAILED"
+
+
+def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, database_url, first_sample):
+    env = _env(s3_env, model_dir, database_url)
+    seed(env, first_sample)
+    plan_run(env, shards=2)
+    for index in range(2):
+        run_child(env, index)
+    key = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/users.counts.npy"
+    client = s3_client(env["AWS_REGION"])
+    data = bytearray(client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read())
+    data[-1] ^= 1  # one bit: one user's click count
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=key, Body=bytes(data))
+    result = run_module("reduce_job", env)
+    assert result.returncode == 1
+    assert "corrupt partials in shards [1]" in result.stderr
+    assert "checksum mismatch for users.counts.npy" in result.stderr
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
+
+
+def test_sql_looking_ids_are_stored_verbatim(s3_env, model_dir, database_url):
+    from local_stack.sample_data import SampleFile
+
+    hostile = "x'); DROP TABLE user_behavior_vectors; --"
+    actions = [
+        {
+            "user_id": hostile,
+            "place_id": "1; DELETE FROM place_vectors",
+            "place_category": "nature",
+            "action_type": "like",
+        }
+    ]
+    key = "user-actions/year=2025/month=01/day=01/hour=00/batch-1-1-bbbbbbbb.json"
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, SampleSet([SampleFile(key, orjson.dumps({"actions": actions}))], Expected()), shards=1)
+    assert query(database_url, "SELECT user_id, total_likes FROM user_behavior_vectors") == [(hostile, 1)]
+    assert query(database_url, "SELECT place_id FROM place_vectors") == [("1; DELETE FROM place_vectors",)]
 
 
 def test_missing_database_url_is_a_configuration_error(s3_env, model_dir):

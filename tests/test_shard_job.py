@@ -186,3 +186,18 @@ def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sa
     manifest = json.loads(work_objects(later)[f"batch-work/runs/{later['BATCH_ID']}/manifest.json"])
     assert {f["key"] for f in manifest["shards"][0]} == {f.key for f in sample.files[2:6]}
     assert query(database_url, "SELECT count(*) FROM processed_files") == [(2,)]  # read only
+
+
+def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir):
+    action = {"user_id": "u", "place_id": "1", "place_category": "nature", "action_type": "click"}
+    prefix = "user-actions/year=2025/month=01/day=01/hour=00/"
+    files = [
+        SampleFile(prefix + "batch-1-1-aaaaaaa1.json", orjson.dumps({"actions": [action]}), "gzip"),  # says gzip, isn't
+        SampleFile(prefix + "batch-2-1-aaaaaaa2.json", gzip.compress(orjson.dumps([action]))),  # is gzip, says nothing
+        SampleFile(prefix + "batch-3-1-aaaaaaa3.json.gz", gzip.compress(orjson.dumps(action)), "gzip"),
+    ]
+    env = fresh_env(s3_env, model_dir)
+    seed(env, SampleSet(files, Expected()))
+    plan_run(env, shards=1)
+    metrics = run_child(env, 0)
+    assert (metrics["records_read"], metrics["records_accepted"], metrics["files_rejected"]) == (3, 3, 0)

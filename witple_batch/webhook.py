@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from witple_batch.config import CommonConfig
 from witple_batch.logs import event, mask_secrets
 
 log = logging.getLogger(__name__)
@@ -134,3 +135,30 @@ def send(
         job_status=body_fields["job_status"],
     )
     return Delivery(True, tries, status, None)
+
+
+def send_failed(
+    common: CommonConfig,
+    batch_id: str,
+    message: str,
+    seconds: float,
+    metadata: dict[str, Any],
+    *,
+    attempts: int = 5,
+    timeout: float = 10.0,
+) -> None:
+    """The FAILED notice, from whichever job failed for good (no-op without WEBHOOK_URL)."""
+    if common.webhook_url is None:
+        return
+    body = payload(
+        job_id=common.job_id,
+        job_name=common.job_name,
+        status=FAILED,
+        batch_id=batch_id,
+        processed_records=0,
+        processing_time_seconds=seconds,
+        s3_input_path=common.s3_input_path,
+        error_message=message,
+        metadata=metadata,
+    )
+    send(common.webhook_url, body, secret=common.webhook_secret, attempts=attempts, timeout=timeout)

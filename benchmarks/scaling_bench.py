@@ -1,0 +1,138 @@
+"""How cost grows: one shard and the reduce at three data sizes, users and places held fixed.
+
+    .venv/bin/python benchmarks/scaling_bench.py [--sizes 50000 200000 1000000] [--baseline-max 200000]
+
+Shard time should grow with actions and the reduce with distinct users and places (fixed
+here), not with actions. The baseline (benchmarks/e2e_bench.py's, the original's cost
+profile) runs at the sizes up to --baseline-max, in the same run. Writes
+benchmarks/figures/scaling.png (actions/s against data size) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from benchmarks.e2e_bench import BUCKET, baseline
+from local_stack.moto_s3 import MotoS3
+from local_stack.postgres import LocalPostgres
+from local_stack.sample_data import ensure_bucket, generate, upload
+from witple_batch.s3 import s3_client
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURE = REPO / "benchmarks" / "figures" / "scaling.png"
+
+
+def run(module: str, env: dict[str, str], *args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", module, *args], env={**os.environ, **env}, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sizes = [r["actions"] for r in rows]
+    ax.plot(sizes, [r["actions"] / r["ours_s"] for r in rows], "o-", label="ours, 1 shard + reduce")
+    base = [r for r in rows if r.get("baseline_s")]
+    if base:
+        ax.plot(
+            [r["actions"] for r in base],
+            [r["actions"] / r["baseline_s"] for r in base],
+            "s--",
+            label="baseline (original's cost profile)",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("actions per run")
+    ax.set_ylabel("actions/s (end to end)")
+    ax.set_title("Throughput against data size (2 cores, local moto S3 + PostgreSQL)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(FIGURE, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--places", type=int, default=5_000)
+    parser.add_argument("--baseline-max", type=int, default=200_000)
+    args = parser.parse_args()
+    rows = []
+    with MotoS3.start() as moto, LocalPostgres.running() as pg:
+        os.environ.update(moto.client_env())
+        client = s3_client(moto.client_env()["AWS_REGION"])
+        ensure_bucket(client, BUCKET, moto.client_env()["AWS_REGION"])
+        model_dir = os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model"))
+        for size in args.sizes:
+            prefix = f"size-{size}/"
+            sample = generate(actions=size, users=args.users, places=args.places, prefix=prefix, seed=size)
+            upload(client, BUCKET, sample.files)
+            env = {
+                **moto.client_env(),
+                "S3_BUCKET": BUCKET,
+                "S3_PREFIX": prefix,
+                "MODEL_DIR": model_dir,
+                "BATCH_ID": f"scale-{size}",
+                "DATABASE_URL": pg.new_database(),
+            }
+            plan_s = run("shard_job", env, "plan", "--shards", "1")
+            shard_s = run("shard_job", env)
+            reduce_s = run("reduce_job", env)
+            report = orjson.loads(
+                client.get_object(Bucket=BUCKET, Key=f"batch-work/runs/scale-{size}/report.json")["Body"].read()
+            )
+            stats = report["stats"]
+            row = {
+                "actions": stats["records_read"],
+                "files": stats["files"],
+                "shard_s": shard_s,
+                "reduce_s": reduce_s,
+                "ours_s": plan_s + shard_s + reduce_s,
+                "shard_rss": stats["shard_peak_rss_mb"],
+                "reduce_rss": stats["merge_peak_rss_mb"],
+                "users": stats["users"],
+                "places": stats["places"],
+            }
+            if size <= args.baseline_max:
+                timings = baseline(client, pg.new_database(), threads=2, prefix=prefix)
+                row["baseline_s"] = sum(v for k, v in timings.items() if k != "actions")
+            rows.append(row)
+            print(orjson.dumps(row).decode(), file=sys.stderr, flush=True)
+    print(f"users {args.users:,}, places {args.places:,} (fixed); one shard; 2 cores")
+    print(
+        f"{'actions':>10}{'files':>7}{'shard s':>9}{'shard RSS':>11}{'reduce s':>10}{'reduce RSS':>12}"
+        f"{'ours a/s':>10}{'base a/s':>10}{'ratio':>7}"
+    )
+    for r in rows:
+        base = r.get("baseline_s")
+        print(
+            f"{r['actions']:>10,}{r['files']:>7,}{r['shard_s']:>9.1f}{r['shard_rss']:>9.0f}Mi{r['reduce_s']:>10.1f}"
+            f"{r['reduce_rss']:>10.0f}Mi{r['actions'] / r['ours_s']:>10,.0f}"
+            + (f"{r['actions'] / base:>10,.0f}{base / r['ours_s']:>6.1f}x" if base else f"{'-':>10}{'-':>7}")
+        )
+    first, last = rows[0], rows[-1]
+    growth = last["actions"] / first["actions"]
+    print(
+        f"actions x{growth:.0f}: shard time x{last['shard_s'] / first['shard_s']:.1f}, "
+        f"reduce time x{last['reduce_s'] / first['reduce_s']:.1f}"
+    )
+    plot(rows)
+    print(f"plot: {FIGURE.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
