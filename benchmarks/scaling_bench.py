@@ -35,7 +35,7 @@ def run(module: str, env: dict[str, str], *args: str) -> float:
     return time.perf_counter() - started
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], e2e: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,6 +53,16 @@ def plot(rows: list[dict]) -> None:
             "s--",
             label="baseline (original's cost profile)",
         )
+    if e2e is not None:
+        base_s = sum(v for k, v in e2e["baseline"].items() if k != "actions")
+        ax.plot(
+            [e2e["actions"]],
+            [e2e["actions"] / base_s],
+            "x",
+            markersize=10,
+            color="tab:red",
+            label="baseline, from e2e_bench.py (same data size and machine)",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("actions per run")
@@ -69,7 +79,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--places", type=int, default=5_000)
-    parser.add_argument("--baseline-max", type=int, default=200_000)
+    parser.add_argument(
+        "--baseline-max",
+        type=int,
+        default=0,
+        help="run the baseline at sizes up to this (it costs ~12 min per size at 20k users)",
+    )
+    parser.add_argument(
+        "--baseline-from",
+        type=Path,
+        help="also plot the baseline point of a benchmarks/e2e_bench.py --json file (labelled so)",
+    )
     args = parser.parse_args()
     rows = []
     with MotoS3.start() as moto, LocalPostgres.running() as pg:
@@ -130,7 +150,7 @@ def main() -> None:
         f"actions x{growth:.0f}: shard time x{last['shard_s'] / first['shard_s']:.1f}, "
         f"reduce time x{last['reduce_s'] / first['reduce_s']:.1f}"
     )
-    plot(rows)
+    plot(rows, orjson.loads(args.baseline_from.read_bytes()) if args.baseline_from else None)
     print(f"plot: {FIGURE.relative_to(REPO)}")
 
 
