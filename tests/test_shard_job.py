@@ -201,3 +201,20 @@ def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir):
     plan_run(env, shards=1)
     metrics = run_child(env, 0)
     assert (metrics["records_read"], metrics["records_accepted"], metrics["files_rejected"]) == (3, 3, 0)
+
+
+def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
+    from witple_batch.model_files import MODEL_FILES
+
+    env = fresh_env(s3_env, model_dir, MODEL_DIR=str(tmp_path / "not-there"))
+    client = s3_client(env["AWS_REGION"])
+    for name in MODEL_FILES:
+        client.upload_file(str(model_dir / name), env["WORK_BUCKET"], f"models/minilm/{name}")
+    seed(env, SampleSet(sample.files[:3], sample.expected))
+    plan_run(env, shards=1)
+    with_uri = {**env, "MODEL_URI": f"s3://{env['WORK_BUCKET']}/models/minilm/"}
+    result = run_module("shard_job", with_uri)
+    assert result.returncode == 0, result.stderr[-2000:]
+    without = run_module("shard_job", env)
+    assert without.returncode == 2  # a broken model is not worth Batch's retries
+    assert "not-there does not exist" in without.stderr

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from witple_batch.settings import PermanentError
+
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "model_manifest.json"
@@ -20,8 +22,8 @@ EMBEDDING_DIM = 384
 MANIFEST_VERSION = 1
 
 
-class ModelError(Exception):
-    """The model folder is missing, incomplete or does not match its manifest."""
+class ModelError(PermanentError):
+    """The model folder is missing, incomplete or does not match its manifest (a retry cannot fix the image)."""
 
 
 def sha256_file(path: Path) -> str:
