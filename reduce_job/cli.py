@@ -47,7 +47,7 @@ def _work() -> int:
     return 0
 
 
-def _failed(message: str, _config_error: bool, seconds: float) -> None:
+def _failed(message: str, _final: bool, seconds: float) -> None:
     """Before commit: record the failure and tell the main server (best effort: it may be the DB that failed)."""
     from reduce_job import ledger
 

@@ -62,8 +62,8 @@ def make_place_keys(categories: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def split_place_keys(keys: np.ndarray) -> tuple[list[str], list[str]]:
-    parts = [k.decode("utf-8").split("\x1f", 1) for k in keys.tolist()]
-    return [p[0] for p in parts], [p[1] for p in parts]
+    parts = [k.split(KEY_SEPARATOR, 1) for k in keys.tolist()]
+    return [p[0].decode("utf-8") for p in parts], [p[1].decode("utf-8") for p in parts]
 
 
 @dataclass
@@ -113,18 +113,13 @@ class BatchResult:
             np.searchsorted(self.place_keys, self.pair_keys["place"].astype(self.place_keys.dtype)),
         )
 
-    def place_behavior(self) -> tuple[np.ndarray, np.ndarray]:
+    def place_behavior(self, pair_user: np.ndarray, pair_place: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per place: sum over its users of w_up * S_u, and of w_up * W_u (mergeable like users)."""
-        pair_user, pair_place = self.pair_indexes()
         sums = weighted_row_sums(pair_place, pair_user, self.pairs.weight, self.user_vector_sum, len(self.place_keys))
         weight = np.bincount(
             pair_place, weights=self.pairs.weight * self.users.weight[pair_user], minlength=len(self.place_keys)
         )
         return sums, weight
-
-    def unique_users(self) -> np.ndarray:
-        _, pair_place = self.pair_indexes()
-        return np.bincount(pair_place, minlength=len(self.place_keys))
 
 
 def _merge_side(

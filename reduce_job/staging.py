@@ -84,7 +84,8 @@ def stage(conn: psycopg.Connection, batch: BatchResult) -> dict[str, int]:
         zip(user_ids, *_stat_columns(batch.users), _means(batch.user_vector_sum, batch.users.weight), strict=True),
     )
     categories, place_ids = split_place_keys(batch.place_keys)
-    behavior_sums, behavior_weight = batch.place_behavior()
+    pair_user, pair_place = batch.pair_indexes()
+    behavior_sums, behavior_weight = batch.place_behavior(pair_user, pair_place)
     counts["places"] = _copy(
         cur,
         "stage_places",
@@ -100,7 +101,6 @@ def stage(conn: psycopg.Connection, batch: BatchResult) -> dict[str, int]:
             strict=True,
         ),
     )
-    pair_user, pair_place = batch.pair_indexes()
     counts["pairs"] = _copy(
         cur,
         "stage_pairs",

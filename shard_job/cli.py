@@ -73,11 +73,11 @@ def _child() -> int:
     return 0
 
 
-def _child_failed(message: str, config_error: bool, seconds: float) -> None:
+def _child_failed(message: str, final: bool, seconds: float) -> None:
     """Batch never starts the reduce after a child fails for good, so the child tells the main server."""
     from shard_job.failure import notify_failure
 
-    notify_failure(os.environ, message, config_error, seconds)
+    notify_failure(os.environ, message, final, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from witple_batch.settings import ConfigError, env_int, env_str
 log = logging.getLogger(__name__)
 
 
-def notify_failure(env: Mapping[str, str], message: str, config_error: bool, seconds: float) -> None:
+def notify_failure(env: Mapping[str, str], message: str, final: bool, seconds: float) -> None:
     try:
         common = common_from_env(env)
         attempt = env_int("AWS_BATCH_JOB_ATTEMPT", 1, env, minimum=1)
@@ -21,8 +21,7 @@ def notify_failure(env: Mapping[str, str], message: str, config_error: bool, sec
     except ConfigError as exc:  # the settings themselves are broken: nowhere to send to
         event(log, f"no FAILED notice sent: {exc}", logging.ERROR)
         return
-    terminated = message.startswith("Terminated")
-    if not (config_error or terminated or attempt >= common.job_attempts):
+    if not (final or attempt >= common.job_attempts):
         event(log, "failure will be retried by Batch; no notice sent", attempt=attempt, attempts=common.job_attempts)
         return
     webhook.send_failed(

@@ -33,7 +33,11 @@ def run_job(
     work: Callable[[], int],
     on_failure: Callable[[str, bool, float], None] | None = None,
 ) -> int:
-    """Run `work`; on failure call on_failure(message, is_config_error, seconds) and map the exit code."""
+    """Run `work`; on failure call on_failure(message, final, seconds) and map the exit code.
+
+    `final` is true when Batch will not run this attempt again for the same cause: a permanent
+    error (exit 2) or SIGTERM (Batch's timeout or a cancel).
+    """
     configure(job)
     signal.signal(signal.SIGTERM, _raise_terminated)
     started = time.monotonic()
@@ -47,9 +51,10 @@ def run_job(
         return EXIT_CONFIG
     except (Exception, Terminated) as exc:
         message = mask_secrets(f"{type(exc).__name__}: {exc}")
-        log.error(message, exc_info=not isinstance(exc, Terminated))
+        terminated = isinstance(exc, Terminated)
+        log.error(message, exc_info=not terminated)
         if on_failure:
-            on_failure(message, False, time.monotonic() - started)
+            on_failure(message, terminated, time.monotonic() - started)
         return 1
     finally:
         sys.stdout.flush()
