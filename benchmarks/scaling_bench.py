@@ -74,6 +74,20 @@ def plot(rows: list[dict], e2e: dict | None) -> None:
     fig.savefig(FIGURE, dpi=110)
 
 
+def print_linear_fit(rows: list[dict], key: str, label: str) -> None:
+    """Least-squares seconds = fixed + per_action * actions, and how far each size sits from it."""
+    import numpy as np
+
+    actions = np.array([r["actions"] for r in rows], dtype=float)
+    seconds = np.array([r[key] for r in rows], dtype=float)
+    per_action, fixed = np.polyfit(actions, seconds, 1)
+    worst = np.max(np.abs(fixed + per_action * actions - seconds) / seconds)
+    print(
+        f"{label}: {fixed:.1f} s fixed + {per_action * 100_000:.2f} s per 100k actions "
+        f"(largest deviation of a size from the line: {worst:.1%})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
@@ -150,6 +164,8 @@ def main() -> None:
         f"actions x{growth:.0f}: shard time x{last['shard_s'] / first['shard_s']:.1f}, "
         f"reduce time x{last['reduce_s'] / first['reduce_s']:.1f}"
     )
+    print_linear_fit(rows, "shard_s", "shard")
+    print_linear_fit(rows, "reduce_s", "reduce")
     plot(rows, orjson.loads(args.baseline_from.read_bytes()) if args.baseline_from else None)
     print(f"plot: {FIGURE.relative_to(REPO)}")
 

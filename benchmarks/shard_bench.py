@@ -68,14 +68,14 @@ def main() -> None:
     print(f"plan: {plan.stdout.strip()}")
     print(
         f"files {metrics['files']:,}  actions {metrics['records_read']:,}  users {metrics['users']:,}  "
-        f"places {metrics['places']:,}  distinct texts {metrics['distinct_texts']:,}"
+        f"places {metrics['places']:,}  texts embedded {metrics['texts_embedded']:,}"
     )
     print(f"process wall {wall:.2f}s (imports and model load included), stages {work:.2f}s")
     for stage, value in seconds.items():
         print(f"  {stage:<14}{value:>8.2f}s")
     print(
         f"files/s {metrics['files'] / wall:,.0f}   actions/s {metrics['records_read'] / wall:,.0f}   "
-        f"distinct texts/s (embed stage) {metrics['distinct_texts'] / seconds['embed']:,.0f}"
+        f"texts/s (embed stage) {metrics['texts_embedded'] / seconds['embed']:,.0f}"
     )
     print(f"peak RSS {metrics['peak_rss_mb']:.0f} MiB (limit in the acceptance: 1024 MiB)")
 

@@ -45,7 +45,7 @@ def fetch_partial(client: Any, layout: RunLayout, index: int, marker: dict[str, 
             raise PartialError(f"{where}: {name} is missing")
         verify_checksum(name, data, marker, where)
         files[name] = data
-    return decode_partial(files, where), files
+    return decode_partial(files, marker, where), files
 
 
 def partials(client: Any, layout: RunLayout, manifest: RunManifest) -> Iterator[tuple[int, ShardPartial, dict]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from witple_batch.aggregate import Stats, group_stats, weighted_row_sums
 from witple_batch.model_files import EMBEDDING_DIM
-from witple_batch.partials import ShardPartial
+from witple_batch.partials import PartialError, ShardPartial
 
 KEY_SEPARATOR = b"\x1f"  # control characters are rejected in ids, so this cannot occur inside one
 
@@ -78,8 +78,18 @@ class BatchResult:
     pairs: Stats = field(default_factory=_empty_stats)
     files: list[dict[str, Any]] = field(default_factory=list)
     shards: int = 0
+    content_model: str | None = None  # what made place_content: the same for every shard
+    place_text_version: str | None = None
 
     def add(self, partial: ShardPartial) -> None:
+        origin = (partial.content_model, partial.place_text_version)
+        if self.shards and origin != (self.content_model, self.place_text_version):
+            # one batch, one vector space: mixing two models' vectors would corrupt every mean
+            raise PartialError(
+                f"shards disagree on what made their content vectors: {origin} vs "
+                f"{(self.content_model, self.place_text_version)} (model sha256, place text version)"
+            )
+        self.content_model, self.place_text_version = origin
         self.user_keys, self.users, self.user_vector_sum = _merge_side(
             self.user_keys,
             self.users,

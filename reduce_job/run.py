@@ -60,6 +60,8 @@ def merge_partials(client: Any, layout: RunLayout) -> tuple[BatchResult, dict[st
         "places": len(batch.place_keys),
         "pairs": len(batch.pair_keys),
         "shards": len(manifest.shards),
+        "places_reused": sum(m["places_reused"] for m in metrics),  # stored content vectors the shards took
+        "texts_embedded": sum(m["texts_embedded"] for m in metrics),
         "shard_seconds": {str(m["shard"]): m["seconds"] for m in metrics},
         "shard_peak_rss_mb": max((m["peak_rss_mb"] for m in metrics), default=0.0),
         "merge_peak_rss_mb": round(peak_rss_mb(), 1),
@@ -88,17 +90,13 @@ def apply(
         unwanted = [] if config.user_vector_index == "hnsw" else [indexes.USER_INDEX]
         rebuild = indexes.plan_indexes(conn, wanted, unwanted, config.index_rebuild_fraction)
         t = time.perf_counter()
-        stats["upserted"] = upsert(conn)
+        stats["upserted"] = upsert(conn, batch.content_model, batch.place_text_version)
         seconds["upsert"] = time.perf_counter() - t
         t = time.perf_counter()
         indexes.build_indexes(conn, rebuild)
         seconds["index_build"] = time.perf_counter() - t
         stats["indexes_rebuilt"] = [i.name for i in rebuild]
         ledger.record_commit(conn, config.batch_id, started, seconds, stats)
-
-
-class _AlreadyCommitted(Exception):
-    pass
 
 
 def run_reduce(client: Any, config: ReduceConfig) -> Outcome:

@@ -4,13 +4,13 @@ Each statement reads the old row with a LEFT JOIN and writes the merged row; tha
 because every reduce holds REDUCE_LOCK for its whole transaction (reducers are the only
 writers). Vectors merge as weighted means, v = (v_old * w_old + v_new * w_new) / (w_old + w_new);
 pgvector has no scalar product, so a scalar becomes array_fill(s, '{384}')::vector.
+A place keeps its stored content vector while the model and place text that made it are
+the batch's; otherwise the batch's vector replaces it.
 """
 
 from __future__ import annotations
 
 import psycopg
-
-from witple_batch.place_text import PLACE_TEXT_VERSION
 
 EPOCH = "timestamptz '1970-01-01 00:00:00+00' + interval '1 microsecond' *"
 
@@ -90,11 +90,11 @@ ON CONFLICT (user_id) DO UPDATE SET
 PLACES = f"""
 INSERT INTO place_vectors AS t
     (place_category, place_id, content_vector, behavior_vector, combined_vector, behavior_weight, place_text_version,
-     total_clicks, total_likes, total_bookmarks, total_other, total_actions, vector_weight, unique_users,
+     content_model, total_clicks, total_likes, total_bookmarks, total_other, total_actions, vector_weight, unique_users,
      popularity_score, engagement_score, first_action_date, last_action_date, vector_updated_at, stats_updated_at)
 SELECT m.place_category, m.place_id, m.content, m.behavior,
        CASE WHEN m.behavior IS NULL THEN m.content ELSE l2_normalize(m.content + m.behavior) END,
-       m.behavior_weight, %(text_version)s, m.clicks, m.likes, m.bookmarks, m.other,
+       m.behavior_weight, %(text_version)s, %(content_model)s, m.clicks, m.likes, m.bookmarks, m.other,
        m.clicks + m.likes + m.bookmarks + m.other, m.weight,
        (SELECT count(*) FROM user_place_interactions i
          WHERE i.place_category = m.place_category AND i.place_id = m.place_id),
@@ -103,6 +103,7 @@ SELECT m.place_category, m.place_id, m.content, m.behavior,
 FROM (
     SELECT s.place_category, s.place_id,
            CASE WHEN o.content_vector IS NULL OR o.place_text_version IS DISTINCT FROM %(text_version)s
+                     OR o.content_model IS DISTINCT FROM %(content_model)s
                 THEN s.content ELSE o.content_vector END AS content,
            {_weighted_mean("o.behavior_vector", "o.behavior_weight", "s.behavior", "s.behavior_weight")} AS behavior,
            coalesce(o.behavior_weight, 0) + s.behavior_weight AS behavior_weight,
@@ -121,6 +122,7 @@ ON CONFLICT (place_id, place_category) DO UPDATE SET
     combined_vector = EXCLUDED.combined_vector,
     behavior_weight = EXCLUDED.behavior_weight,
     place_text_version = EXCLUDED.place_text_version,
+    content_model = EXCLUDED.content_model,
     total_clicks = EXCLUDED.total_clicks,
     total_likes = EXCLUDED.total_likes,
     total_bookmarks = EXCLUDED.total_bookmarks,
@@ -137,10 +139,11 @@ ON CONFLICT (place_id, place_category) DO UPDATE SET
 """
 
 
-def upsert(conn: psycopg.Connection) -> dict[str, int]:
+def upsert(conn: psycopg.Connection, content_model: str | None, text_version: str | None) -> dict[str, int]:
     """Interactions first: place unique_users counts them."""
+    origin = {"content_model": content_model, "text_version": text_version}
     return {
         "interactions": conn.execute(INTERACTIONS).rowcount,  # type: ignore[arg-type]
         "users": conn.execute(USERS).rowcount,  # type: ignore[arg-type]
-        "places": conn.execute(PLACES, {"text_version": PLACE_TEXT_VERSION}).rowcount,  # type: ignore[arg-type]
+        "places": conn.execute(PLACES, origin).rowcount,  # type: ignore[arg-type]
     }

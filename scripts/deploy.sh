@@ -15,7 +15,7 @@ Settings (environment):
   NAME_PREFIX              default witple-batch (repositories, job definitions)
   JOB_ROLE_ARN             required: role the containers run as (deploy/iam/job-role-policy.json)
   EXECUTION_ROLE_ARN       required: role that pulls images and writes logs (deploy/iam/execution-role-policy.json)
-  DATABASE_URL_SECRET_ARN  required: Secrets Manager secret holding DATABASE_URL (reduce)
+  DATABASE_URL_SECRET_ARN  required: Secrets Manager secret holding DATABASE_URL (reduce; shards read stored vectors)
   WEBHOOK_SECRET_ARN       required: Secrets Manager secret holding WEBHOOK_SECRET
   WEBHOOK_URL              required: the main server's completion webhook
   S3_BUCKET, S3_PREFIX     default user-actions-data, user-actions/

@@ -180,6 +180,10 @@ def main() -> int:
                 f"{stats['records_read']:,} / {stats['records_accepted']:,} / {stats['records_rejected']:,}",
             ),
             ("users / places / user-place pairs", f"{stats['users']:,} / {stats['places']:,} / {stats['pairs']:,}"),
+            (
+                "place vectors reused / embedded",
+                f"{stats['places_reused']:,} / {stats['texts_embedded']:,}",
+            ),
             *((f"seconds: {stage}", f"{seconds:.2f}") for stage, seconds in timings.items()),
             ("actions/s (plan + shards + reduce)", f"{stats['records_read'] / wall:,.0f}"),
             ("actions/s (shards alone)", f"{stats['records_read'] / timings['shards']:,.0f}"),

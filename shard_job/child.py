@@ -15,10 +15,11 @@ import numpy as np
 from shard_job.config import ShardConfig
 from shard_job.fetch import fetch_in_order
 from shard_job.read_shard import ShardInput, add_file
+from shard_job.stored_content import StoredContent, stored_content
 from witple_batch.aggregate import aggregate, weighted_row_sums
 from witple_batch.embedder import Embedder
 from witple_batch.logs import event
-from witple_batch.model_files import MODEL_FILES
+from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES
 from witple_batch.partials import ShardPartial, encode_partial, id_array
 from witple_batch.place_text import PLACE_TEXT_VERSION, place_text
 from witple_batch.resources import peak_rss_mb
@@ -43,18 +44,37 @@ def model_folder(client: Any, config: ShardConfig) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def build_partial(shard: ShardInput, embedder: Embedder, type_weights: np.ndarray) -> tuple[ShardPartial, int, dict]:
-    """Aggregate, embed each distinct place text once, and sum user vectors."""
+def content_vectors(keys: list[tuple[str, str]], embedder: Embedder, stored: StoredContent) -> tuple[np.ndarray, int]:
+    """One row per place key: the stored vector where there is one, else each distinct text embedded once."""
+    content = np.empty((len(keys), EMBEDDING_DIM), dtype=np.float32)
+    content[stored.rows] = stored.vectors
+    missing = np.ones(len(keys), dtype=bool)
+    missing[stored.rows] = False
+    rows = np.flatnonzero(missing)
+    texts = [place_text(*keys[row]) for row in rows]
+    distinct = sorted(set(texts))
+    position = {text: i for i, text in enumerate(distinct)}
+    embedded = embedder.embed(distinct)
+    content[rows] = embedded[[position[t] for t in texts]]
+    return content, len(distinct)
+
+
+def build_partial(
+    shard: ShardInput, embedder: Embedder, type_weights: np.ndarray, database_url: str | None
+) -> tuple[ShardPartial, dict[str, int], dict[str, float]]:
+    """Aggregate, take stored content vectors or embed each distinct place text once, sum user vectors."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     agg = aggregate(shard.columns, type_weights)
     seconds["aggregate"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    texts = [place_text(category, place_id) for category, place_id in agg.place_keys]
-    distinct = sorted(set(texts))
-    position = {text: i for i, text in enumerate(distinct)}
-    content = embedder.embed(distinct)[[position[t] for t in texts]] if texts else embedder.embed([])
+    model = embedder.manifest.onnx_sha256
+    stored = stored_content(database_url, agg.place_keys, model, PLACE_TEXT_VERSION)
+    seconds["stored_content"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    content, embedded = content_vectors(agg.place_keys, embedder, stored)
     seconds["embed"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -72,8 +92,10 @@ def build_partial(shard: ShardInput, embedder: Embedder, type_weights: np.ndarra
         pair_place=agg.pair_place,
         pairs=agg.pairs,
         files=shard.files,
+        content_model=model,
+        place_text_version=PLACE_TEXT_VERSION,
     )
-    return partial, len(distinct), seconds
+    return partial, {"places_reused": len(stored.rows), "texts_embedded": embedded}, seconds
 
 
 def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
@@ -105,7 +127,7 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
         add_file(shard, item, data, config.max_decompressed_bytes)
     read_seconds = time.perf_counter() - read_started
 
-    partial, distinct_texts, seconds = build_partial(shard, embedder, config.type_weights)
+    partial, content_counts, seconds = build_partial(shard, embedder, config.type_weights, config.common.database_url)
     seconds = {"read": read_seconds, **seconds}
 
     write_started = time.perf_counter()
@@ -122,8 +144,7 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
         "users": len(partial.users),
         "places": len(partial.places),
         "pairs": len(partial.pairs),
-        "distinct_texts": distinct_texts,
-        "place_text_version": PLACE_TEXT_VERSION,
+        **content_counts,
         "embed_threads": embedder.threads,
         # metrics.json cannot time its own upload; the log line below adds write and total
         "seconds": {k: round(v, 3) for k, v in seconds.items()},

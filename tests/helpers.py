@@ -14,6 +14,8 @@ from shard_job.child import run_shard
 from shard_job.config import shard_config_from_env
 from shard_job.plan import PlanOptions, plan
 from witple_batch.config import common_from_env
+from witple_batch.partials import SUCCESS_FILE, ShardPartial, decode_partial, parse_success
+from witple_batch.run_layout import RunLayout
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +68,18 @@ def work_objects(env: dict[str, str], prefix: str = "") -> dict[str, bytes]:
         for obj in page.get("Contents", []):
             out[obj["Key"]] = client.get_object(Bucket=env["WORK_BUCKET"], Key=obj["Key"])["Body"].read()
     return out
+
+
+def partial_files(env: dict[str, str], index: int) -> dict[str, bytes]:
+    """One shard's partial as {file name: bytes}."""
+    layout = RunLayout(env["WORK_BUCKET"], "batch-work/", env["BATCH_ID"])
+    prefix = layout.shard_prefix(index)
+    return {k[len(prefix) :]: v for k, v in work_objects(env, prefix).items()}
+
+
+def load_partial(env: dict[str, str], index: int) -> ShardPartial:
+    files = partial_files(env, index)
+    return decode_partial(files, parse_success(files[SUCCESS_FILE], f"shard {index}"), f"shard {index}")
 
 
 def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -101,6 +101,11 @@ def test_deploy_registers_both_job_definitions_from_the_templates(batch_env):
     assert {r["type"]: r["value"] for r in container["resourceRequirements"]} == {"VCPU": "2", "MEMORY": "4096"}
     assert {e["name"]: e["value"] for e in container["environment"]}["S3_BUCKET"] == batch_env["S3_BUCKET"]
     assert container["logConfiguration"]["options"]["awslogs-group"] == "/aws/batch/job"
+    # shards read stored content vectors; both secrets come from Secrets Manager, never the environment
+    assert {x["name"]: x["valueFrom"] for x in container["secrets"]} == {
+        "DATABASE_URL": batch_env["DATABASE_URL_SECRET_ARN"],
+        "WEBHOOK_SECRET": batch_env["WEBHOOK_SECRET_ARN"],
+    }
     logs = boto3.session.Session(region_name=batch_env["AWS_REGION"]).client("logs")
     assert "/aws/batch/job" in {g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]}
 

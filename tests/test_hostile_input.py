@@ -141,12 +141,17 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
 
 
 def test_tampered_arrays_are_refused() -> None:
-    marker = {"format": "witple-partial-v1", "files": {"users.ids.npy": hashlib.sha256(b"original").hexdigest()}}
+    marker = {
+        "format": "witple-partial-v2",
+        "files": {"users.ids.npy": hashlib.sha256(b"original").hexdigest()},
+        "content_model": "0" * 64,
+        "place_text_version": "place-text-v1",
+    }
     with pytest.raises(PartialError, match=r"checksum mismatch for users\.ids\.npy"):
         verify_checksum("users.ids.npy", b"changed", marker, "shard 3")
     pickled = {"users.ids.npy": _npy(np.array(["a", 1], dtype=object), allow_pickle=True)}
     with pytest.raises(PartialError, match="cannot be loaded without pickle"):
-        decode_partial(pickled, "shard 0")
+        decode_partial(pickled, marker, "shard 0")
     wrong_kind = {"users.ids.npy": _npy(np.zeros((2, 2)))}
     with pytest.raises(PartialError, match=r"users\.ids has dtype float64"):
-        decode_partial(wrong_kind, "shard 0")
+        decode_partial(wrong_kind, marker, "shard 0")

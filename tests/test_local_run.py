@@ -11,7 +11,7 @@ import pytest
 
 from local_stack.sample_data import generate
 from tests.helpers import REPO, query
-from tests.test_reduce_job import assert_database_matches
+from tests.test_reduce_job import assert_database_matches, assert_vectors_follow_stored_content
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,14 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
     second = _runner(env, *sizes, "--seed=2", "--shards=3")
     assert second.returncode == 0, second.stderr[-3000:]
     assert_database_matches(database_url, expected.merge(generate(**SAMPLE, seed=2).expected))
+    # day 2 touches places day 1 stored: shards take those vectors instead of embedding again,
+    # and user vectors stay exact weighted means of the stored content vectors
+    reused_line = next(
+        line for line in second.stdout.splitlines() if line.startswith("place vectors reused / embedded")
+    )
+    reused, embedded = (int(n.replace(",", "")) for n in reused_line.split()[-3::2])
+    assert reused > embedded
+    assert_vectors_follow_stored_content(database_url)
 
     before = query(database_url, "SELECT user_id, total_actions, vector_weight FROM user_behavior_vectors ORDER BY 1")
     third = _runner(env, "--no-seed", "--shards=3")

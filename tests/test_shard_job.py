@@ -9,21 +9,25 @@ import orjson
 import pytest
 
 from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
-from tests.helpers import fresh_env, plan_run, run_child, run_module, seed, work_objects
-from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE, decode_partial
-from witple_batch.run_layout import RunLayout
+from tests.helpers import (
+    fresh_env,
+    load_partial,
+    partial_files,
+    plan_run,
+    query,
+    reduce_in_process,
+    run_child,
+    run_module,
+    seed,
+    work_objects,
+)
+from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE
 from witple_batch.s3 import s3_client
 
 
 @pytest.fixture(scope="module")
 def sample() -> SampleSet:
     return generate(actions=3_000, users=300, places=120, seed=3, batch_size=60)
-
-
-def _partial_files(env: dict[str, str], index: int) -> dict[str, bytes]:
-    layout = RunLayout(env["WORK_BUCKET"], "batch-work/", env["BATCH_ID"])
-    prefix = layout.shard_prefix(index)
-    return {k[len(prefix) :]: v for k, v in work_objects(env, prefix).items()}
 
 
 def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_dir, sample):
@@ -74,8 +78,8 @@ def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_d
 
     users: dict[str, np.ndarray] = {}
     for index in range(2):
-        files = _partial_files(env, index)
-        partial = decode_partial(files, f"shard {index}")
+        files = partial_files(env, index)
+        partial = load_partial(env, index)
         for row in partial.files:
             assert row["records"] == row["accepted"] + row["rejected"]
         for uid, counts in zip(partial.user_ids, partial.users.counts, strict=True):
@@ -99,7 +103,7 @@ def test_user_vector_sum_is_weight_times_content(s3_env, model_dir):
     seed(env, SampleSet([SampleFile(key, orjson.dumps({"actions": actions}))], Expected()))
     plan_run(env, shards=1)
     run_child(env, 0)
-    partial = decode_partial(_partial_files(env, 0), "shard 0")
+    partial = load_partial(env, 0)
     assert partial.users.weight.tolist() == [6.0]
     assert partial.users.counts.tolist() == [[1, 0, 1, 1]]
     expected = 1 * partial.place_content[0] + 5 * partial.place_content[1]
@@ -111,9 +115,9 @@ def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample):
     seed(env, sample)
     plan_run(env, shards=2)
     run_child(env, 1)
-    first = _partial_files(env, 1)
+    first = partial_files(env, 1)
     run_child(env, 1)
-    second = _partial_files(env, 1)
+    second = partial_files(env, 1)
     assert set(first) == set(second)
     for name in first:
         if name not in (METRICS_FILE, SUCCESS_FILE):  # timings differ by nature
@@ -127,7 +131,7 @@ def test_child_without_array_index_is_shard_zero(s3_env, model_dir, sample):
     plan_run(env, shards=1)
     result = run_module("shard_job", env)
     assert result.returncode == 0, result.stderr
-    assert SUCCESS_FILE in _partial_files(env, 0)
+    assert SUCCESS_FILE in partial_files(env, 0)
     finished = [json.loads(line) for line in result.stderr.splitlines() if '"shard finished"' in line]
     assert finished[0]["shard"] == 0
     assert finished[0]["records_read"] == finished[0]["records_accepted"] + finished[0]["records_rejected"]
@@ -149,7 +153,7 @@ def test_a_vanished_input_object_fails_the_child_naming_the_key(s3_env, model_di
     result = run_module("shard_job", env)
     assert result.returncode == 1
     assert sample.files[1].key in result.stderr
-    assert SUCCESS_FILE not in _partial_files(env, 0)
+    assert SUCCESS_FILE not in partial_files(env, 0)
 
 
 def test_partials_never_hold_pickles(s3_env, model_dir, sample):
@@ -157,7 +161,7 @@ def test_partials_never_hold_pickles(s3_env, model_dir, sample):
     seed(env, SampleSet(sample.files[:4], sample.expected))
     plan_run(env, shards=1)
     run_child(env, 0)
-    for name, data in _partial_files(env, 0).items():
+    for name, data in partial_files(env, 0).items():
         if name.endswith(".npy"):
             array = np.load(__import__("io").BytesIO(data), allow_pickle=False)
             assert array.dtype != object, name
@@ -166,7 +170,6 @@ def test_partials_never_hold_pickles(s3_env, model_dir, sample):
 
 def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sample):
     from reduce_job.schema import migrate
-    from tests.helpers import query
 
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:6], sample.expected))
@@ -218,3 +221,78 @@ def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
     without = run_module("shard_job", env)
     assert without.returncode == 2  # a broken model is not worth Batch's retries
     assert "not-there does not exist" in without.stderr
+
+
+def _data_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in files.items() if name not in (METRICS_FILE, SUCCESS_FILE)}
+
+
+def test_stored_content_vectors_are_reused_byte_for_byte(s3_env, model_dir, database_url, sample):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    seed(env, SampleSet(sample.files[:30], sample.expected))
+    plan_run(env, shards=1)
+    first = run_child(env, 0)
+    assert (first["places_reused"], first["texts_embedded"]) == (0, first["places"])  # empty database
+    reduce_in_process(env)
+
+    later = {**env, "BATCH_ID": env["BATCH_ID"] + "-2"}
+    seed(later, SampleSet(sample.files[30:], sample.expected))
+    assert plan_run(later, shards=1)["files"] == len(sample.files) - 30
+    without_db = {k: v for k, v in later.items() if k != "DATABASE_URL"}
+    cold = run_child(without_db, 0)
+    cold_files = partial_files(later, 0)
+    warm = run_child(later, 0)
+    warm_files = partial_files(later, 0)
+
+    seen = set(query(database_url, "SELECT place_category, place_id FROM place_vectors"))
+    partial = load_partial(later, 0)
+    keys = list(zip(partial.place_categories.astype(str), partial.place_ids.astype(str), strict=True))
+    assert cold["places_reused"] == 0
+    assert warm["places_reused"] == sum(key in seen for key in keys) > 0
+    assert warm["texts_embedded"] == len(keys) - warm["places_reused"]
+    assert _data_files(warm_files) == _data_files(cold_files)  # stored vectors are what embedding gives
+
+
+def test_vectors_of_another_model_are_neither_reused_nor_kept(s3_env, model_dir, database_url, sample):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    seed(env, SampleSet(sample.files[:20], sample.expected))
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    reduce_in_process(env)
+    with __import__("psycopg").connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE place_vectors SET content_model = 'an-older-export',"
+            " content_vector = array_fill(0.05::real, '{384}')::vector"
+        )
+
+    later = {**env, "BATCH_ID": env["BATCH_ID"] + "-2"}
+    seed(later, SampleSet(sample.files[20:40], sample.expected))
+    plan_run(later, shards=1)
+    assert run_child(later, 0)["places_reused"] == 0
+    reduce_in_process(later)
+    partial = load_partial(later, 0)
+    model = json.loads(partial_files(later, 0)[SUCCESS_FILE])["content_model"]
+    touched = set(zip(partial.place_categories.astype(str), partial.place_ids.astype(str), strict=True))
+    rows = query(
+        database_url, "SELECT place_category, place_id, content_model, content_vector::text FROM place_vectors"
+    )
+    for category, place_id, content_model, vector in rows:
+        if (category, place_id) in touched:  # replaced by this model's vector
+            assert content_model == model
+            assert not vector.startswith("[0.05,0.05")
+        else:  # untouched rows keep what they had until a batch touches them
+            assert content_model == "an-older-export"
+
+
+def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample, caplog):
+    from local_stack.moto_s3 import free_port
+
+    env = fresh_env(s3_env, model_dir)
+    seed(env, SampleSet(sample.files[:3], sample.expected))
+    plan_run(env, shards=1)
+    url = f"postgresql://batch:hunter2@127.0.0.1:{free_port()}/witple"
+    metrics = run_child({**env, "DATABASE_URL": url}, 0)
+    assert metrics["places_reused"] == 0 and metrics["texts_embedded"] == metrics["places"] > 0
+    warnings = [r for r in caplog.records if r.getMessage().startswith("stored content vectors unavailable")]
+    assert len(warnings) == 1
+    assert "127.0.0.1" in warnings[0].fields["error"] and "hunter2" not in warnings[0].fields["error"]

@@ -1,4 +1,4 @@
-"""The shard partial format (witple-partial-v1): written by shard_job, read by reduce_job.
+"""The shard partial format (witple-partial-v2): written by shard_job, read by reduce_job.
 
 Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
 
@@ -18,7 +18,8 @@ Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
     files.json              every manifest file: status processed|rejected, reason, record counts
     rejects.jsonl.gz        one line per rejected record or file
     metrics.json            counts, seconds per stage, peak RSS
-    _SUCCESS.json           written last: sha256 of every file above
+    _SUCCESS.json           written last: sha256 of every file above, and what made the
+                            content vectors (model.onnx sha256, place text version)
 
 Every array is a plain .npy (never pickled); ids are fixed-width UTF-8 bytes. All files
 but metrics.json are byte-identical when a shard is rerun on the same input.
@@ -40,7 +41,7 @@ from witple_batch.actions import COUNT_COLUMNS
 from witple_batch.aggregate import Stats
 from witple_batch.model_files import EMBEDDING_DIM
 
-FORMAT = "witple-partial-v1"
+FORMAT = "witple-partial-v2"
 SUCCESS_FILE = "_SUCCESS.json"
 FILES_FILE = "files.json"
 REJECTS_FILE = "rejects.jsonl.gz"
@@ -66,6 +67,8 @@ class ShardPartial:
     pair_place: np.ndarray
     pairs: Stats
     files: list[dict[str, Any]]
+    content_model: str  # sha256 of the model.onnx that embedded place_content
+    place_text_version: str
 
 
 def id_array(values: list[str]) -> np.ndarray:
@@ -117,6 +120,8 @@ def encode_partial(
         "users": len(partial.users),
         "places": len(partial.places),
         "pairs": len(partial.pairs),
+        "content_model": partial.content_model,
+        "place_text_version": partial.place_text_version,
     }
     files.append((SUCCESS_FILE, orjson.dumps(success, option=orjson.OPT_SORT_KEYS)))
     return files
@@ -129,6 +134,8 @@ def parse_success(data: bytes, where: str) -> dict[str, Any]:
         raise PartialError(f"{where}: {SUCCESS_FILE} is not JSON") from None
     if not isinstance(success, dict) or success.get("format") != FORMAT or not isinstance(success.get("files"), dict):
         raise PartialError(f"{where}: {SUCCESS_FILE} is not a {FORMAT} marker")
+    if not all(isinstance(success.get(name), str) for name in ("content_model", "place_text_version")):
+        raise PartialError(f"{where}: {SUCCESS_FILE} does not say which model and place text made its vectors")
     return success
 
 
@@ -159,7 +166,7 @@ def _check(array: np.ndarray, name: str, kind: str, shape: tuple[int | None, ...
     return array
 
 
-def decode_partial(files: Mapping[str, bytes], where: str) -> ShardPartial:
+def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where: str) -> ShardPartial:
     """Load and check every array (checksums are the caller's job, before this)."""
 
     def array(name: str, kind: str, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -205,4 +212,6 @@ def decode_partial(files: Mapping[str, bytes], where: str) -> ShardPartial:
         pair_place=pair_place.astype(np.int64),
         pairs=stats("pairs", n_pairs),
         files=file_rows,
+        content_model=success["content_model"],
+        place_text_version=success["place_text_version"],
     )
