@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shard_job.read_shard import ShardInput, add_file
 from witple_batch.actions import Action, validate
 from witple_batch.input_files import FileRejected, parse_file
-from witple_batch.partials import PartialError, decode_partial, verify_checksum
+from witple_batch.partials import PartialError, decode_partial, parse_success, verify_checksum
 from witple_batch.run_layout import InputFile
 
 LIMIT = 1 << 20
@@ -138,6 +138,15 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=allow_pickle)
     return buffer.getvalue()
+
+
+def test_a_marker_that_does_not_say_what_made_its_vectors_is_refused() -> None:
+    marker = {"format": "witple-partial-v2", "files": {}, "place_text_version": "place-text-v1"}
+    with pytest.raises(PartialError, match="does not say which model and place text made its vectors"):
+        parse_success(orjson.dumps(marker), "shard 2")
+    older = {**marker, "format": "witple-partial-v1", "content_model": "0" * 64}
+    with pytest.raises(PartialError, match="is not a witple-partial-v2 marker"):
+        parse_success(orjson.dumps(older), "shard 2")
 
 
 def test_tampered_arrays_are_refused() -> None:

@@ -391,18 +391,25 @@ def test_missing_success_markers_are_named(s3_env, model_dir, database_url, rece
     assert receiver.received[-1].json["job_status"] == "FAILED"
 
 
-def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, database_url, first_sample):
-    env = _env(s3_env, model_dir, database_url)
-    seed(env, first_sample)
+def _reduce_after_changing(env, sample, name: str, change) -> subprocess.CompletedProcess[str]:
+    """Two shards run, shard 1's `name` is rewritten on S3 by `change`, then the reduce runs."""
+    seed(env, sample)
     plan_run(env, shards=2)
     for index in range(2):
         run_child(env, index)
-    key = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/users.counts.npy"
+    key = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/{name}"
     client = s3_client(env["AWS_REGION"])
-    data = bytearray(client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read())
-    data[-1] ^= 1  # one bit: one user's click count
-    client.put_object(Bucket=env["WORK_BUCKET"], Key=key, Body=bytes(data))
-    result = run_module("reduce_job", env)
+    data = client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read()
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=key, Body=change(data))
+    return run_module("reduce_job", env)
+
+
+def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, database_url, first_sample):
+    def flip_last_bit(data: bytes) -> bytes:  # one bit: one user's click count
+        return data[:-1] + bytes([data[-1] ^ 1])
+
+    env = _env(s3_env, model_dir, database_url)
+    result = _reduce_after_changing(env, first_sample, "users.counts.npy", flip_last_bit)
     assert result.returncode == 1
     assert "corrupt partials in shards [1]" in result.stderr
     assert "checksum mismatch for users.counts.npy" in result.stderr
@@ -410,17 +417,11 @@ def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, 
 
 
 def test_shards_from_two_models_are_refused_and_nothing_applied(s3_env, model_dir, database_url, first_sample):
+    def other_export(data: bytes) -> bytes:  # as if shard 1 ran an image with another model export
+        return orjson.dumps({**orjson.loads(data), "content_model": "f" * 64})
+
     env = _env(s3_env, model_dir, database_url)
-    seed(env, first_sample)
-    plan_run(env, shards=2)
-    for index in range(2):
-        run_child(env, index)
-    key = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/_SUCCESS.json"
-    client = s3_client(env["AWS_REGION"])
-    marker = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read())
-    marker["content_model"] = "f" * 64  # as if shard 1 ran an image with another export
-    client.put_object(Bucket=env["WORK_BUCKET"], Key=key, Body=orjson.dumps(marker))
-    result = run_module("reduce_job", env)
+    result = _reduce_after_changing(env, first_sample, "_SUCCESS.json", other_export)
     assert result.returncode == 1
     assert "shards disagree on what made their content vectors" in result.stderr
     assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
