@@ -1,6 +1,6 @@
 """How cost grows: one shard and the reduce at three data sizes, users and places held fixed.
 
-    .venv/bin/python benchmarks/scaling_bench.py [--sizes 50000 200000 1000000] [--baseline-max 200000]
+    .venv/bin/python -m benchmarks.scaling_bench [--sizes 50000 200000 1000000] [--baseline-max 200000]
 
 Shard time should grow with actions and the reduce with distinct users and places (fixed
 here), not with actions. The baseline (benchmarks/e2e_bench.py's, the original's cost

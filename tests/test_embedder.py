@@ -112,3 +112,21 @@ def test_threads_default_to_the_cpu_quota(model_dir: Path) -> None:
     from witple_batch.resources import available_cpus
 
     assert Embedder(model_dir).threads == available_cpus()
+
+
+def test_peak_rss_is_this_process_not_the_parent_that_started_it():
+    import subprocess
+    import sys
+
+    from witple_batch.resources import peak_rss_mb
+
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touch every page: resident
+    assert peak_rss_mb() > 400
+    child = subprocess.run(
+        [sys.executable, "-c", "from witple_batch.resources import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert 1 < float(child.stdout) < 100  # ru_maxrss would say > 400: Linux keeps it across exec

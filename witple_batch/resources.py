@@ -14,6 +14,7 @@ from pathlib import Path
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 _CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+_STATUS = Path("/proc/self/status")
 
 
 def _quota_cpus() -> float | None:
@@ -41,4 +42,15 @@ def available_cpus() -> int:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a job started by a
+    large parent (a local runner, a benchmark holding its data) would report the parent's size.
+    """
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
