@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/shard_bench.py [--actions 100000] [--files-target 1000]
 
 The child runs as its own process, exactly as Batch starts it; its figures come from the
-metrics.json it writes (peak RSS is the child's own ru_maxrss). Then the same files are
+metrics.json it writes (peak RSS is the child's own VmHWM). Then the same files are
 fetched again with the child's fetcher and nothing else, to show how much of the read
 stage is the S3 server's answering rather than our parsing and validation.
 """
