@@ -35,7 +35,9 @@ from local_stack.array_runner import run_array
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
+from witple_batch.config import DEFAULT_WORK_PREFIX
 from witple_batch.place_text import place_text
+from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +123,7 @@ def baseline(client: Any, database_url: str, threads: int, prefix: str) -> dict[
 
 
 def ours(env: dict[str, str], shards: int) -> dict[str, Any]:
+    """Plan, the shard children (up to `shards` at once, as Batch would), reduce: seconds per step and the report."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     planned = subprocess.run(
@@ -138,10 +141,7 @@ def ours(env: dict[str, str], shards: int) -> dict[str, Any]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "reduce_job"], env={**os.environ, **env}, capture_output=True, check=True)
     timings["reduce"] = time.perf_counter() - started
-    client = s3_client(env["AWS_REGION"])
-    report = orjson.loads(
-        client.get_object(Bucket=BUCKET, Key=f"batch-work/runs/{env['BATCH_ID']}/report.json")["Body"].read()
-    )
+    report = load_report(s3_client(env["AWS_REGION"]), RunLayout(BUCKET, DEFAULT_WORK_PREFIX, env["BATCH_ID"]))
     return {"timings": timings, "report": report}
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 
-from benchmarks.e2e_bench import BUCKET, baseline
+from benchmarks.e2e_bench import BUCKET, baseline, ours
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
@@ -27,12 +25,6 @@ from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURE = REPO / "benchmarks" / "figures" / "scaling.png"
-
-
-def run(module: str, env: dict[str, str], *args: str) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", module, *args], env={**os.environ, **env}, check=True, capture_output=True)
-    return time.perf_counter() - started
 
 
 def plot(rows: list[dict], e2e: dict | None) -> None:
@@ -123,19 +115,15 @@ def main() -> None:
                 "BATCH_ID": f"scale-{size}",
                 "DATABASE_URL": pg.new_database(),
             }
-            plan_s = run("shard_job", env, "plan", "--shards", "1")
-            shard_s = run("shard_job", env)
-            reduce_s = run("reduce_job", env)
-            report = orjson.loads(
-                client.get_object(Bucket=BUCKET, Key=f"batch-work/runs/scale-{size}/report.json")["Body"].read()
-            )
+            result = ours(env, shards=1)
+            report, timings = result["report"], result["timings"]
             stats = report["stats"]
             row = {
                 "actions": stats["records_read"],
                 "files": stats["files"],
-                "shard_s": shard_s,
-                "reduce_s": reduce_s,
-                "ours_s": plan_s + shard_s + reduce_s,
+                "shard_s": timings["shards"],
+                "reduce_s": timings["reduce"],
+                "ours_s": sum(timings.values()),
                 "shard_rss": stats["shard_peak_rss_mb"],
                 "reduce_rss": stats["merge_peak_rss_mb"],
                 "users": stats["users"],

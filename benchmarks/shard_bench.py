@@ -22,6 +22,8 @@ import orjson
 from local_stack.moto_s3 import MotoS3
 from local_stack.sample_data import ensure_bucket, generate, upload
 from shard_job.fetch import fetch_in_order
+from witple_batch.config import DEFAULT_WORK_PREFIX
+from witple_batch.partials import METRICS_FILE
 from witple_batch.run_layout import RunLayout, load_manifest
 from witple_batch.s3 import s3_client
 
@@ -62,12 +64,10 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "shard_job"], env=env, capture_output=True, check=True)
         wall = time.perf_counter() - started
-        metrics = orjson.loads(
-            client.get_object(Bucket="bench-input", Key="batch-work/runs/shard-bench/shards/00000/metrics.json")[
-                "Body"
-            ].read()
-        )
-        manifest = load_manifest(client, RunLayout("bench-input", "batch-work/", "shard-bench"))
+        layout = RunLayout("bench-input", DEFAULT_WORK_PREFIX, "shard-bench")
+        metrics_key = layout.shard_prefix(0) + METRICS_FILE
+        metrics = orjson.loads(client.get_object(Bucket=layout.work_bucket, Key=metrics_key)["Body"].read())
+        manifest = load_manifest(client, layout)
         started = time.perf_counter()
         for _ in fetch_in_order(client, "bench-input", list(manifest.files), 16):
             pass

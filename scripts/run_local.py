@@ -24,10 +24,11 @@ from local_stack.moto_s3 import FAKE_CREDENTIALS, REGION, MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
 from local_stack.webhook_receiver import WebhookReceiver
-from witple_batch.config import new_batch_id
+from witple_batch.config import common_from_env, new_batch_id
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import ModelError, verify_model_dir
 from witple_batch.resources import available_cpus
+from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,11 +166,8 @@ def main() -> int:
             say(reduced.stderr[-3000:])
             return reduced.returncode
 
-        report = orjson.loads(
-            client.get_object(Bucket=env["S3_BUCKET"], Key=f"batch-work/runs/{env['BATCH_ID']}/report.json")[
-                "Body"
-            ].read()
-        )
+        common = common_from_env({**os.environ, **env})  # the children's view, WORK_* included
+        report = load_report(client, RunLayout(common.work_bucket, common.work_prefix, env["BATCH_ID"]))
         stats = report["stats"]
         wall = sum(timings.values()) - timings.get("generate + upload", 0.0)
         rows = [

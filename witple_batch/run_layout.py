@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from witple_batch.s3 import get_bytes
+
 MANIFEST_FORMAT = "witple-run-manifest-v1"
 
 
@@ -98,9 +100,12 @@ class RunManifest:
 
 
 def load_manifest(client: Any, layout: RunLayout) -> RunManifest:
-    from witple_batch.s3 import get_bytes
-
     body = get_bytes(client, layout.work_bucket, layout.manifest_key)
     if body is None:
         raise ManifestError(f"no run manifest at {layout.uri(layout.manifest_key)} (was the batch planned?)")
     return RunManifest.from_json(body, layout.uri(layout.manifest_key))
+
+
+def load_report(client: Any, layout: RunLayout) -> dict[str, Any]:
+    """The reduce's report.json of a committed batch (the local runner and the benchmarks read it)."""
+    return orjson.loads(client.get_object(Bucket=layout.work_bucket, Key=layout.report_key)["Body"].read())
