@@ -125,7 +125,7 @@ def main() -> None:
                 "reduce_s": timings["reduce"],
                 "ours_s": sum(timings.values()),
                 "shard_rss": stats["shard_peak_rss_mb"],
-                "reduce_rss": stats["merge_peak_rss_mb"],
+                "reduce_rss": stats["reduce_peak_rss_mb"],
                 "users": stats["users"],
                 "places": stats["places"],
             }

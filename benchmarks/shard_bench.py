@@ -24,7 +24,7 @@ from local_stack.sample_data import ensure_bucket, generate, upload
 from shard_job.fetch import fetch_in_order
 from witple_batch.config import DEFAULT_WORK_PREFIX
 from witple_batch.partials import METRICS_FILE
-from witple_batch.run_layout import RunLayout, load_manifest
+from witple_batch.run_layout import RunLayout, load_shard_plan
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def main() -> None:
         ensure_bucket(client, "bench-input", env["AWS_REGION"])
         upload(client, "bench-input", sample.files)
         plan = subprocess.run(
-            [sys.executable, "-m", "shard_job", "plan", "--shards", "1"],
+            [sys.executable, "-m", "shard_job", "plan", "--shards", "1", "--no-ledger"],
             env=env,
             capture_output=True,
             text=True,
@@ -67,9 +67,9 @@ def main() -> None:
         layout = RunLayout("bench-input", DEFAULT_WORK_PREFIX, "shard-bench")
         metrics_key = layout.shard_prefix(0) + METRICS_FILE
         metrics = orjson.loads(client.get_object(Bucket=layout.work_bucket, Key=metrics_key)["Body"].read())
-        manifest = load_manifest(client, layout)
+        files = list(load_shard_plan(client, layout, 0).files)
         started = time.perf_counter()
-        for _ in fetch_in_order(client, "bench-input", list(manifest.files), 16):
+        for _ in fetch_in_order(client, "bench-input", files, 16, 128 << 20):
             pass
         gets_alone = time.perf_counter() - started
     seconds = metrics["seconds"]

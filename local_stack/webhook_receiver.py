@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +15,6 @@ from typing import Any
 import orjson
 
 from local_stack.http_server import serving
-from witple_batch.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
 @dataclass
@@ -26,9 +27,15 @@ class Received:
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.body)
 
-    def signature_valid(self, secret: str) -> bool:
-        expected = sign(self.body, secret, self.headers.get(TIMESTAMP_HEADER, ""))
-        return hmac.compare_digest(expected, self.headers.get(SIGNATURE_HEADER, ""))
+    def signature_valid(self, secret: str, max_age_seconds: float = 300) -> bool:
+        """Checked as the main server would, from the documented recipe alone (not the sender's code):
+        X-Signature = "sha256=" + hex(HMAC-SHA256(secret, X-Signature-Timestamp + "." + raw body)),
+        with a timestamp no older than `max_age_seconds`."""
+        timestamp = self.headers.get("X-Signature-Timestamp", "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > max_age_seconds:
+            return False
+        mac = hmac.new(secret.encode(), timestamp.encode() + b"." + self.body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest("sha256=" + mac, self.headers.get("X-Signature", ""))
 
 
 @dataclass
@@ -57,6 +64,8 @@ class WebhookReceiver:
                     receiver.release.wait(60)
                     return
                 self.send_response(status)
+                if 300 <= status < 400:  # a receiver that moved: a signed notice must not follow it
+                    self.send_header("Location", receiver.url + "-moved")
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -1,89 +1,64 @@
-"""Per batch: maintain each HNSW index row by row, or drop it and rebuild after the load.
+"""The HNSW indexes, kept valid for readers at every moment.
 
-Measured on pgvector 0.8.6 here: COPY of 50,000 384-d rows into a table with an HNSW index
-ran at ~512 rows/s, while the same load without it took 0.5 s plus 13.8 s to build the
-index (~3,600 rows/s of table). So a batch touching more than ~1/7 of a table's rows is
-cheaper as drop + rebuild; INDEX_REBUILD_FRACTION (default 0.15) sets the line.
-Both happen inside the reduce transaction: readers keep the old rows and index (MVCC)
-during incremental maintenance, but wait on DROP INDEX's lock until commit when the
-index is rebuilt.
+The place index (content_vector) is created by the migrations and kept row by row: a batch
+replaces a content vector only for new places and changed texts, and every other update keeps
+the stored value, so it can be a HOT update that never touches the index. Nothing is dropped or
+rebuilt inside the reduce transaction: DROP INDEX takes an ACCESS EXCLUSIVE lock that would
+make the main server's place queries wait for the whole transaction.
+
+The user index is optional (USER_VECTOR_INDEX=hnsw): built or dropped CONCURRENTLY after the
+commit, so readers and writers keep going; a build that cannot get its locks in time leaves no
+invalid index behind and is tried again by the next reduce.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from witple_batch.logs import event
-from witple_batch.resources import available_cpus
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class VectorIndex:
-    name: str
-    table: str
-    column: str
-    stage: str  # the staging table whose rows this batch touches
+USER_INDEX = "user_behavior_vectors_hnsw"
 
 
-PLACE_INDEX = VectorIndex("place_vectors_content_hnsw", "place_vectors", "content_vector", "stage_places")
-USER_INDEX = VectorIndex("user_behavior_vectors_hnsw", "user_behavior_vectors", "behavior_vector", "stage_users")
+def _state(conn: psycopg.Connection, name: str) -> bool | None:
+    """None when the index does not exist, else whether it is valid."""
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (name,)
+    ).fetchone()
+    return None if row is None else bool(row[0])
 
 
-def _exists(conn: psycopg.Connection, index: VectorIndex) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (index.name,)).fetchone()[0]  # type: ignore[index]
-
-
-def _rows(conn: psycopg.Connection, table: str) -> int:
-    estimate = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", (table,)).fetchone()
-    if estimate and estimate[0] >= 0:
-        return int(estimate[0])
-    return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0])  # type: ignore[index]
-
-
-def plan_indexes(
-    conn: psycopg.Connection, wanted: list[VectorIndex], unwanted: list[VectorIndex], rebuild_fraction: float
-) -> list[VectorIndex]:
-    """Drop what should be rebuilt (or should not exist); returns the indexes to build after the load."""
-    rebuild = []
-    for index in unwanted:
-        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index.name)))
-    for index in wanted:
-        touched = int(
-            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(index.stage))).fetchone()[0]
-        )  # type: ignore[index]
-        size = _rows(conn, index.table)
-        exists = _exists(conn, index)
-        if not exists or touched > rebuild_fraction * size:
-            if exists:
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index.name)))
-            rebuild.append(index)
+def ensure_user_index(conn: psycopg.Connection, wanted: bool) -> str:
+    """Outside any transaction (autocommit): make the user index exist exactly when wanted."""
+    state = _state(conn, USER_INDEX)
+    name = sql.Identifier(USER_INDEX)
+    if not wanted:
+        if state is not None:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+            return "dropped"
+        return "absent"
+    if state is True:
+        return "present"
+    if state is False:  # a build that failed earlier left an invalid index
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+    try:
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX CONCURRENTLY {} ON user_behavior_vectors USING hnsw (behavior_vector vector_cosine_ops)"
+            ).format(name)
+        )
+    except psycopg.errors.LockNotAvailable as exc:
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
         event(
             log,
-            "index plan",
-            index=index.name,
-            touched=touched,
-            table_rows=size,
-            strategy="rebuild" if index in rebuild else "incremental",
+            "user vector index not built this time (lock timeout); the next reduce tries again",
+            logging.WARNING,
+            error=str(exc),
         )
-    return rebuild
-
-
-def build_indexes(conn: psycopg.Connection, indexes: list[VectorIndex]) -> None:
-    if not indexes:
-        return
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute(
-        sql.SQL("SET LOCAL max_parallel_maintenance_workers = {}").format(sql.Literal(max(available_cpus() - 1, 0)))
-    )
-    for index in indexes:
-        conn.execute(
-            sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops)").format(
-                sql.Identifier(index.name), sql.Identifier(index.table), sql.Identifier(index.column)
-            )
-        )
+        return "deferred"
+    return "built"

@@ -1,4 +1,5 @@
-"""The reduce: check partials, merge, one transaction, report, webhook."""
+"""The reduce: check every partial, stage them shard by shard, apply the batch in one transaction,
+then report and notify. One connection for the whole job."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ from typing import Any
 import orjson
 import psycopg
 
-from reduce_job import collect, indexes, ledger
+from reduce_job import collect, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
-from reduce_job.merge import BatchResult
-from reduce_job.schema import REDUCE_LOCK, migrate
-from reduce_job.staging import stage
-from reduce_job.upsert import upsert
-from witple_batch import webhook
-from witple_batch.database import connect
+from witple_batch import notices, run_state, webhook
+from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb
-from witple_batch.run_layout import RunLayout, load_manifest
+from witple_batch.run_layout import RunLayout, RunManifest, load_manifest
+from witple_batch.schema import REDUCE_LOCK, migrate
 
 log = logging.getLogger(__name__)
+
+SUMMED_METRICS = ("records_read", "records_accepted", "records_rejected", "places_reused", "texts_embedded")
 
 
 @dataclass
@@ -30,124 +30,162 @@ class Outcome:
     stats: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     already_committed: bool = False
-    webhook_status: str | None = None
+    notice: notices.Delivery | None = None
 
 
 class _AlreadyCommitted(Exception):
     """A concurrent retry of the same batch committed first."""
 
 
-def merge_partials(client: Any, layout: RunLayout) -> tuple[BatchResult, dict[str, Any]]:
-    manifest = load_manifest(client, layout)
-    batch = BatchResult()
-    metrics: list[dict[str, Any]] = []
-    for _index, partial, files in collect.partials(client, layout, manifest):
-        batch.add(partial)
-        metrics.append(orjson.loads(files["metrics.json"]))
-    planned = {f.key for f in manifest.files}
-    reported = {f["key"] for f in batch.files}
-    if planned != reported:
-        missing = sorted(planned - reported)[:10]
-        raise collect.PartialError(f"partials do not cover the manifest: missing {missing}")
+def stage_batch(
+    conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, manifest: RunManifest
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every partial verified and staged; returns (the batch's vector space, stats from the shards' metrics)."""
+    markers = collect.success_markers(client, layout, len(manifest.shards))
+    run_state.mark_sharded(conn, config.batch_id)
+    staging.create(conn)
+    totals = dict.fromkeys(SUMMED_METRICS, 0)
+    shard_rss = 0.0
+    shard_seconds: dict[str, float] = {}
+    for shard in collect.partials(client, layout, manifest, markers, ahead=config.partials_ahead):
+        staging.stage_partial(conn, shard.index, shard.partial)
+        for name in SUMMED_METRICS:
+            totals[name] += int(shard.metrics.get(name, 0))
+        shard_rss = max(shard_rss, float(shard.metrics.get("peak_rss_mb", 0.0)))
+        for stage, seconds in shard.metrics.get("seconds", {}).items():
+            shard_seconds[stage] = max(shard_seconds.get(stage, 0.0), float(seconds))
+    staging.analyze(conn)
+    space = vectors.space_of(
+        markers[0]["content_model"] if markers else "",
+        markers[0]["place_text_version"] if markers else "",
+        config.action_weights,
+    )
+    files = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), count(*) FILTER (WHERE status = 'quarantined')"
+        " FROM stage_files"
+    ).fetchone()
     stats = {
-        "files": len(manifest.files),
-        "files_rejected": sum(1 for f in batch.files if f["status"] == "rejected"),
+        "files": int(files[0]),  # type: ignore[index]
+        "files_rejected": int(files[1]),  # type: ignore[index]
+        "files_quarantined": int(files[2]),  # type: ignore[index]
         "bytes": manifest.total_bytes,
-        "records_read": sum(m["records_read"] for m in metrics),
-        "records_accepted": sum(m["records_accepted"] for m in metrics),
-        "records_rejected": sum(m["records_rejected"] for m in metrics),
-        "users": len(batch.user_keys),
-        "places": len(batch.place_keys),
-        "pairs": len(batch.pair_keys),
+        **totals,
         "shards": len(manifest.shards),
-        "places_reused": sum(m["places_reused"] for m in metrics),  # stored content vectors the shards took
-        "texts_embedded": sum(m["texts_embedded"] for m in metrics),
-        "shard_seconds": {str(m["shard"]): m["seconds"] for m in metrics},
-        "shard_peak_rss_mb": max((m["peak_rss_mb"] for m in metrics), default=0.0),
-        "merge_peak_rss_mb": round(peak_rss_mb(), 1),
+        "shard_peak_rss_mb": shard_rss,
+        "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }
-    return batch, stats
+    return space, stats
 
 
 def apply(
     conn: psycopg.Connection,
     config: ReduceConfig,
-    batch: BatchResult,
-    stats: dict,
+    space: dict[str, Any],
+    stats: dict[str, Any],
     started: float,
     seconds: dict[str, float],
 ) -> None:
-    """Everything in one transaction: ledger, staging, merge, indexes, the batch_runs row."""
+    """Everything in one transaction under the reduce lock: statistics, vectors, ledger, committed state."""
+    common = config.common
     with conn.transaction():
+        # a concurrent reduce holds the lock for its whole transaction: wait up to a statement's budget
+        set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-        if ledger.committed_run(conn, config.batch_id) is not None:
+        set_timeouts(conn, lock_s=common.db_lock_timeout, statement_s=common.db_statement_timeout, local=True)
+        run = run_state.get(conn, config.batch_id)
+        if run is not None and run.status in ("committed", "notified"):
             raise _AlreadyCommitted
-        t = time.perf_counter()
-        stats["staged"] = stage(conn, batch)
-        seconds["copy"] = time.perf_counter() - t
-        stats["ledger_rows"] = ledger.claim_files(conn, config.batch_id)
-        wanted = [indexes.PLACE_INDEX] + ([indexes.USER_INDEX] if config.user_vector_index == "hnsw" else [])
-        unwanted = [] if config.user_vector_index == "hnsw" else [indexes.USER_INDEX]
-        rebuild = indexes.plan_indexes(conn, wanted, unwanted, config.index_rebuild_fraction)
-        t = time.perf_counter()
-        stats["upserted"] = upsert(conn, batch.content_model, batch.place_text_version)
-        seconds["upsert"] = time.perf_counter() - t
-        t = time.perf_counter()
-        indexes.build_indexes(conn, rebuild)
-        seconds["index_build"] = time.perf_counter() - t
-        stats["indexes_rebuilt"] = [i.name for i in rebuild]
-        ledger.record_commit(conn, config.batch_id, started, seconds, stats)
+        run_state.check_can_commit(conn, config.batch_id)
+        stats.update(apply_staged(conn, space, seconds))
+        stats["reduce_peak_rss_mb"] = round(peak_rss_mb(), 1)
+        stats["ledger_rows"] = run_state.commit(conn, config.batch_id, started, seconds, stats)
+
+
+def apply_staged(
+    conn: psycopg.Connection, space: dict[str, Any], seconds: dict[str, float], *, everything: bool = False
+) -> dict[str, Any]:
+    """The staged rows into the tables (the caller holds the transaction and the reduce lock)."""
+    # the vector aggregates keep 384 doubles per group: room for them in memory instead of on disk
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    stats: dict[str, Any] = {}
+    t = time.perf_counter()
+    stats.update(upsert.batch_tables(conn))
+    stats["new_pairs"] = upsert.interactions(conn, space)
+    seconds["interactions"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stats["vectors"] = vectors.compute(conn, space, everything=everything)
+    seconds["vectors"] = time.perf_counter() - t
+    t = time.perf_counter()
+    everything = stats["vectors"]["mode"] == "everything"
+    stats["written"] = upsert.write(conn, space, everything=everything)
+    if everything:
+        vectors.record_space(conn, space)
+    seconds["write"] = time.perf_counter() - t
+    return stats
+
+
+def _already(conn: psycopg.Connection, batch_id: str, stats: dict[str, Any]) -> Outcome:
+    run = run_state.get(conn, batch_id)
+    event(log, "batch already committed; skipping the database step", batch_id=batch_id)
+    return Outcome(stats=run.stats if run else stats, already_committed=True)
 
 
 def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
+    """The whole job on one connection: the batch applied once, its report written, its notice sent."""
     started = time.time()
+    clock = time.monotonic()
     seconds: dict[str, float] = {}
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
-    with connect(config.database_url, attempts=config.db_connect_attempts, application="reduce_job") as conn:
-        conn.autocommit = True
+    with connect_for(config.common, "reduce_job") as conn:
         migrate(conn)
-        previous = ledger.committed_run(conn, config.batch_id)
-        if previous is not None:
-            event(log, "batch already committed; skipping the database step", batch_id=config.batch_id)
-            return Outcome(stats=previous["stats"], already_committed=True, webhook_status=previous["webhook_status"])
-        t = time.perf_counter()
-        batch, stats = merge_partials(client, layout)
-        seconds["merge"] = time.perf_counter() - t
-        try:
-            apply(conn, config, batch, stats, started, seconds)
-        except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
-            previous = ledger.committed_run(conn, config.batch_id) or {"stats": stats, "webhook_status": None}
-            return Outcome(stats=previous["stats"], already_committed=True, webhook_status=previous["webhook_status"])
-    event(
-        log,
-        "batch committed",
-        batch_id=config.batch_id,
-        **{k: v for k, v in stats.items() if k != "shard_seconds"},
-        seconds={k: round(v, 3) for k, v in seconds.items()},
-    )
-    return Outcome(stats=stats, seconds=seconds)
+        run = run_state.get(conn, config.batch_id)
+        if run is not None and run.status == "failed":
+            raise run_state.RunFailed(f"batch {config.batch_id} was recorded failed ({run.error}); nothing applied")
+        if run is not None and run.status in ("committed", "notified"):
+            outcome = _already(conn, config.batch_id, {})
+        else:
+            manifest = load_manifest(client, layout)
+            t = time.perf_counter()
+            space, stats = stage_batch(conn, client, config, layout, manifest)
+            seconds["stage"] = time.perf_counter() - t
+            try:
+                apply(conn, config, space, stats, started, seconds)
+                outcome = Outcome(stats=stats, seconds=seconds)
+                event(log, "batch committed", batch_id=config.batch_id, **stats, seconds=_rounded(seconds))
+            except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
+                outcome = _already(conn, config.batch_id, stats)
+        outcome.notice = finish(conn, client, config, layout, outcome, time.monotonic() - clock)
+        indexes.ensure_user_index(conn, config.user_vector_index)
+    return outcome
 
 
-def finish(client: Any, config: ReduceConfig, outcome: Outcome, elapsed: float) -> None:
-    """After commit: the report, then the webhook once per committed batch. Never raises on delivery."""
-    layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in seconds.items()}
+
+
+def finish(
+    conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, outcome: Outcome, elapsed: float
+) -> notices.Delivery:
+    """After commit: the report, then SUCCEEDED if the run's state still calls for it. Never raises on delivery."""
+    stats = outcome.stats
     body = webhook.payload(
         job_id=config.common.job_id,
         job_name=config.common.job_name,
         status=webhook.SUCCEEDED,
         batch_id=config.batch_id,
-        processed_records=int(outcome.stats.get("records_accepted", 0)),
+        processed_records=int(stats.get("records_accepted", 0)),
         processing_time_seconds=elapsed,
         s3_input_path=config.common.s3_input_path,
         error_message=None,
         metadata={
-            "files": outcome.stats.get("files", 0),
-            "files_rejected": outcome.stats.get("files_rejected", 0),
-            "records_read": outcome.stats.get("records_read", 0),
-            "rejects": outcome.stats.get("records_rejected", 0),
-            "users": outcome.stats.get("users", 0),
-            "places": outcome.stats.get("places", 0),
-            "shard_count": outcome.stats.get("shards", 0),
+            "files": stats.get("files", 0),
+            "files_rejected": stats.get("files_rejected", 0),
+            "files_quarantined": stats.get("files_quarantined", 0),
+            "records_read": stats.get("records_read", 0),
+            "rejects": stats.get("records_rejected", 0),
+            "users": stats.get("users", 0),
+            "places": stats.get("places", 0),
+            "shard_count": stats.get("shards", 0),
             "already_committed": outcome.already_committed,
             "report_uri": layout.uri(layout.report_key),
         },
@@ -155,8 +193,8 @@ def finish(client: Any, config: ReduceConfig, outcome: Outcome, elapsed: float) 
     report = {
         "batch_id": config.batch_id,
         "status": webhook.SUCCEEDED,
-        "stats": outcome.stats,
-        "seconds": {k: round(v, 3) for k, v in outcome.seconds.items()},
+        "stats": stats,
+        "seconds": _rounded(outcome.seconds),
         "webhook": body,
     }
     client.put_object(
@@ -165,20 +203,4 @@ def finish(client: Any, config: ReduceConfig, outcome: Outcome, elapsed: float) 
         Body=orjson.dumps(report, option=orjson.OPT_INDENT_2),
         ContentType="application/json",
     )
-    if outcome.webhook_status == "delivered":
-        event(log, "webhook already delivered for this batch; not sent again", batch_id=config.batch_id)
-        return
-    if config.common.webhook_url is None:
-        status, attempts, error = "not_configured", 0, None
-    else:
-        delivery = webhook.send(
-            config.common.webhook_url,
-            body,
-            secret=config.common.webhook_secret,
-            attempts=config.webhook_attempts,
-            timeout=config.webhook_timeout,
-        )
-        status = "delivered" if delivery.delivered else "failed"
-        attempts, error = delivery.attempts, delivery.error
-    with connect(config.database_url, attempts=config.db_connect_attempts, autocommit=True) as conn:
-        ledger.record_webhook(conn, config.batch_id, status, attempts, error)
+    return notices.notify(conn, config.common, config.batch_id, body)

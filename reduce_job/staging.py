@@ -1,118 +1,123 @@
-"""Binary COPY of the merged batch into temporary staging tables (dropped at commit)."""
+"""Moving each shard's partial into session-temporary staging tables, one shard at a time.
+
+Rows are staged as the shards wrote them (pairs refer to their shard's user and place lists by
+index); summing across shards is the database's job (upsert.BATCH_TABLES), so the reduce holds
+one shard's arrays at a time, whatever the batch's distinct users and shard count. Pairs and
+content vectors go as binary COPY built with numpy; ids as text COPY.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
-from pgvector.psycopg import register_vector
 
-from reduce_job.merge import BatchResult, split_place_keys
-from witple_batch.aggregate import NULL_TIME, Stats
+from reduce_job.binary_copy import Column, rows
+from witple_batch.partials import ShardPartial
 
 STAGING_DDL = """
-CREATE TEMP TABLE stage_files (
-    key text, etag text, size bigint, status text, reason text, records bigint, accepted bigint, rejected bigint
-) ON COMMIT DROP;
-CREATE TEMP TABLE stage_users (
-    user_id text, clicks bigint, likes bigint, bookmarks bigint, other bigint, weight float8,
-    first_us bigint, last_us bigint, vector vector(384)
-) ON COMMIT DROP;
-CREATE TEMP TABLE stage_places (
-    place_category text, place_id text, clicks bigint, likes bigint, bookmarks bigint, other bigint, weight float8,
-    first_us bigint, last_us bigint, content vector(384), behavior vector(384), behavior_weight float8
-) ON COMMIT DROP;
+CREATE TEMP TABLE stage_user_keys (shard int NOT NULL, idx int NOT NULL, user_id text NOT NULL);
+CREATE TEMP TABLE stage_place_keys (
+    shard int NOT NULL, idx int NOT NULL, place_category text NOT NULL, place_id text NOT NULL
+);
+CREATE TEMP TABLE stage_place_content (
+    shard int NOT NULL, idx int NOT NULL, content vector(384) NOT NULL, text_sha256 bytea NOT NULL
+);
 CREATE TEMP TABLE stage_pairs (
-    user_id text, place_category text, place_id text, clicks bigint, likes bigint, bookmarks bigint, other bigint,
-    weight float8, first_us bigint, last_us bigint
-) ON COMMIT DROP;
+    shard int NOT NULL, user_idx int NOT NULL, place_idx int NOT NULL,
+    clicks bigint NOT NULL, likes bigint NOT NULL, bookmarks bigint NOT NULL, other bigint NOT NULL,
+    first_us bigint NOT NULL, last_us bigint NOT NULL
+);
+CREATE TEMP TABLE stage_files (
+    key text, etag text, size bigint, status text, reason text, records bigint, accepted bigint, rejected bigint,
+    rejects_by_reason jsonb, envelope_batch_id text
+);
 """
-
-_STATS_TYPES = ["int8", "int8", "int8", "int8", "float8", "int8", "int8"]
-
-
-def _stat_columns(stats: Stats) -> list[Iterable[Any]]:
-    """counts by type, weight, first/last time (NULL_TIME -> NULL), as Python columns."""
-    first = [None if t == NULL_TIME else t for t in stats.first_us.tolist()]
-    last = [None if t == NULL_TIME else t for t in stats.last_us.tolist()]
-    counts = stats.counts.T.tolist()
-    return [*counts, stats.weight.tolist(), first, last]
+_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _means(sums: np.ndarray, weight: np.ndarray) -> list[np.ndarray | None]:
-    """Batch mean vector per row (float32), None where nothing weighted it."""
-    safe = np.where(weight > 0, weight, 1.0)
-    means = (sums / safe[:, None]).astype(np.float32)
-    return [row if w > 0 else None for row, w in zip(means, weight.tolist(), strict=True)]
+def create(conn: psycopg.Connection) -> None:
+    conn.execute(STAGING_DDL)  # type: ignore[arg-type]
 
 
-def _copy(cur: psycopg.Cursor, table: str, columns: Sequence[str], types: Sequence[str], rows: Iterable) -> int:
-    count = 0
-    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
+def _copy_text(cur: psycopg.Cursor, table: str, lines: Iterable[str]) -> None:
+    with cur.copy(f"COPY {table} FROM STDIN") as copy:  # type: ignore[arg-type]
+        batch: list[str] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 65_536:
+                copy.write("".join(batch))
+                batch.clear()
+        copy.write("".join(batch))
 
 
-def stage(conn: psycopg.Connection, batch: BatchResult) -> dict[str, int]:
-    register_vector(conn)
-    cur = conn.cursor()
-    cur.execute(STAGING_DDL)
-    counts = {}
-    files = batch.files
-    counts["files"] = _copy(
-        cur,
-        "stage_files",
-        ("key", "etag", "size", "status", "reason", "records", "accepted", "rejected"),
-        ["text", "text", "int8", "text", "text", "int8", "int8", "int8"],
-        (
-            (f["key"], f["etag"], f["size"], f["status"], f["reason"], f["records"], f["accepted"], f["rejected"])
-            for f in files
-        ),
-    )
-    stat_names = ("clicks", "likes", "bookmarks", "other", "weight", "first_us", "last_us")
-    user_ids = [k.decode("utf-8") for k in batch.user_keys.tolist()]
-    counts["users"] = _copy(
-        cur,
-        "stage_users",
-        ("user_id", *stat_names, "vector"),
-        ["text", *_STATS_TYPES, "vector"],
-        zip(user_ids, *_stat_columns(batch.users), _means(batch.user_vector_sum, batch.users.weight), strict=True),
-    )
-    categories, place_ids = split_place_keys(batch.place_keys)
-    pair_user, pair_place = batch.pair_indexes()
-    behavior_sums, behavior_weight = batch.place_behavior(pair_user, pair_place)
-    counts["places"] = _copy(
-        cur,
-        "stage_places",
-        ("place_category", "place_id", *stat_names, "content", "behavior", "behavior_weight"),
-        ["text", "text", *_STATS_TYPES, "vector", "vector", "float8"],
-        zip(
-            categories,
-            place_ids,
-            *_stat_columns(batch.places),
-            list(batch.place_content),
-            _means(behavior_sums, behavior_weight),
-            behavior_weight.tolist(),
-            strict=True,
-        ),
-    )
-    counts["pairs"] = _copy(
-        cur,
-        "stage_pairs",
-        ("user_id", "place_category", "place_id", *stat_names),
-        ["text", "text", "text", *_STATS_TYPES],
-        zip(
-            (user_ids[i] for i in pair_user.tolist()),
-            (categories[i] for i in pair_place.tolist()),
-            (place_ids[i] for i in pair_place.tolist()),
-            *_stat_columns(batch.pairs),
-            strict=True,
-        ),
-    )
-    cur.execute("ANALYZE stage_users; ANALYZE stage_places; ANALYZE stage_pairs; ANALYZE stage_files")
-    return counts
+def _copy_binary(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None:
+    with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
+        for chunk in rows(columns):
+            copy.write(chunk)
+
+
+def stage_partial(conn: psycopg.Connection, shard: int, partial: ShardPartial) -> None:
+    with conn.cursor() as cur:
+        _copy_text(
+            cur,
+            "stage_user_keys",
+            (f"{shard}\t{i}\t{user.translate(_TEXT_ESCAPES)}\n" for i, user in enumerate(partial.user_ids)),
+        )
+        _copy_text(
+            cur,
+            "stage_place_keys",
+            (
+                f"{shard}\t{i}\t{category.translate(_TEXT_ESCAPES)}\t{place.translate(_TEXT_ESCAPES)}\n"
+                for i, (category, place) in enumerate(zip(partial.place_categories, partial.place_ids, strict=True))
+            ),
+        )
+        n_places = len(partial.place_ids)
+        _copy_binary(
+            cur,
+            "stage_place_content",
+            [
+                Column("int4", np.full(n_places, shard, np.int32)),
+                Column("int4", np.arange(n_places, dtype=np.int32)),
+                Column("vector", partial.place_content),
+                Column("bytea", partial.place_text_sha256),
+            ],
+        )
+        n_pairs = len(partial.pair_user)
+        counts = partial.pair_counts
+        _copy_binary(
+            cur,
+            "stage_pairs",
+            [
+                Column("int4", np.full(n_pairs, shard, np.int32)),
+                Column("int4", partial.pair_user),
+                Column("int4", partial.pair_place),
+                *(Column("int8", counts[:, column]) for column in range(counts.shape[1])),
+                Column("int8", partial.pair_first_us),
+                Column("int8", partial.pair_last_us),
+            ],
+        )
+        stage_files(cur, partial.files)
+
+
+def stage_files(cur: psycopg.Cursor, files: list[dict[str, Any]]) -> None:
+    columns = ("key", "etag", "size", "status", "reason", "records", "accepted", "rejected")
+    with cur.copy(
+        f"COPY stage_files ({', '.join(columns)}, rejects_by_reason, envelope_batch_id) FROM STDIN"  # type: ignore[arg-type]
+    ) as copy:
+        for f in files:
+            copy.write_row(
+                [
+                    *(f.get(c) for c in columns),
+                    orjson.dumps(f.get("rejects_by_reason") or {}).decode(),
+                    f.get("envelope_batch_id"),
+                ]
+            )
+
+
+def analyze(conn: psycopg.Connection) -> None:
+    conn.execute("ANALYZE stage_user_keys; ANALYZE stage_place_keys; ANALYZE stage_place_content;")
+    conn.execute("ANALYZE stage_pairs; ANALYZE stage_files")

@@ -1,149 +1,212 @@
-"""INSERT ... SELECT ... ON CONFLICT merges from the staging tables into the real ones.
+"""The batch into the real tables: interactions first, then every touched user and place written once.
 
-Each statement reads the old row with a LEFT JOIN and writes the merged row; that is exact
-because every reduce holds REDUCE_LOCK for its whole transaction (reducers are the only
-writers). Vectors merge as weighted means, v = (v_old * w_old + v_new * w_new) / (w_old + w_new);
-pgvector has no scalar product, so a scalar becomes array_fill(s, '{384}')::vector.
-A place keeps its stored content vector while the model and place text that made it are
-the batch's; otherwise the batch's vector replaces it.
+Shard rows are summed per (user, place) first (BATCH_TABLES). Every total adds this batch's
+sums to the stored ones (exact: each reduce holds REDUCE_LOCK for its transaction, so reducers
+are the only writers and never interleave); unique_users grows by the pairs this batch creates,
+never by recounting a place's history. Users and places are then written by one statement
+each, with their new vectors (vectors.compute) in the same row update: one new tuple per row
+per batch. A place's content vector is replaced only when the model, place text version or
+text differs from the stored one; otherwise the row keeps its value (and its TOAST pointer),
+so the update can be HOT and leave the HNSW index alone.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 EPOCH = "timestamptz '1970-01-01 00:00:00+00' + interval '1 microsecond' *"
+NULL_TIME = "(-9223372036854775807 - 1)"  # witple_batch.aggregate.NULL_TIME: "no parseable time"
 
+BATCH_TABLES = [
+    f"""
+CREATE TEMP TABLE batch_pairs ON COMMIT DROP AS
+SELECT u.user_id, k.place_category, k.place_id,
+       sum(p.clicks)::bigint AS clicks, sum(p.likes)::bigint AS likes,
+       sum(p.bookmarks)::bigint AS bookmarks, sum(p.other)::bigint AS other,
+       {EPOCH} min(nullif(p.first_us, {NULL_TIME})) AS first_at,
+       {EPOCH} max(nullif(p.last_us, {NULL_TIME})) AS last_at
+FROM stage_pairs p
+JOIN stage_user_keys u ON u.shard = p.shard AND u.idx = p.user_idx
+JOIN stage_place_keys k ON k.shard = p.shard AND k.idx = p.place_idx
+GROUP BY u.user_id, k.place_category, k.place_id
+""",
+    "CREATE UNIQUE INDEX ON batch_pairs (user_id, place_category, place_id)",
+    """
+CREATE TEMP TABLE batch_places ON COMMIT DROP AS
+SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.content, c.text_sha256
+FROM stage_place_keys k JOIN stage_place_content c USING (shard, idx)
+ORDER BY k.place_category, k.place_id, k.shard
+""",
+    "CREATE UNIQUE INDEX ON batch_places (place_category, place_id)",
+    "ANALYZE batch_pairs",
+    "ANALYZE batch_places",
+]
 
-def _scalar(expr: str) -> str:
-    return f"array_fill(({expr})::real, '{{384}}')::vector"
+INTERACTIONS = """
+CREATE TEMP TABLE new_pairs ON COMMIT DROP AS
+WITH up AS (
+    INSERT INTO user_place_interactions AS t
+        (user_id, place_category, place_id, clicks, likes, bookmarks, other_actions,
+         first_action_at, last_action_at, updated_at)
+    SELECT user_id, place_category, place_id, clicks, likes, bookmarks, other, first_at, last_at, now()
+    FROM batch_pairs
+    ON CONFLICT (user_id, place_category, place_id) DO UPDATE SET
+        clicks = t.clicks + EXCLUDED.clicks,
+        likes = t.likes + EXCLUDED.likes,
+        bookmarks = t.bookmarks + EXCLUDED.bookmarks,
+        other_actions = t.other_actions + EXCLUDED.other_actions,
+        first_action_at = least(t.first_action_at, EXCLUDED.first_action_at),
+        last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at),
+        updated_at = now()
+    RETURNING place_category, place_id, xmax = 0 AS inserted
+)
+SELECT place_category, place_id, count(*) FILTER (WHERE inserted) AS new_users FROM up GROUP BY 1, 2
+"""
 
-
-def _weighted_mean(old: str, old_w: str, new: str, new_w: str) -> str:
-    total = f"({old_w} + {new_w})"
-    return (
-        f"CASE WHEN {new} IS NULL THEN {old} WHEN {old} IS NULL OR {old_w} <= 0 THEN {new} "
-        f"ELSE {old} * {_scalar(f'{old_w} / {total}')} + {new} * {_scalar(f'{new_w} / {total}')} END"
-    )
+# the batch's places whose stored content was made by another model, text version or text
+CHANGED_CONTENT = """
+CREATE TEMP TABLE changed_content ON COMMIT DROP AS
+SELECT b.place_category, b.place_id FROM batch_places b
+JOIN place_vectors p USING (place_category, place_id)
+WHERE p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
+   OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.content_text_sha256 IS DISTINCT FROM b.text_sha256
+"""
 
 
 def _score(part: str, total: str) -> str:
-    return f"coalesce(100.0 * {part} / nullif({total}, 0), 0)"
+    return f"coalesce(100.0 * ({part}) / nullif({total}, 0), 0)"
 
 
-INTERACTIONS = f"""
-INSERT INTO user_place_interactions AS t
-    (user_id, place_category, place_id, clicks, likes, bookmarks, other_actions, vector_weight,
-     first_action_at, last_action_at, updated_at)
-SELECT user_id, place_category, place_id, clicks, likes, bookmarks, other, weight,
-       {EPOCH} first_us, {EPOCH} last_us, now()
-FROM stage_pairs
-ON CONFLICT (user_id, place_category, place_id) DO UPDATE SET
-    clicks = t.clicks + EXCLUDED.clicks,
-    likes = t.likes + EXCLUDED.likes,
-    bookmarks = t.bookmarks + EXCLUDED.bookmarks,
-    other_actions = t.other_actions + EXCLUDED.other_actions,
-    vector_weight = t.vector_weight + EXCLUDED.vector_weight,
-    first_action_at = least(t.first_action_at, EXCLUDED.first_action_at),
-    last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at),
-    updated_at = now()
-"""
+_TOTAL = "t.total_actions + EXCLUDED.total_actions"
 
 USERS = f"""
 INSERT INTO user_behavior_vectors AS t
-    (user_id, behavior_vector, vector_weight, total_clicks, total_likes, total_bookmarks, total_other,
-     total_actions, click_score, like_score, bookmark_score, first_action_date, last_action_date, vector_updated_at)
-SELECT m.user_id, m.vector, m.weight, m.clicks, m.likes, m.bookmarks, m.other, m.total,
-       {_score("m.clicks", "m.total")}, {_score("m.likes", "m.total")}, {_score("m.bookmarks", "m.total")},
-       m.first_at, m.last_at, CASE WHEN m.touched_vector THEN now() ELSE m.old_vector_at END
+    (user_id, total_clicks, total_likes, total_bookmarks, total_other, total_actions,
+     click_score, like_score, bookmark_score, first_action_date, last_action_date,
+     behavior_vector, vector_weight, vector_updated_at)
+SELECT user_id, coalesce(s.clicks, 0), coalesce(s.likes, 0), coalesce(s.bookmarks, 0), coalesce(s.other, 0),
+       coalesce(s.total, 0), {_score("s.clicks", "s.total")}, {_score("s.likes", "s.total")},
+       {_score("s.bookmarks", "s.total")}, s.first_at, s.last_at,
+       n.vector, coalesce(n.weight, 0), CASE WHEN n.user_id IS NOT NULL THEN now() END
 FROM (
-    SELECT s.user_id,
-           {_weighted_mean("o.behavior_vector", "o.vector_weight", "s.vector", "s.weight")} AS vector,
-           coalesce(o.vector_weight, 0) + s.weight AS weight,
-           coalesce(o.total_clicks, 0) + s.clicks AS clicks,
-           coalesce(o.total_likes, 0) + s.likes AS likes,
-           coalesce(o.total_bookmarks, 0) + s.bookmarks AS bookmarks,
-           coalesce(o.total_other, 0) + s.other AS other,
-           coalesce(o.total_actions, 0) + s.clicks + s.likes + s.bookmarks + s.other AS total,
-           least(o.first_action_date, {EPOCH} s.first_us) AS first_at,
-           greatest(o.last_action_date, {EPOCH} s.last_us) AS last_at,
-           s.vector IS NOT NULL AS touched_vector,
-           o.vector_updated_at AS old_vector_at
-    FROM stage_users s LEFT JOIN user_behavior_vectors o ON o.user_id = s.user_id
-) m
+    SELECT user_id, sum(clicks) AS clicks, sum(likes) AS likes, sum(bookmarks) AS bookmarks, sum(other) AS other,
+           sum(clicks + likes + bookmarks + other) AS total, min(first_at) AS first_at, max(last_at) AS last_at
+    FROM batch_pairs GROUP BY user_id
+) s
+FULL JOIN user_vectors_now n USING (user_id)
+WHERE s.user_id IS NOT NULL OR EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = n.user_id)
 ON CONFLICT (user_id) DO UPDATE SET
+    total_clicks = t.total_clicks + EXCLUDED.total_clicks,
+    total_likes = t.total_likes + EXCLUDED.total_likes,
+    total_bookmarks = t.total_bookmarks + EXCLUDED.total_bookmarks,
+    total_other = t.total_other + EXCLUDED.total_other,
+    total_actions = t.total_actions + EXCLUDED.total_actions,
+    click_score = {_score("t.total_clicks + EXCLUDED.total_clicks", _TOTAL)},
+    like_score = {_score("t.total_likes + EXCLUDED.total_likes", _TOTAL)},
+    bookmark_score = {_score("t.total_bookmarks + EXCLUDED.total_bookmarks", _TOTAL)},
+    first_action_date = least(t.first_action_date, EXCLUDED.first_action_date),
+    last_action_date = greatest(t.last_action_date, EXCLUDED.last_action_date),
+    behavior_vector = CASE WHEN EXCLUDED.vector_updated_at IS NULL THEN t.behavior_vector
+                           ELSE EXCLUDED.behavior_vector END,
+    vector_weight = CASE WHEN EXCLUDED.vector_updated_at IS NULL THEN t.vector_weight ELSE EXCLUDED.vector_weight END,
+    vector_updated_at = coalesce(EXCLUDED.vector_updated_at, t.vector_updated_at)
+"""
+
+PLACES = """
+INSERT INTO place_vectors AS t
+    (place_category, place_id, content_vector, content_text_sha256, content_model, place_text_version,
+     total_clicks, total_likes, total_bookmarks, total_other, total_actions, vector_weight, unique_users,
+     popularity_score, engagement_score, first_action_date, last_action_date,
+     behavior_vector, behavior_weight, combined_vector, stats_updated_at, vector_updated_at)
+SELECT k.place_category, k.place_id,
+       CASE WHEN x.content_changed THEN b.content END,  -- NULL: keep the stored value (and its TOAST pointer)
+       b.text_sha256, CASE WHEN b.place_id IS NOT NULL THEN %(model)s END,
+       CASE WHEN b.place_id IS NOT NULL THEN %(text_version)s END,
+       coalesce(s.clicks, 0), coalesce(s.likes, 0), coalesce(s.bookmarks, 0), coalesce(s.other, 0),
+       coalesce(s.clicks + s.likes + s.bookmarks + s.other, 0), {vector_weight}, coalesce(n.new_users, 0),
+       least(2 * coalesce(s.likes + s.bookmarks + s.clicks, 0), 100),
+       least(5 * coalesce(s.likes + s.bookmarks, 0), 100),
+       s.first_at, s.last_at, y.behavior, y.behavior_weight,
+       CASE WHEN y.behavior IS NULL THEN y.content ELSE l2_normalize(y.content + y.behavior) END,
+       CASE WHEN s.place_id IS NOT NULL THEN now() END, now()
+FROM (SELECT place_category, place_id FROM batch_places UNION SELECT place_category, place_id FROM place_vectors_now) k
+LEFT JOIN batch_places b USING (place_category, place_id)
+LEFT JOIN (
+    SELECT place_category, place_id, sum(clicks) AS clicks, sum(likes) AS likes, sum(bookmarks) AS bookmarks,
+           sum(other) AS other, sum(clicks * %(wc)s + likes * %(wl)s + bookmarks * %(wb)s) AS weight,
+           min(first_at) AS first_at, max(last_at) AS last_at
+    FROM batch_pairs GROUP BY place_category, place_id
+) s USING (place_category, place_id)
+LEFT JOIN new_pairs n USING (place_category, place_id)
+LEFT JOIN place_vectors_now v USING (place_category, place_id)
+LEFT JOIN place_vectors p USING (place_category, place_id)
+CROSS JOIN LATERAL (
+    SELECT b.place_id IS NOT NULL AND (p.place_id IS NULL OR EXISTS (
+               SELECT 1 FROM changed_content c WHERE c.place_category = k.place_category AND c.place_id = k.place_id
+           )) AS content_changed
+) x
+CROSS JOIN LATERAL (
+    SELECT coalesce(b.content, p.content_vector) AS content,
+           CASE WHEN v.place_id IS NOT NULL THEN v.behavior_vector ELSE p.behavior_vector END AS behavior,
+           CASE WHEN v.place_id IS NOT NULL THEN v.behavior_weight ELSE coalesce(p.behavior_weight, 0) END
+             AS behavior_weight
+) y
+ON CONFLICT (place_id, place_category) DO UPDATE SET
+    content_vector = coalesce(EXCLUDED.content_vector, t.content_vector),
+    content_text_sha256 = coalesce(EXCLUDED.content_text_sha256, t.content_text_sha256),
+    content_model = coalesce(EXCLUDED.content_model, t.content_model),
+    place_text_version = coalesce(EXCLUDED.place_text_version, t.place_text_version),
+    total_clicks = t.total_clicks + EXCLUDED.total_clicks,
+    total_likes = t.total_likes + EXCLUDED.total_likes,
+    total_bookmarks = t.total_bookmarks + EXCLUDED.total_bookmarks,
+    total_other = t.total_other + EXCLUDED.total_other,
+    total_actions = t.total_actions + EXCLUDED.total_actions,
+    vector_weight = {vector_weight_update},
+    unique_users = t.unique_users + EXCLUDED.unique_users,
+    popularity_score = least(2 * (t.total_likes + t.total_bookmarks + t.total_clicks
+                                  + EXCLUDED.total_likes + EXCLUDED.total_bookmarks + EXCLUDED.total_clicks), 100),
+    engagement_score = least(5 * (t.total_likes + t.total_bookmarks
+                                  + EXCLUDED.total_likes + EXCLUDED.total_bookmarks), 100),
+    first_action_date = least(t.first_action_date, EXCLUDED.first_action_date),
+    last_action_date = greatest(t.last_action_date, EXCLUDED.last_action_date),
     behavior_vector = EXCLUDED.behavior_vector,
-    vector_weight = EXCLUDED.vector_weight,
-    total_clicks = EXCLUDED.total_clicks,
-    total_likes = EXCLUDED.total_likes,
-    total_bookmarks = EXCLUDED.total_bookmarks,
-    total_other = EXCLUDED.total_other,
-    total_actions = EXCLUDED.total_actions,
-    click_score = EXCLUDED.click_score,
-    like_score = EXCLUDED.like_score,
-    bookmark_score = EXCLUDED.bookmark_score,
-    first_action_date = EXCLUDED.first_action_date,
-    last_action_date = EXCLUDED.last_action_date,
+    behavior_weight = EXCLUDED.behavior_weight,
+    combined_vector = EXCLUDED.combined_vector,
+    stats_updated_at = coalesce(EXCLUDED.stats_updated_at, t.stats_updated_at),
     vector_updated_at = EXCLUDED.vector_updated_at
 """
 
-PLACES = f"""
-INSERT INTO place_vectors AS t
-    (place_category, place_id, content_vector, behavior_vector, combined_vector, behavior_weight, place_text_version,
-     content_model, total_clicks, total_likes, total_bookmarks, total_other, total_actions, vector_weight, unique_users,
-     popularity_score, engagement_score, first_action_date, last_action_date, vector_updated_at, stats_updated_at)
-SELECT m.place_category, m.place_id, m.content, m.behavior,
-       CASE WHEN m.behavior IS NULL THEN m.content ELSE l2_normalize(m.content + m.behavior) END,
-       m.behavior_weight, %(text_version)s, %(content_model)s, m.clicks, m.likes, m.bookmarks, m.other,
-       m.clicks + m.likes + m.bookmarks + m.other, m.weight,
-       (SELECT count(*) FROM user_place_interactions i
-         WHERE i.place_category = m.place_category AND i.place_id = m.place_id),
-       least(2 * (m.likes + m.bookmarks + m.clicks), 100), least(5 * (m.likes + m.bookmarks), 100),
-       m.first_at, m.last_at, now(), now()
-FROM (
-    SELECT s.place_category, s.place_id,
-           CASE WHEN o.content_vector IS NULL OR o.place_text_version IS DISTINCT FROM %(text_version)s
-                     OR o.content_model IS DISTINCT FROM %(content_model)s
-                THEN s.content ELSE o.content_vector END AS content,
-           {_weighted_mean("o.behavior_vector", "o.behavior_weight", "s.behavior", "s.behavior_weight")} AS behavior,
-           coalesce(o.behavior_weight, 0) + s.behavior_weight AS behavior_weight,
-           coalesce(o.total_clicks, 0) + s.clicks AS clicks,
-           coalesce(o.total_likes, 0) + s.likes AS likes,
-           coalesce(o.total_bookmarks, 0) + s.bookmarks AS bookmarks,
-           coalesce(o.total_other, 0) + s.other AS other,
-           coalesce(o.vector_weight, 0) + s.weight AS weight,
-           least(o.first_action_date, {EPOCH} s.first_us) AS first_at,
-           greatest(o.last_action_date, {EPOCH} s.last_us) AS last_at
-    FROM stage_places s LEFT JOIN place_vectors o ON o.place_category = s.place_category AND o.place_id = s.place_id
-) m
-ON CONFLICT (place_id, place_category) DO UPDATE SET
-    content_vector = EXCLUDED.content_vector,
-    behavior_vector = EXCLUDED.behavior_vector,
-    combined_vector = EXCLUDED.combined_vector,
-    behavior_weight = EXCLUDED.behavior_weight,
-    place_text_version = EXCLUDED.place_text_version,
-    content_model = EXCLUDED.content_model,
-    total_clicks = EXCLUDED.total_clicks,
-    total_likes = EXCLUDED.total_likes,
-    total_bookmarks = EXCLUDED.total_bookmarks,
-    total_other = EXCLUDED.total_other,
-    total_actions = EXCLUDED.total_actions,
-    vector_weight = EXCLUDED.vector_weight,
-    unique_users = EXCLUDED.unique_users,
-    popularity_score = EXCLUDED.popularity_score,
-    engagement_score = EXCLUDED.engagement_score,
-    first_action_date = EXCLUDED.first_action_date,
-    last_action_date = EXCLUDED.last_action_date,
-    vector_updated_at = EXCLUDED.vector_updated_at,
-    stats_updated_at = EXCLUDED.stats_updated_at
-"""
+
+def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
+    """Shard rows summed per (user, place), one content row per place; returns the batch's counts."""
+    for statement in BATCH_TABLES:
+        conn.execute(statement)  # type: ignore[arg-type]
+    row = conn.execute(
+        "SELECT (SELECT count(DISTINCT user_id) FROM batch_pairs), (SELECT count(*) FROM batch_places),"
+        " (SELECT count(*) FROM batch_pairs)"
+    ).fetchone()
+    users, places, pairs = row  # type: ignore[misc]
+    return {"users": int(users), "places": int(places), "pairs": int(pairs)}
 
 
-def upsert(conn: psycopg.Connection, content_model: str | None, text_version: str | None) -> dict[str, int]:
-    """Interactions first: place unique_users counts them."""
-    origin = {"content_model": content_model, "text_version": text_version}
-    return {
-        "interactions": conn.execute(INTERACTIONS).rowcount,  # type: ignore[arg-type]
-        "users": conn.execute(USERS).rowcount,  # type: ignore[arg-type]
-        "places": conn.execute(PLACES, origin).rowcount,  # type: ignore[arg-type]
-    }
+def interactions(conn: psycopg.Connection, space: dict[str, Any]) -> int:
+    """Add the batch's pairs; note which pairs are new and which places' content changed. Returns new pairs."""
+    conn.execute(INTERACTIONS)  # type: ignore[arg-type]
+    conn.execute(CHANGED_CONTENT, space)  # type: ignore[arg-type]
+    return int(conn.execute("SELECT coalesce(sum(new_users), 0) FROM new_pairs").fetchone()[0])  # type: ignore[index]
+
+
+def write(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool) -> dict[str, int]:
+    """Every touched user and place, once, with the new vectors of vectors.compute."""
+    users = conn.execute(USERS, space).rowcount  # type: ignore[arg-type]
+    if everything:  # weights may have changed: each place's weight is recounted from its interactions
+        weights = {"vector_weight": "coalesce(v.vector_weight, 0)", "vector_weight_update": "EXCLUDED.vector_weight"}
+    else:
+        weights = {
+            "vector_weight": "coalesce(s.weight, 0)",
+            "vector_weight_update": "t.vector_weight + EXCLUDED.vector_weight",
+        }
+    places = conn.execute(PLACES.format(**weights), space).rowcount  # type: ignore[arg-type]
+    return {"users_written": int(users), "places_written": int(places)}

@@ -1,4 +1,4 @@
-"""One array child: its shard of the manifest -> a partial on S3, `_SUCCESS.json` last."""
+"""One array child: its shard's file list -> a partial on S3, `_SUCCESS.json` last."""
 
 from __future__ import annotations
 
@@ -11,21 +11,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shard_job.config import ShardConfig
 from shard_job.fetch import fetch_in_order
-from shard_job.read_shard import ShardInput, add_file
+from shard_job.progress import Progress
+from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
 from shard_job.stored_content import StoredContent, stored_content
-from witple_batch.aggregate import aggregate, weighted_row_sums
+from witple_batch.aggregate import aggregate
 from witple_batch.embedder import Embedder
+from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
-from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES
-from witple_batch.partials import ShardPartial, encode_partial, id_array
-from witple_batch.place_text import PLACE_TEXT_VERSION, place_text
+from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, sha256_file
+from witple_batch.partials import (
+    METRICS_FILE,
+    REJECTS_FILE,
+    SUCCESS_FILE,
+    ShardPartial,
+    encode_partial,
+    sha256_hex,
+    success_marker,
+)
+from witple_batch.place_text import PLACE_TEXT_VERSION, place_text, text_sha256
 from witple_batch.resources import peak_rss_mb
-from witple_batch.run_layout import RunLayout, load_manifest
+from witple_batch.run_layout import RunLayout, load_shard_plan
 from witple_batch.s3 import parse_s3_uri
-from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,53 +54,51 @@ def model_folder(client: Any, config: ShardConfig) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def content_vectors(keys: list[tuple[str, str]], embedder: Embedder, stored: StoredContent) -> tuple[np.ndarray, int]:
-    """One row per place key: the stored vector where there is one, else each distinct text embedded once."""
-    content = np.empty((len(keys), EMBEDDING_DIM), dtype=np.float32)
+def content_vectors(texts: list[str], embedder: Embedder, stored: StoredContent) -> tuple[np.ndarray, int]:
+    """One row per place: the stored vector where there is one, else each distinct text embedded once."""
+    content = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
     content[stored.rows] = stored.vectors
-    missing = np.ones(len(keys), dtype=bool)
+    missing = np.ones(len(texts), dtype=bool)
     missing[stored.rows] = False
     rows = np.flatnonzero(missing)
-    texts = [place_text(*keys[row]) for row in rows]
-    distinct = sorted(set(texts))
+    wanted = [texts[row] for row in rows]
+    distinct = sorted(set(wanted))
     position = {text: i for i, text in enumerate(distinct)}
     embedded = embedder.embed(distinct)
-    content[rows] = embedded[[position[t] for t in texts]]
+    content[rows] = embedded[[position[t] for t in wanted]]
     return content, len(distinct)
 
 
 def build_partial(
-    shard: ShardInput, embedder: Embedder, type_weights: np.ndarray, database_url: str | None
+    shard: ShardInput, embedder: Embedder, config: ShardConfig
 ) -> tuple[ShardPartial, dict[str, int], dict[str, float]]:
-    """Aggregate, take stored content vectors or embed each distinct place text once, sum user vectors."""
+    """Fold actions into pairs; take stored content vectors or embed each distinct place text once."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    agg = aggregate(shard.columns, type_weights)
+    agg = aggregate(shard.columns)
     seconds["aggregate"] = time.perf_counter() - started
 
     started = time.perf_counter()
     model = embedder.manifest.onnx_sha256
-    stored = stored_content(database_url, agg.place_keys, model, PLACE_TEXT_VERSION)
+    texts = [place_text(*key) for key in agg.place_keys]
+    hashes = [text_sha256(text) for text in texts]
+    stored = stored_content(config.common, agg.place_keys, hashes, model, PLACE_TEXT_VERSION)
     seconds["stored_content"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    content, embedded = content_vectors(agg.place_keys, embedder, stored)
+    content, embedded = content_vectors(texts, embedder, stored)
     seconds["embed"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    user_sum = weighted_row_sums(agg.pair_user, agg.pair_place, agg.pairs.weight, content, len(agg.user_ids))
-    seconds["user_vectors"] = time.perf_counter() - started
     partial = ShardPartial(
-        user_ids=id_array(agg.user_ids),
-        users=agg.users,
-        user_vector_sum=user_sum.astype(np.float32),
-        place_categories=id_array([c for c, _ in agg.place_keys]),
-        place_ids=id_array([p for _, p in agg.place_keys]),
-        places=agg.places,
+        user_ids=agg.user_ids,
+        place_categories=[c for c, _ in agg.place_keys],
+        place_ids=[p for _, p in agg.place_keys],
         place_content=content,
+        place_text_sha256=np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 32),
         pair_user=agg.pair_user,
         pair_place=agg.pair_place,
-        pairs=agg.pairs,
+        pair_counts=agg.pair_counts,
+        pair_first_us=agg.pair_first_us,
+        pair_last_us=agg.pair_last_us,
         files=shard.files,
         content_model=model,
         place_text_version=PLACE_TEXT_VERSION,
@@ -98,61 +106,90 @@ def build_partial(
     return partial, {"places_reused": len(stored.rows), "texts_embedded": embedded}, seconds
 
 
+def read_files(client: Any, config: ShardConfig, layout: RunLayout, shard: ShardInput) -> None:
+    """Every planned file into the shard: read, or set aside (over the listed-size limit, or it stopped an attempt)."""
+    plan = load_shard_plan(client, layout, config.array_index)
+    progress = Progress.load(client, layout, config.array_index, config.attempt)
+    readable = []
+    for item in plan.files:
+        try:
+            if item.key in progress.suspects:
+                raise FileQuarantined(progress.suspects[item.key])
+            config.limits.check_listed_size(item.size)
+        except FileQuarantined as exc:
+            set_aside(shard, item, exc)
+            continue
+        readable.append(item)
+    fetched = fetch_in_order(
+        client,
+        plan.input_bucket,
+        readable,
+        config.download_concurrency,
+        config.read_ahead_bytes,
+        before_wait=lambda item: progress.reading(item.key),
+    )
+    for item, data in fetched:
+        add_file(shard, item, data, config.limits, plan.planned_at_us)
+    progress.reading(None)
+
+
+def write_partial(
+    client: Any, layout: RunLayout, index: int, partial: ShardPartial, rejects: Path, metrics: dict
+) -> None:
+    """Every file, then `_SUCCESS.json` with their sha256: the shard is done exactly when it exists."""
+    prefix = layout.shard_prefix(index)
+    digests: dict[str, str] = {}
+    for name, data in encode_partial(partial):
+        client.put_object(Bucket=layout.work_bucket, Key=prefix + name, Body=data)
+        digests[name] = sha256_hex(data)
+    client.upload_file(str(rejects), layout.work_bucket, prefix + REJECTS_FILE)
+    digests[REJECTS_FILE] = sha256_file(rejects)
+    metrics_body = orjson.dumps(metrics, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    client.put_object(Bucket=layout.work_bucket, Key=prefix + METRICS_FILE, Body=metrics_body)
+    digests[METRICS_FILE] = sha256_hex(metrics_body)
+    client.put_object(Bucket=layout.work_bucket, Key=prefix + SUCCESS_FILE, Body=success_marker(partial, digests))
+
+
 def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
     """Returns the shard's metrics; raises on anything that should fail the child."""
     started = time.perf_counter()
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
-    manifest = load_manifest(client, layout)
-    if config.array_index >= len(manifest.shards):
-        raise ConfigError(
-            f"AWS_BATCH_JOB_ARRAY_INDEX {config.array_index} is outside the {len(manifest.shards)} planned shards"
-        )
-    files = list(manifest.shards[config.array_index])
-    event(
-        log,
-        "shard started",
-        batch_id=config.batch_id,
-        shard=config.array_index,
-        files=len(files),
-        bytes=sum(f.size for f in files),
-        attempt=config.attempt,
-    )
-
+    event(log, "shard started", batch_id=config.batch_id, shard=config.array_index, attempt=config.attempt)
     with model_folder(client, config) as model_dir:
         embedder = Embedder(model_dir, threads=config.embed_threads)
 
-    read_started = time.perf_counter()
-    shard = ShardInput()
-    for item, data in fetch_in_order(client, manifest.input_bucket, files, config.download_concurrency):
-        add_file(shard, item, data, config.max_decompressed_bytes)
-    read_seconds = time.perf_counter() - read_started
+    with tempfile.TemporaryDirectory(prefix="shard-") as tmp, RejectsFile(Path(tmp) / REJECTS_FILE) as rejects:
+        shard = ShardInput(rejects=rejects)
+        read_started = time.perf_counter()
+        read_files(client, config, layout, shard)
+        read_seconds = time.perf_counter() - read_started
+        rejects.close()
 
-    partial, content_counts, seconds = build_partial(shard, embedder, config.type_weights, config.common.database_url)
-    seconds = {"read": read_seconds, **seconds}
-
-    write_started = time.perf_counter()
-    metrics: dict[str, Any] = {
-        "batch_id": config.batch_id,
-        "shard": config.array_index,
-        "files": len(files),
-        "files_rejected": shard.files_rejected,
-        "bytes": sum(f.size for f in files),
-        "decompressed_bytes": shard.decompressed_bytes,
-        "records_read": shard.records_read,
-        "records_accepted": shard.records_accepted,
-        "records_rejected": shard.records_rejected,
-        "users": len(partial.users),
-        "places": len(partial.places),
-        "pairs": len(partial.pairs),
-        **content_counts,
-        "embed_threads": embedder.threads,
-        # metrics.json cannot time its own upload; the log line below adds write and total
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    prefix = layout.shard_prefix(config.array_index)
-    for name, data in encode_partial(partial, shard.rejects, metrics):
-        client.put_object(Bucket=layout.work_bucket, Key=prefix + name, Body=data)
+        partial, content_counts, seconds = build_partial(shard, embedder, config)
+        seconds = {"read": read_seconds, **seconds}
+        write_started = time.perf_counter()
+        metrics: dict[str, Any] = {
+            "batch_id": config.batch_id,
+            "shard": config.array_index,
+            "attempt": config.attempt,
+            "files": len(shard.files),
+            "files_rejected": shard.files_rejected,
+            "files_quarantined": shard.files_quarantined,
+            "bytes": sum(f["size"] for f in shard.files),
+            "decompressed_bytes": shard.decompressed_bytes,
+            "records_read": shard.records_read,
+            "records_accepted": shard.records_accepted,
+            "records_rejected": shard.records_rejected,
+            "users": len(partial.user_ids),
+            "places": len(partial.place_ids),
+            "pairs": len(partial.pair_user),
+            **content_counts,
+            "embed_threads": embedder.threads,
+            # metrics.json cannot time its own upload; the log line below adds write and total
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        write_partial(client, layout, config.array_index, partial, rejects.path, metrics)
     metrics["seconds"].update(
         write=round(time.perf_counter() - write_started, 3), total=round(time.perf_counter() - started, 3)
     )

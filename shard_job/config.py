@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from witple_batch.config import DEFAULT_WEIGHTS, CommonConfig, common_from_env, parse_weights, required_batch_id
+from witple_batch.config import CommonConfig, common_from_env, required_batch_id
+from witple_batch.input_files import InputLimits
 from witple_batch.settings import ConfigError, env_int, env_str
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "model"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -20,17 +20,26 @@ class ShardConfig:
     batch_id: str
     array_index: int
     array_size: int | None
-    attempt: int
     model_dir: Path
     model_uri: str | None
-    max_decompressed_bytes: int
+    limits: InputLimits
     download_concurrency: int
-    type_weights: np.ndarray
+    read_ahead_bytes: int
     embed_threads: int | None
 
     @property
-    def last_attempt(self) -> bool:
-        return self.attempt >= self.common.job_attempts
+    def attempt(self) -> int:
+        return self.common.attempt
+
+
+def input_limits(env: Mapping[str, str] | None = None) -> InputLimits:
+    """What one file may cost: the listed size (checked before the GET), inflated bytes, records, record size."""
+    return InputLimits(
+        max_object_bytes=env_int("MAX_OBJECT_MB", 64, env, minimum=1, maximum=4096) * MIB,
+        max_decompressed_bytes=env_int("MAX_DECOMPRESSED_MB", 256, env, minimum=1, maximum=65536) * MIB,
+        max_records=env_int("MAX_RECORDS_PER_FILE", 100_000, env, minimum=1, maximum=10_000_000),
+        max_record_bytes=env_int("MAX_RECORD_KB", 64, env, minimum=1, maximum=16_384) * 1024,
+    )
 
 
 def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
@@ -44,12 +53,11 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         batch_id=required_batch_id(env),
         array_index=env_int("AWS_BATCH_JOB_ARRAY_INDEX", 0, env, minimum=0, maximum=9_999),
         array_size=None if size is None else env_int("AWS_BATCH_JOB_ARRAY_SIZE", 1, env, minimum=1),
-        attempt=env_int("AWS_BATCH_JOB_ATTEMPT", 1, env, minimum=1),
         model_dir=Path(env_str("MODEL_DIR", str(DEFAULT_MODEL_DIR), env) or DEFAULT_MODEL_DIR),
         model_uri=model_uri,
-        max_decompressed_bytes=env_int("MAX_DECOMPRESSED_MB", 256, env, minimum=1, maximum=4096) * 1024 * 1024,
+        limits=input_limits(env),
         download_concurrency=env_int("DOWNLOAD_CONCURRENCY", 16, env, minimum=1, maximum=128),
-        type_weights=parse_weights(env_str("ACTION_WEIGHTS", DEFAULT_WEIGHTS, env) or DEFAULT_WEIGHTS),
+        read_ahead_bytes=env_int("READ_AHEAD_MB", 128, env, minimum=1, maximum=4096) * MIB,
         embed_threads=None
         if env_str("EMBED_THREADS", env=env) is None
         else env_int("EMBED_THREADS", 1, env, minimum=1),

@@ -1,9 +1,9 @@
-"""Concurrent GETs of a shard's files, yielded in manifest order with a bounded read-ahead."""
+"""Concurrent GETs of a shard's files, yielded in plan order with a read-ahead bounded by count and bytes."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -31,20 +31,36 @@ def fetch(client: Any, bucket: str, item: InputFile) -> bytes:
 
 
 def fetch_in_order(
-    client: Any, bucket: str, files: list[InputFile], concurrency: int
+    client: Any,
+    bucket: str,
+    files: list[InputFile],
+    concurrency: int,
+    read_ahead_bytes: int,
+    before_wait: Callable[[InputFile], None] = lambda _item: None,
 ) -> Iterator[tuple[InputFile, bytes]]:
-    """At most 2x concurrency bodies are held at once, whatever the number of files."""
+    """At most 2x concurrency bodies and `read_ahead_bytes` listed bytes are held at once (one
+    file larger than that is fetched alone), whatever the number and size of the files.
+
+    `before_wait(item)` runs before waiting for each file: from then until the next call, a
+    stop (a GET that hangs, a parse that runs out of memory) is that file's doing.
+    """
     window: deque[tuple[InputFile, Future[bytes]]] = deque()
-    pending = iter(files)
+    in_flight = 0
+    pending = deque(files)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-get") as pool:
         try:
-            for item in pending:
-                window.append((item, pool.submit(fetch, client, bucket, item)))
-                if len(window) >= 2 * concurrency:
-                    done, future = window.popleft()
-                    yield done, future.result()
-            while window:
+            while pending or window:
+                while (
+                    pending
+                    and len(window) < 2 * concurrency
+                    and (not window or in_flight + pending[0].size <= read_ahead_bytes)
+                ):
+                    item = pending.popleft()
+                    window.append((item, pool.submit(fetch, client, bucket, item)))
+                    in_flight += item.size
                 done, future = window.popleft()
+                in_flight -= done.size
+                before_wait(done)
                 yield done, future.result()
         finally:
             for _, future in window:

@@ -1,4 +1,11 @@
-"""`python -m shard_job plan`: list the input, leave out processed files, write the run manifest."""
+"""`python -m shard_job plan`: list the input, claim what no run holds, write the plan create-only.
+
+With the ledger (the default), planning is one transaction under a planner lock: runs whose
+lease expired are recorded abandoned, the oldest files that are neither in the ledger nor in a
+live claim are claimed for this run, the run is recorded `planned`, and the shard file lists
+and the manifest are written with If-None-Match before the transaction commits. Two planners
+at once, or a planner during a run in flight, therefore never put a file in two runs.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from botocore.exceptions import ClientError
 
 from shard_job.planning import balance, select_files, shard_count
+from witple_batch import run_state
 from witple_batch.config import CommonConfig
-from witple_batch.database import connect
+from witple_batch.database import connect_for
 from witple_batch.logs import event
-from witple_batch.run_layout import InputFile, RunLayout, RunManifest
-from witple_batch.s3 import get_bytes
+from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
+from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,8 @@ class PlanOptions:
     until: datetime | None
     max_files: int | None
     dry_run: bool = False
+    use_ledger: bool = True
+    lease_hours: float = 8.0
 
 
 def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]:
@@ -39,55 +50,108 @@ def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]
             yield InputFile(key=obj["Key"], size=int(obj["Size"]), etag=obj["ETag"].strip('"'))
 
 
-def processed_keys(database_url: str | None, keys: list[str]) -> set[str]:
-    """Keys already in the reduce job's ledger; a missing ledger table means none yet."""
-    if not database_url or not keys:
-        return set()
-    with connect(database_url, autocommit=True, application="shard_job.plan") as conn:
+def put_create_only(client: Any, bucket: str, key: str, body: bytes, *, replace_orphan: bool) -> None:
+    """Write `key` only if nothing is there: a planned run never changes under its children.
+
+    With the ledger, an object already there belongs to a planner that died before committing
+    this run (the database has no such run, so no child was started on it): it is replaced,
+    still create-only. Without the ledger nothing can say so, and the plan is refused.
+    """
+    for retry in (replace_orphan, False):
         try:
-            rows = conn.execute("SELECT key FROM processed_files WHERE key = ANY(%s)", (keys,)).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return set()
-    return {row[0] for row in rows}
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*")
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                raise
+            if not retry:
+                raise ConfigError(f"s3://{bucket}/{key} already exists: this BATCH_ID was planned before") from None
+            client.delete_object(Bucket=bucket, Key=key)
 
 
-def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, Any]:
-    listed = list(list_input(client, config.s3_bucket, config.s3_prefix))
-    candidates = select_files(listed, processed=set(), since=options.since, until=options.until)
-    done = processed_keys(config.database_url, [f.key for f in candidates])
-    files = select_files(candidates, processed=done, max_files=options.max_files)
-    n = shard_count(files, options.shards, options.target_mb)
-    layout = RunLayout(config.work_bucket, config.work_prefix, options.batch_id)
-    event(
-        log,
-        "input listed",
-        listed=len(listed),
-        candidates=len(candidates),
-        already_processed=len(done),
-        planned=len(files),
-        shards=n,
+def write_plan(
+    client: Any, config: CommonConfig, batch_id: str, shards: list[list[InputFile]], *, replace_orphan: bool
+) -> str:
+    layout = RunLayout(config.work_bucket, config.work_prefix, batch_id)
+    now = datetime.now(UTC)
+    planned_us = int(now.timestamp() * 1_000_000)
+    entries = []
+    for index, files in enumerate(shards):
+        plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files))
+        body = plan.to_json()
+        put_create_only(client, layout.work_bucket, layout.shard_plan_key(index), body, replace_orphan=replace_orphan)
+        entries.append(shard_entry(plan, body))
+    manifest = RunManifest(
+        batch_id, config.s3_bucket, config.s3_prefix, now.isoformat(timespec="seconds"), tuple(entries)
     )
-    result: dict[str, Any] = {
+    put_create_only(client, layout.work_bucket, layout.manifest_key, manifest.to_json(), replace_orphan=replace_orphan)
+    return layout.uri(layout.manifest_key)
+
+
+def _result(options: PlanOptions, files: list[InputFile], shards: int) -> dict[str, Any]:
+    return {
         "batch_id": options.batch_id,
-        "shards": n,
+        "shards": shards,
         "files": len(files),
         "bytes": sum(f.size for f in files),
         "manifest_uri": None,
     }
-    if n == 0 or options.dry_run:
-        return result
-    manifest = RunManifest(
-        batch_id=options.batch_id,
-        input_bucket=config.s3_bucket,
-        input_prefix=config.s3_prefix,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        shards=tuple(tuple(shard) for shard in balance(files, n)),
-    )
-    if get_bytes(client, layout.work_bucket, layout.manifest_key) is not None:
-        # children may already be reading it: never change a planned run under them
-        raise ConfigError(f"BATCH_ID {options.batch_id} already has a manifest at {layout.uri(layout.manifest_key)}")
-    client.put_object(
-        Bucket=layout.work_bucket, Key=layout.manifest_key, Body=manifest.to_json(), ContentType="application/json"
-    )
-    result["manifest_uri"] = layout.uri(layout.manifest_key)
+
+
+def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, Any]:
+    listed = list(list_input(client, config.s3_bucket, config.s3_prefix))
+    candidates = select_files(listed, since=options.since, until=options.until)
+    if not options.use_ledger:
+        files = candidates[: options.max_files] if options.max_files else candidates
+        return _finish(client, config, options, files, listed=len(listed), candidates=len(candidates))
+    if config.database_url is None:
+        raise ConfigError("DATABASE_URL is required to plan (files are claimed in the ledger); or pass --no-ledger")
+    with connect_for(config, "shard_job.plan") as conn:
+        migrate(conn)
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '120s'")  # another planner may hold the lock a while
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (run_state.PLAN_LOCK,))
+            if (existing := run_state.get(conn, options.batch_id)) is not None:
+                raise ConfigError(f"BATCH_ID {options.batch_id} is already {existing.status}; choose a new one")
+            abandoned = run_state.expire_abandoned(conn)
+            if abandoned:
+                event(log, "abandoned runs recorded failed (lease expired)", batches=abandoned)
+            lease = options.lease_hours * 3600
+            if options.dry_run:
+                files = _unclaimed_preview(conn, candidates, options.max_files)
+            else:
+                files = run_state.claim(conn, options.batch_id, candidates, lease, options.max_files)
+            result = _finish(client, config, options, files, listed=len(listed), candidates=len(candidates))
+            if options.dry_run or not result["shards"]:
+                raise psycopg.Rollback  # nothing claimed is worth keeping
+            plan_stats = {k: result[k] for k in ("files", "bytes", "shards")}
+            run_state.record_planned(conn, options.batch_id, lease, plan_stats)
+    return result
+
+
+def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
+    """What a plan would claim now, without claiming (--dry-run)."""
+    keys = [f.key for f in candidates]
+    taken = {
+        row[0]
+        for row in conn.execute(
+            "SELECT key FROM processed_files WHERE key = ANY(%(k)s)"
+            " UNION SELECT key FROM file_claims WHERE key = ANY(%(k)s) AND expires_at >= now()",
+            {"k": keys},
+        ).fetchall()
+    }
+    free = [f for f in candidates if f.key not in taken]
+    return free[:limit] if limit else free
+
+
+def _finish(
+    client: Any, config: CommonConfig, options: PlanOptions, files: list[InputFile], *, listed: int, candidates: int
+) -> dict[str, Any]:
+    n = shard_count(files, options.shards, options.target_mb)
+    event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n)
+    result = _result(options, files, n)
+    if n and not options.dry_run:
+        result["manifest_uri"] = write_plan(
+            client, config, options.batch_id, balance(files, n), replace_orphan=options.use_ledger
+        )
     return result

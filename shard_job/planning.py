@@ -41,17 +41,12 @@ def parse_hour(text: str) -> datetime:
 
 
 def select_files(
-    listed: Iterable[InputFile],
-    *,
-    processed: set[str],
-    since: datetime | None = None,
-    until: datetime | None = None,
-    max_files: int | None = None,
+    listed: Iterable[InputFile], *, since: datetime | None = None, until: datetime | None = None
 ) -> list[InputFile]:
-    """Batch files not yet processed, inside [since, until) by partition, oldest keys first."""
+    """Batch files inside [since, until) by partition, oldest keys first."""
     chosen = []
     for item in listed:
-        if not is_batch_file(item.key) or item.key in processed:
+        if not is_batch_file(item.key):
             continue
         if since is not None or until is not None:
             hour = partition_hour(item.key)
@@ -59,7 +54,7 @@ def select_files(
                 continue
         chosen.append(item)
     chosen.sort(key=lambda f: f.key)
-    return chosen[:max_files] if max_files is not None else chosen
+    return chosen
 
 
 def shard_count(files: list[InputFile], shards: int | None, target_mb: float) -> int:

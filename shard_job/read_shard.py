@@ -1,28 +1,67 @@
-"""Reading a shard's files into action columns, with every record accounted for."""
+"""Reading a shard's files into action columns, with every record accounted for.
+
+Memory per file is bounded by its limits, whatever it holds: records are parsed one at a time
+(input_files); a file's accepted actions wait in a list of at most MAX_RECORDS_PER_FILE until
+the file has been read to its end (a file that turns out malformed or over a limit adds
+nothing); rejects go straight to a gzip file on disk, per file the first REJECT_SAMPLES raw
+records and the counts by reason. What stays in memory per file is one row of files.json.
+"""
 
 from __future__ import annotations
 
+import gzip
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
 
 import orjson
 
-from witple_batch.actions import validate
+from witple_batch.actions import Action, validate
 from witple_batch.aggregate import ActionColumns
-from witple_batch.input_files import FileRejected, parse_file
+from witple_batch.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
 from witple_batch.run_layout import InputFile
 
-RAW_RECORD_CHARS = 1000
+REJECT_SAMPLES = 20
+ENVELOPE_ID_CHARS = 256
+
+
+class RejectsFile:
+    """rejects.jsonl.gz, written as files finish: on disk, never in memory.
+
+    gzip with no name and mtime 0, so a rerun on the same input writes the same bytes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._raw: BinaryIO = path.open("wb")
+        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=6, mtime=0)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._gzip.write(orjson.dumps(row) + b"\n")
+
+    def close(self) -> None:
+        if not self._gzip.closed:
+            self._gzip.close()
+            self._raw.close()
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
 
 
 @dataclass
 class ShardInput:
+    rejects: RejectsFile
     columns: ActionColumns = field(default_factory=ActionColumns)
     files: list[dict[str, Any]] = field(default_factory=list)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
     records_read: int = 0
     records_rejected: int = 0
     files_rejected: int = 0
+    files_quarantined: int = 0
     decompressed_bytes: int = 0
 
     @property
@@ -30,45 +69,80 @@ class ShardInput:
         return len(self.columns)
 
 
-def _raw(record: Any) -> str:
-    try:
-        text = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        text = repr(record)
-    return text[:RAW_RECORD_CHARS]
+def _file_row(item: InputFile) -> dict[str, Any]:
+    return {"key": item.key, "etag": item.etag, "size": item.size}
 
 
-def add_file(shard: ShardInput, item: InputFile, data: bytes, max_decompressed: int) -> None:
-    """Parse, validate and add one file; a bad record or file is rejected, never raised."""
-    row: dict[str, Any] = {"key": item.key, "etag": item.etag, "size": item.size}
-    try:
-        parsed = parse_file(data, max_decompressed)
-    except FileRejected as exc:
+def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected) -> None:
+    """The whole file is out: quarantined (over a limit, or it stopped a child) or rejected (malformed)."""
+    status = "quarantined" if isinstance(exc, FileQuarantined) else "rejected"
+    if status == "quarantined":
+        shard.files_quarantined += 1
+    else:
         shard.files_rejected += 1
-        shard.rejects.append({"key": item.key, "record_index": None, "reason": str(exc), "raw": None})
-        shard.files.append(
-            {**row, "status": "rejected", "reason": str(exc), "records": 0, "accepted": 0, "rejected": 0}
-        )
-        return
-    accepted = rejected = 0
-    for index, record in enumerate(parsed.records):
-        result = validate(record)
-        if isinstance(result, str):
-            rejected += 1
-            shard.rejects.append({"key": item.key, "record_index": index, "reason": result, "raw": _raw(record)})
-        else:
-            accepted += 1
-            shard.columns.add(result)
-    shard.records_read += len(parsed.records)
-    shard.records_rejected += rejected
-    shard.decompressed_bytes += parsed.decompressed_bytes
+    shard.rejects.write({"key": item.key, "status": status, "record_index": None, "reason": str(exc), "raw": None})
     shard.files.append(
         {
-            **row,
+            **_file_row(item),
+            "status": status,
+            "reason": str(exc),
+            "records": 0,
+            "accepted": 0,
+            "rejected": 0,
+            "rejects_by_reason": {},
+            "envelope_batch_id": None,
+        }
+    )
+
+
+def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
+    """The collection server's batch_id: the main server marks its own rows processed by it."""
+    value = (envelope or {}).get("batch_id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and 0 < len(value) <= ENVELOPE_ID_CHARS else None
+
+
+def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimits, planned_us: int) -> None:
+    """Parse, validate and add one file; a bad record or file is rejected, never raised."""
+    reader = FileReader(data, limits)
+    accepted: list[Action] = []
+    by_reason: Counter[str] = Counter()
+    samples: list[dict[str, Any]] = []
+    read = 0
+    try:
+        for index, record in enumerate(reader.records()):
+            read = index + 1
+            result = record.error or validate(record.value, planned_us)
+            if isinstance(result, Action):
+                accepted.append(result)
+                continue
+            by_reason[result] += 1
+            if len(samples) < REJECT_SAMPLES:
+                raw = record.raw.decode("utf-8", errors="replace")
+                samples.append({"key": item.key, "record_index": index, "reason": result, "raw": raw})
+    except FileRejected as exc:
+        set_aside(shard, item, exc)
+        return
+    for action in accepted:
+        shard.columns.add(action)
+    rejected = sum(by_reason.values())
+    for sample in samples:
+        shard.rejects.write(sample)
+    if rejected:
+        shard.rejects.write({"key": item.key, "rejected": rejected, "by_reason": dict(sorted(by_reason.items()))})
+    shard.records_read += read
+    shard.records_rejected += rejected
+    shard.decompressed_bytes += reader.decompressed_bytes
+    shard.files.append(
+        {
+            **_file_row(item),
             "status": "processed",
             "reason": None,
-            "records": len(parsed.records),
-            "accepted": accepted,
+            "records": read,
+            "accepted": len(accepted),
             "rejected": rejected,
+            "rejects_by_reason": dict(sorted(by_reason.items())),
+            "envelope_batch_id": _envelope_batch_id(reader.envelope),
         }
     )

@@ -1,10 +1,9 @@
 """Content vectors the database already holds, so a shard embeds only places new to it.
 
-A content vector is a function of the model and the place text alone, and the text of a
-(category, id) is fixed by the place text version; a stored vector with the same model
-sha256 and text version is therefore byte for byte what embedding would give (the embedder
-is batch-independent). Day to day most places were seen before, so this removes most of
-the embed stage and every shard's repeat of it. It is an optimisation only: when the
+A content vector is a function of the model and the place text alone; a stored vector made by
+the same model sha256 from a text with the same sha256 is therefore byte for byte what
+embedding would give (the embedder is batch-independent). Day to day most places were seen
+before, so this removes most of the embed stage and every shard's repeat of it. It is an optimisation only: when the
 database cannot be read the shard embeds everything and logs why.
 """
 
@@ -17,20 +16,22 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from witple_batch.database import DatabaseUnavailable, connect
+from witple_batch.config import CommonConfig
+from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.logs import event, mask_secrets
 from witple_batch.model_files import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 20_000  # keys per query: bounds the statement and the result held at once
-STATEMENT_TIMEOUT_MS = 60_000
 
 LOOKUP = """
 SELECT k.n - 1, p.content_vector
-FROM unnest(%(categories)s::text[], %(ids)s::text[]) WITH ORDINALITY AS k(category, place_id, n)
+FROM unnest(%(categories)s::text[], %(ids)s::text[], %(hashes)s::bytea[])
+     WITH ORDINALITY AS k(category, place_id, sha, n)
 JOIN place_vectors p ON p.place_category = k.category AND p.place_id = k.place_id
-WHERE p.content_model = %(model)s AND p.place_text_version = %(text_version)s AND p.content_vector IS NOT NULL
+WHERE p.content_model = %(model)s AND p.place_text_version = %(text_version)s
+  AND p.content_text_sha256 = k.sha AND p.content_vector IS NOT NULL
 """
 
 
@@ -45,16 +46,15 @@ class StoredContent:
 
 
 def stored_content(
-    database_url: str | None, keys: list[tuple[str, str]], model: str, text_version: str
+    common: CommonConfig, keys: list[tuple[str, str]], hashes: list[bytes], model: str, text_version: str
 ) -> StoredContent:
-    """Stored vectors for the (category, place id) keys made by this model and text version."""
-    if database_url is None or not keys:
+    """Stored vectors for the (category, place id) keys whose text hash, model and text version match."""
+    if common.database_url is None or not keys:
         return StoredContent.none()
     try:
-        with connect(database_url, attempts=3, autocommit=True, application="shard_job") as conn:
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        with connect_for(common, "shard_job") as conn:
             register_vector(conn)
-            return _lookup(conn, keys, model, text_version)
+            return _lookup(conn, keys, hashes, model, text_version)
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
         event(log, "no stored content vectors yet (schema not migrated); embedding every place")
     except (DatabaseUnavailable, psycopg.Error) as exc:
@@ -67,7 +67,9 @@ def stored_content(
     return StoredContent.none()
 
 
-def _lookup(conn: psycopg.Connection, keys: list[tuple[str, str]], model: str, text_version: str) -> StoredContent:
+def _lookup(
+    conn: psycopg.Connection, keys: list[tuple[str, str]], hashes: list[bytes], model: str, text_version: str
+) -> StoredContent:
     rows: list[int] = []
     vectors: list[np.ndarray] = []
     with conn.cursor(binary=True) as cursor:
@@ -78,6 +80,7 @@ def _lookup(conn: psycopg.Connection, keys: list[tuple[str, str]], model: str, t
                 {
                     "categories": [category for category, _ in chunk],
                     "ids": [place_id for _, place_id in chunk],
+                    "hashes": hashes[start : start + LOOKUP_CHUNK],
                     "model": model,
                     "text_version": text_version,
                 },

@@ -44,6 +44,7 @@ def seed(env: dict[str, str], sample: SampleSet) -> None:
 
 
 def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dict[str, Any]:
+    """The planner as `python -m shard_job plan` runs it; without DATABASE_URL, as --no-ledger."""
     config = common_from_env(env)
     opts = PlanOptions(
         batch_id=env["BATCH_ID"],
@@ -52,6 +53,7 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         since=options.get("since"),
         until=options.get("until"),
         max_files=options.get("max_files"),
+        use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
     )
     return plan(s3_client(config.region), config, opts)
 
@@ -94,18 +96,12 @@ def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 30
 
 
 def reduce_in_process(env: dict[str, str]) -> Any:
-    """run_reduce + finish as the CLI does, without a process (fast path for most tests)."""
-    import time
-
+    """The function `python -m reduce_job` runs, without a process (fast path for most tests)."""
     from reduce_job.config import reduce_config_from_env
-    from reduce_job.run import finish, run_reduce
+    from reduce_job.run import run_reduce
 
     config = reduce_config_from_env(env)
-    client = s3_client(config.common.region)
-    started = time.monotonic()
-    outcome = run_reduce(client, config)
-    finish(client, config, outcome, time.monotonic() - started)
-    return outcome
+    return run_reduce(s3_client(config.common.region), config)
 
 
 def pipeline(env: dict[str, str], sample: SampleSet | None, shards: int = 2) -> dict[str, Any]:

@@ -2,9 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from witple_batch.actions import OTHER_TYPE, TYPE_CODES, Action, validate
+from witple_batch.actions import OTHER_TYPE, TYPE_CODES, Action
+from witple_batch.actions import validate as validate_at
 
 GOOD = {"user_id": "u1", "place_id": "p1", "place_category": "restaurants", "action_type": "like"}
+PLANNED_US = 1_737_000_000_000_000  # 2025-01-16T04:00Z: when the batch was planned
+DAY_US = 86_400_000_000
+
+
+def validate(record: object) -> Action | str:
+    return validate_at(record, PLANNED_US)
 
 
 def test_a_good_record_is_normalised() -> None:
@@ -66,3 +73,15 @@ def test_action_time_falls_back_and_never_rejects(fields: dict, micros: int | No
     action = validate({**GOOD, **fields})
     assert isinstance(action, Action)
     assert action.time_us == micros
+
+
+def test_a_time_more_than_a_day_after_the_plan_is_rejected() -> None:
+    within = PLANNED_US + DAY_US - 1_000_000
+    assert isinstance(validate({**GOOD, "server_received_at": within // 1000}), Action)
+    beyond = {**GOOD, "timestamp": "2199-01-01T00:00:00Z"}
+    assert validate(beyond) == "action time is more than a day after the batch was planned"
+    # judged against when the batch was planned, not against the clock
+    planned_in_2198 = 7_226_496_000_000_000  # 2198-12-31T00:00Z
+    assert isinstance(validate_at(beyond, planned_in_2198), Action)
+    late_clock = {**GOOD, "server_received_at": (PLANNED_US + 2 * DAY_US) // 1000}
+    assert validate(late_clock) == "action time is more than a day after the batch was planned"

@@ -20,7 +20,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 
 @pytest.fixture
-def batch_env(moto, s3_env, model_dir):
+def batch_env(moto, s3_env, model_dir, database_url):
     request = urllib.request.Request(
         f"{moto.endpoint}/moto-api/config",
         data=json.dumps({"batch": {"use_docker": False}}).encode(),
@@ -50,7 +50,7 @@ def batch_env(moto, s3_env, model_dir):
         priority=1,
         computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
     )["jobQueueArn"]
-    env = fresh_env(s3_env, model_dir)
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)  # the planner claims files in the ledger
     return {
         **env,
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",

@@ -82,7 +82,7 @@ def test_a_shard_killed_mid_upload_reruns_to_identical_bytes(moto, s3_env, model
             Bucket=env["WORK_BUCKET"], Key=f"batch-work/runs/{env['BATCH_ID']}/shards/00000/{key}"
         )
     with FaultProxy.running(
-        moto.endpoint, hang_when=lambda method, path: method == "PUT" and "pairs.weight" in path
+        moto.endpoint, hang_when=lambda method, path: method == "PUT" and "pairs.counts" in path
     ) as proxy:
         child = _start("shard_job", {**client_env, "AWS_ENDPOINT_URL": proxy.url})
         assert proxy.hung.wait(120), "the child never reached the upload"

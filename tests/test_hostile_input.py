@@ -6,6 +6,10 @@ import gzip
 import hashlib
 import io
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,13 +17,33 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shard_job.read_shard import ShardInput, add_file
+from shard_job.read_shard import RejectsFile, ShardInput, add_file
 from witple_batch.actions import Action, validate
-from witple_batch.input_files import FileRejected, parse_file
+from witple_batch.input_files import FileReader, FileRejected, InputLimits
 from witple_batch.partials import PartialError, decode_partial, parse_success, verify_checksum
 from witple_batch.run_layout import InputFile
 
 LIMIT = 1 << 20
+LIMITS = InputLimits(max_object_bytes=LIMIT, max_decompressed_bytes=LIMIT, max_records=100_000, max_record_bytes=LIMIT)
+PLANNED_US = 1_737_000_000_000_000
+
+
+@contextmanager
+def shard_input(tmp_path: Path) -> Iterator[ShardInput]:
+    with RejectsFile(tmp_path / f"rejects-{uuid.uuid4().hex}.jsonl.gz") as rejects:
+        yield ShardInput(rejects=rejects)
+
+
+def rejects_of(shard: ShardInput) -> list[dict]:
+    shard.rejects.close()
+    with gzip.open(shard.rejects.path) as lines:
+        return [json.loads(line) for line in lines]
+
+
+def add(shard: ShardInput, key: str, body: bytes, limits: InputLimits = LIMITS) -> None:
+    add_file(shard, InputFile(key, len(body), "e"), body, limits, PLANNED_US)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6),
@@ -30,7 +54,7 @@ id_like = st.one_of(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(
@@ -49,73 +73,106 @@ id_like = st.one_of(
     )
 )
 def test_the_validator_never_raises(record: dict) -> None:
-    result = validate(record)
+    result = validate(record, PLANNED_US)
     assert isinstance(result, Action | str)
     if isinstance(result, Action):
         for value in (result.user_id, result.place_id, result.place_category):
             assert value and len(value) <= 256 and value == value.strip()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_the_parser_never_raises_on_any_bytes(data: bytes) -> None:
     for body in (data, gzip.compress(data)):
         try:
-            parsed = parse_file(body, LIMIT)
+            records = list(FileReader(body, LIMITS).records())
         except FileRejected as exc:
             assert str(exc)
         else:
-            assert isinstance(parsed.records, list)
+            assert all((r.value is None) == (r.error is not None) or r.value is None for r in records)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(json_values, max_size=30))
-def test_every_record_is_accounted_for(records: list) -> None:
-    shard = ShardInput()
-    add_file(shard, InputFile("k", 1, "e"), orjson.dumps({"actions": records}), LIMIT)
-    assert shard.records_read == len(records)
-    assert shard.records_read == shard.records_accepted + shard.records_rejected
-    assert len(shard.rejects) == shard.records_rejected
+def test_every_record_is_accounted_for(tmp_path, records: list) -> None:
+    with shard_input(tmp_path) as shard:
+        add(shard, "k", orjson.dumps({"actions": records}))
+        assert shard.records_read == len(records)
+        assert shard.records_read == shard.records_accepted + shard.records_rejected
+        rows = rejects_of(shard)
+        samples = [r for r in rows if "record_index" in r]
+        assert len(samples) == min(shard.records_rejected, 20)
+        summary = [r for r in rows if "by_reason" in r]
+        assert sum(sum(r["by_reason"].values()) for r in summary) == shard.records_rejected
+        assert shard.files[0]["rejected"] == shard.records_rejected
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "status", "reason"),
     [
-        (gzip.compress(b"[" + b"0," * (3 * LIMIT) + b"0]"), "exceeds the"),  # gzip bomb
-        (b'{"actions": [' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b"]}", "not JSON"),  # deeply nested
-        (b'[{"user_id": NaN}]', "not JSON"),
-        (b'[{"user_id": Infinity}]', "not JSON"),
-        (b'{"user_id": "a"}\n{"user_id": "b"}', "JSON Lines"),
-        (b"\xff\xfe[]", "invalid UTF-8"),
+        (gzip.compress(b"[" + b" " * (3 * LIMIT) + b"]"), "quarantined", "exceeds the"),  # gzip bomb
+        (gzip.compress(b"[" + b"{}," * 200_000 + b"{}]"), "quarantined", "more than 100000 records"),
+        (b'{"user_id": "a"}\n{"user_id": "b"}', "rejected", "JSON Lines"),
+        (b"\xff\xfe[]", "rejected", "not JSON"),
+        (b'{"actions": [{"user_id": "a"}', "rejected", "truncated"),
     ],
 )
-def test_hostile_files_are_rejected_with_a_specific_reason(body: bytes, reason: str) -> None:
-    shard = ShardInput()
-    add_file(shard, InputFile("k", len(body), "e"), body, LIMIT)
-    assert shard.files_rejected == 1
-    assert reason in shard.files[0]["reason"]
+def test_hostile_files_are_set_aside_with_a_specific_reason(tmp_path, body: bytes, status: str, reason: str) -> None:
+    with shard_input(tmp_path) as shard:
+        add(shard, "k", body)
+        assert (shard.files_rejected, shard.files_quarantined) == ((1, 0) if status == "rejected" else (0, 1))
+        assert shard.files[0]["status"] == status
+        assert reason in shard.files[0]["reason"]
+        assert shard.records_accepted == 0  # a file set aside adds nothing, not even its good records
+        assert rejects_of(shard) == [
+            {"key": "k", "status": status, "record_index": None, "reason": shard.files[0]["reason"], "raw": None}
+        ]
 
 
-def test_a_huge_single_line_file_is_parsed_within_the_cap() -> None:
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        (b'[{"user_id": NaN, "place_id": "p"}', "record is not valid JSON"),
+        (b'[{"user_id": Infinity}', "record is not valid JSON"),
+        (
+            b'[{"user_id": "\\ud800", "place_id": "p", "place_category": "c", "action_type": "click"}',
+            "no low surrogate",
+        ),
+        (b"[" + b'{"a":' * 2000 + b"1" + b"}" * 2000, "depth limit exceeded"),
+    ],
+)
+def test_a_hostile_record_is_rejected_and_its_neighbours_kept(tmp_path, records: bytes, reason: str) -> None:
+    good = b'{"user_id": "u", "place_id": "p", "place_category": "c", "action_type": "click"}'
+    with shard_input(tmp_path) as shard:
+        add(shard, "k", records + b", " + good + b"]")
+        assert (shard.records_accepted, shard.records_rejected) == (1, 1)
+        (found,) = shard.files[0]["rejects_by_reason"]
+        assert reason in found
+
+
+def test_a_huge_single_line_file_is_parsed_within_the_cap(tmp_path) -> None:
     action = {"user_id": "u", "place_id": "p", "place_category": "nature", "action_type": "click"}
     body = orjson.dumps([action] * 70_000)  # ~5 MB on one line
-    shard = ShardInput()
-    add_file(shard, InputFile("k", len(body), "e"), body, 64 * LIMIT)
-    assert shard.records_accepted == 70_000
+    with shard_input(tmp_path) as shard:
+        add(shard, "k", body, InputLimits(64 * LIMIT, 64 * LIMIT, 100_000, 65_536))
+        assert shard.records_accepted == 70_000
 
 
-def test_a_50_mb_single_line_record_is_rejected_not_fatal() -> None:
+def test_a_50_mb_single_line_record_is_rejected_not_fatal(tmp_path) -> None:
     action = {"user_id": "x" * (50 * LIMIT), "place_id": "p", "place_category": "nature", "action_type": "click"}
     body = orjson.dumps({"actions": [action, {**action, "user_id": "ok"}]})
     assert len(body) > 50 * LIMIT and b"\n" not in body
-    shard = ShardInput()
-    add_file(shard, InputFile("big", len(body), "e"), body, 64 * LIMIT)
-    assert (shard.records_accepted, shard.records_rejected) == (1, 1)
-    assert shard.rejects[0]["reason"] == "user_id is longer than 256 characters"
-    assert len(shard.rejects[0]["raw"]) <= 1000
+    with shard_input(tmp_path) as shard:
+        add(shard, "big", body, InputLimits(64 * LIMIT, 64 * LIMIT, 100_000, 65_536))
+        assert (shard.records_accepted, shard.records_rejected) == (1, 1)
+        sample = rejects_of(shard)[0]
+        assert sample["reason"] == "record is larger than 65536 bytes"
+        assert len(sample["raw"]) <= 1000
 
 
-def test_hostile_values_are_rejected_or_kept_verbatim() -> None:
+def test_hostile_values_are_rejected_or_kept_verbatim(tmp_path) -> None:
     base = {"user_id": "u", "place_id": "p", "place_category": "nature", "action_type": "click"}
     records = [
         {**base, "user_id": 10**40},  # huge integer: orjson reads it as a float
@@ -124,14 +181,14 @@ def test_hostile_values_are_rejected_or_kept_verbatim() -> None:
         {**base, "place_category": "x'); DROP TABLE place_vectors; --"},  # SQL-looking: data
         {**base, "action_type": "LIKE", "user_id": "dup", **{"user_id": "dup2"}},  # duplicate key: last wins
     ]
-    shard = ShardInput()
     body = b'[{"user_id": "a", "user_id": "b", "place_id": "p", "place_category": "c", "action_type": "click"}]'
-    add_file(shard, InputFile("dupkeys", len(body), "e"), body, LIMIT)
-    add_file(shard, InputFile("k", 1, "e"), json.dumps(records).encode(), LIMIT)
-    reasons = [r["reason"] for r in shard.rejects]
-    assert reasons == ["user_id must be a string or an integer, got float", "place_id contains control characters"]
-    assert set(shard.columns.user_codes) == {"b", "\u202egnp.exe", "u", "dup2"}
-    assert ("x'); DROP TABLE place_vectors; --", "p") in shard.columns.place_codes
+    with shard_input(tmp_path) as shard:
+        add(shard, "dupkeys", body)
+        add(shard, "k", json.dumps(records).encode())
+        reasons = [r["reason"] for r in rejects_of(shard) if "record_index" in r]
+        assert reasons == ["user_id must be a string or an integer, got float", "place_id contains control characters"]
+        assert set(shard.columns.user_codes) == {"b", "\u202egnp.exe", "u", "dup2"}
+        assert ("x'); DROP TABLE place_vectors; --", "p") in shard.columns.place_codes
 
 
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -141,26 +198,32 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
 
 
 def test_a_marker_that_does_not_say_what_made_its_vectors_is_refused() -> None:
-    marker = {"format": "witple-partial-v2", "files": {}, "place_text_version": "place-text-v1"}
+    marker = {"format": "witple-partial-v3", "files": {}, "place_text_version": "place-text-v1"}
     with pytest.raises(PartialError, match="does not say which model and place text made its vectors"):
         parse_success(orjson.dumps(marker), "shard 2")
-    older = {**marker, "format": "witple-partial-v1", "content_model": "0" * 64}
-    with pytest.raises(PartialError, match="is not a witple-partial-v2 marker"):
+    older = {**marker, "format": "witple-partial-v2", "content_model": "0" * 64}
+    with pytest.raises(PartialError, match="is not a witple-partial-v3 marker"):
         parse_success(orjson.dumps(older), "shard 2")
 
 
 def test_tampered_arrays_are_refused() -> None:
     marker = {
-        "format": "witple-partial-v2",
-        "files": {"users.ids.npy": hashlib.sha256(b"original").hexdigest()},
+        "format": "witple-partial-v3",
+        "files": {"users.id_utf8.npy": hashlib.sha256(b"original").hexdigest()},
         "content_model": "0" * 64,
         "place_text_version": "place-text-v1",
     }
-    with pytest.raises(PartialError, match=r"checksum mismatch for users\.ids\.npy"):
-        verify_checksum("users.ids.npy", b"changed", marker, "shard 3")
-    pickled = {"users.ids.npy": _npy(np.array(["a", 1], dtype=object), allow_pickle=True)}
+    with pytest.raises(PartialError, match=r"checksum mismatch for users\.id_utf8\.npy"):
+        verify_checksum("users.id_utf8.npy", b"changed", marker, "shard 3")
+    pickled = {"users.id_offsets.npy": _npy(np.array(["a", 1], dtype=object), allow_pickle=True)}
     with pytest.raises(PartialError, match="cannot be loaded without pickle"):
         decode_partial(pickled, marker, "shard 0")
-    wrong_kind = {"users.ids.npy": _npy(np.zeros((2, 2)))}
-    with pytest.raises(PartialError, match=r"users\.ids has dtype float64"):
+    wrong_kind = {"users.id_offsets.npy": _npy(np.zeros((2, 2)))}
+    with pytest.raises(PartialError, match=r"users\.id_offsets has dtype float64"):
         decode_partial(wrong_kind, marker, "shard 0")
+    lying_offsets = {
+        "users.id_offsets.npy": _npy(np.array([0, 5, 99])),
+        "users.id_utf8.npy": _npy(np.zeros(7, np.uint8)),
+    }
+    with pytest.raises(PartialError, match="do not describe"):
+        decode_partial(lying_offsets, marker, "shard 0")

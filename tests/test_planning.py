@@ -43,16 +43,10 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count([], 5, 64.0) == 0
 
 
-def test_since_until_processed_and_max_files() -> None:
+def test_since_until_and_order() -> None:
     files = _files(48)
-    chosen = select_files(
-        files,
-        processed={files[10].key},
-        since=parse_hour("2025-01-15T08"),
-        until=datetime(2025, 1, 15, 12),
-    )
-    hours = {int(f.key.split("hour=")[1][:2]) for f in chosen}
-    assert hours == {8, 9, 10, 11}
-    assert files[10].key not in {f.key for f in chosen}
-    assert len(select_files(files, processed=set(), max_files=5)) == 5
+    chosen = select_files(reversed(files), since=parse_hour("2025-01-15T08"), until=datetime(2025, 1, 15, 12))
+    hours = [int(f.key.split("hour=")[1][:2]) for f in chosen]
+    assert sorted(set(hours)) == [8, 9, 10, 11]
+    assert [f.key for f in chosen] == sorted(f.key for f in chosen)  # oldest keys first
     assert parse_hour("2025-01-15T23:30+09:00") == datetime(2025, 1, 15, 14)

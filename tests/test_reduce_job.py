@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import threading
@@ -13,9 +14,10 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import Expected, SampleSet, generate
-from reduce_job.schema import REDUCE_LOCK, migrate, migrations
 from tests.helpers import REPO, fresh_env, pipeline, plan_run, query, reduce_in_process, run_child, run_module, seed
+from witple_batch.actions import validate
 from witple_batch.s3 import s3_client
+from witple_batch.schema import REDUCE_LOCK, migrate, migrations
 
 SECRET = "webhook-test-secret"
 
@@ -40,6 +42,13 @@ def _env(s3_env, model_dir, database_url, receiver=None, **extra):
 
 def _new_batch(env: dict[str, str]) -> dict[str, str]:
     return {**env, "BATCH_ID": f"test-{uuid.uuid4().hex[:10]}"}
+
+
+def _actions_of(item) -> list[dict]:
+    body = gzip.decompress(item.body) if item.body[:2] == b"\x1f\x8b" else item.body
+    document = orjson.loads(body)
+    records = document.get("actions", [document]) if isinstance(document, dict) else document
+    return [r for r in records if not isinstance(validate(r, 2**62), str)]
 
 
 def assert_database_matches(url: str, expected: Expected) -> None:
@@ -89,7 +98,7 @@ def assert_vectors_follow_stored_content(url: str) -> None:
         sums: dict[str, np.ndarray] = {}
         weights: dict[str, float] = {}
         for uid, cat, pid, w in conn.execute(
-            "SELECT user_id, place_category, place_id, vector_weight FROM user_place_interactions"
+            "SELECT user_id, place_category, place_id, clicks + 3 * likes + 5 * bookmarks FROM user_place_interactions"
         ).fetchall():
             sums[uid] = sums.get(uid, 0) + w * content[(cat, pid)].astype(np.float64)
             weights[uid] = weights.get(uid, 0) + w
@@ -140,7 +149,7 @@ def test_two_batches_accumulate_and_vectors_stay_exact(s3_env, model_dir, databa
     assert_database_matches(database_url, first_sample.expected.merge(second_sample.expected))
     assert_vectors_follow_stored_content(database_url)
     runs = query(database_url, "SELECT batch_id, status FROM batch_runs ORDER BY committed_at")
-    assert runs == [(env["BATCH_ID"], "committed"), (second["BATCH_ID"], "committed")]
+    assert runs == [(env["BATCH_ID"], "notified"), (second["BATCH_ID"], "notified")]
 
 
 def test_two_batches_merge_as_exact_weighted_means(s3_env, model_dir, postgres, first_sample, second_sample):
@@ -187,14 +196,14 @@ def test_a_batch_holding_an_already_processed_file_is_refused_whole(
     seed(env, first_sample)
     overlapping = _new_batch(env)
     plan_run(env, shards=1)
-    plan_run(overlapping, shards=1)  # planned before the first batch commits: same files
+    plan_run(overlapping, shards=1, use_ledger=False)  # planned around the claims: the same files
     run_child(env, 0)
     run_child(overlapping, 0)
     reduce_in_process(env)
     before = query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors")
     result = run_module("reduce_job", overlapping)
     assert result.returncode == 2
-    assert "already processed by batch " + env["BATCH_ID"] in result.stderr
+    assert "already processed or claimed by batch " + env["BATCH_ID"] in result.stderr
     assert query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors") == before
     assert query(
         database_url, "SELECT count(*) FROM processed_files WHERE batch_id = %s", (overlapping["BATCH_ID"],)
@@ -204,7 +213,7 @@ def test_a_batch_holding_an_already_processed_file_is_refused_whole(
     assert "already processed" in failed[-1]["error_message"]
 
 
-@pytest.mark.parametrize("stage", ["before_copy", "during_merge"])
+@pytest.mark.parametrize("stage", ["waiting_for_the_reduce_lock", "during_the_upsert"])
 def test_sigkill_mid_transaction_leaves_the_database_unchanged(
     s3_env, model_dir, database_url, first_sample, second_sample, stage
 ):
@@ -216,9 +225,9 @@ def test_sigkill_mid_transaction_leaves_the_database_unchanged(
     run_child(second, 0)
     before = query(database_url, "SELECT sum(total_actions), count(*) FROM user_behavior_vectors")
     blocker = psycopg.connect(database_url)
-    if stage == "before_copy":  # the reduce lock: the reduce waits inside its transaction, before COPY
+    if stage == "waiting_for_the_reduce_lock":  # staged, inside its transaction, before any write
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-    else:  # one user's row: the reduce waits in the merge, after COPY and the ledger insert
+    else:  # one user's row: the reduce waits in the upsert, after interactions and places were written
         blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
     process = subprocess.Popen(
         [sys.executable, "-m", "reduce_job"],
@@ -330,7 +339,9 @@ def test_webhook_500_500_200_is_delivered_once(s3_env, model_dir, database_url, 
     pipeline(env, SampleSet(first_sample.files[:5], first_sample.expected))
     assert [r.status for r in receiver.received] == [500, 503, 200]
     assert len(receiver.delivered()) == 1
-    assert query(database_url, "SELECT webhook_status, webhook_attempts FROM batch_runs") == [("delivered", 3)]
+    assert query(database_url, "SELECT status, webhook_status, webhook_attempts FROM batch_runs") == [
+        ("notified", "delivered", 3)
+    ]
 
 
 def test_webhook_4xx_is_not_retried(s3_env, model_dir, database_url, receiver, first_sample):
@@ -358,25 +369,32 @@ def test_a_dead_receiver_leaves_the_data_committed(s3_env, model_dir, database_u
     result = run_module("reduce_job", env)
     assert result.returncode == 0, result.stderr
     assert "webhook not delivered" in result.stderr
-    [(status, webhook_status)] = query(database_url, "SELECT status, webhook_status FROM batch_runs")
-    assert (status, webhook_status) == ("committed", "failed")
-    assert query(database_url, "SELECT count(*) > 0 FROM user_behavior_vectors") == [(True,)]
+    [(status, notice, webhook_status)] = query(database_url, "SELECT status, notice, webhook_status FROM batch_runs")
+    assert (status, notice, webhook_status) == ("notified", "SUCCEEDED", "failed")  # its failure recorded
+    expected = Expected()
+    for item in first_sample.files[:4]:
+        for action in _actions_of(item):
+            expected.add(action)
+    assert_database_matches(database_url, expected)
 
 
-def test_a_shard_failing_on_its_last_attempt_sends_failed(s3_env, model_dir, receiver, first_sample):
-    env = fresh_env(s3_env, model_dir, WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=SECRET, JOB_ATTEMPTS="3")
+def test_a_shard_failing_on_its_last_attempt_sends_failed(s3_env, model_dir, database_url, receiver, first_sample):
+    env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
     seed(env, SampleSet(first_sample.files[:3], first_sample.expected))
     plan_run(env, shards=1)
     s3_client(env["AWS_REGION"]).delete_object(Bucket=env["S3_BUCKET"], Key=first_sample.files[0].key)
     early = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "1"})
     assert early.returncode == 1
     assert receiver.received == []  # Batch will retry: nothing to report yet
+    assert query(database_url, "SELECT status FROM batch_runs") == [("planned",)]
     last = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "3"})
     assert last.returncode == 1
     [notice] = receiver.received
     assert notice.signature_valid(SECRET)
     assert notice.json["job_status"] == "FAILED"
     assert first_sample.files[0].key in notice.json["error_message"]
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("failed", "FAILED")]
+    assert query(database_url, "SELECT count(*) FROM file_claims") == [(0,)]  # its files can be planned again
 
 
 def test_missing_success_markers_are_named(s3_env, model_dir, database_url, receiver, first_sample):
@@ -385,7 +403,7 @@ def test_missing_success_markers_are_named(s3_env, model_dir, database_url, rece
     plan_run(env, shards=3)
     run_child(env, 1)
     result = run_module("reduce_job", env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # the same partials fail the same way on every attempt
     assert "shards without _SUCCESS.json (not finished or failed): [0, 2]" in result.stderr
     assert query(database_url, "SELECT count(*) FROM user_behavior_vectors") == [(0,)]
     assert receiver.received[-1].json["job_status"] == "FAILED"
@@ -409,10 +427,10 @@ def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, 
         return data[:-1] + bytes([data[-1] ^ 1])
 
     env = _env(s3_env, model_dir, database_url)
-    result = _reduce_after_changing(env, first_sample, "users.counts.npy", flip_last_bit)
-    assert result.returncode == 1
+    result = _reduce_after_changing(env, first_sample, "pairs.counts.npy", flip_last_bit)
+    assert result.returncode == 2
     assert "corrupt partials in shards [1]" in result.stderr
-    assert "checksum mismatch for users.counts.npy" in result.stderr
+    assert "checksum mismatch for pairs.counts.npy" in result.stderr
     assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
 
 
@@ -422,7 +440,7 @@ def test_shards_from_two_models_are_refused_and_nothing_applied(s3_env, model_di
 
     env = _env(s3_env, model_dir, database_url)
     result = _reduce_after_changing(env, first_sample, "_SUCCESS.json", other_export)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "shards disagree on what made their content vectors" in result.stderr
     assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
 
@@ -470,5 +488,5 @@ def test_concurrent_migrations_apply_once(database_url):
         thread.join()
     assert errors == []
     shipped = [(version,) for version, _, _ in migrations()]
-    assert len(shipped) >= 2
+    assert len(shipped) >= 4
     assert query(database_url, "SELECT version FROM schema_migrations ORDER BY version") == shipped

@@ -35,24 +35,33 @@ def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_
     seed(env, sample)
     client = s3_client(env["AWS_REGION"])
     client.put_object(Bucket=env["S3_BUCKET"], Key="user-actions/notes.txt", Body=b"ignore me")
-    result = run_module("shard_job", env, "plan", "--shards", "3")
+    refused = run_module("shard_job", env, "plan", "--shards", "3")  # no DATABASE_URL: nothing could be claimed
+    assert refused.returncode == 2
+    assert "DATABASE_URL is required to plan" in refused.stderr and "--no-ledger" in refused.stderr
+    result = run_module("shard_job", env, "plan", "--shards", "3", "--no-ledger")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     assert line["shards"] == 3
     assert line["files"] == len(sample.files)
     assert line["bytes"] == sum(len(f.body) for f in sample.files)
-    manifest = json.loads(work_objects(env)[f"batch-work/runs/{env['BATCH_ID']}/manifest.json"])
-    loads = [sum(f["size"] for f in shard) for shard in manifest["shards"]]
+    objects = work_objects(env)
+    run = f"batch-work/runs/{env['BATCH_ID']}/"
+    manifest = json.loads(objects[run + "manifest.json"])
+    plans = [json.loads(objects[run + f"plan/{i:05d}.json"]) for i in range(3)]
+    loads = [sum(f["size"] for f in plan["files"]) for plan in plans]
+    assert loads == [shard["bytes"] for shard in manifest["shards"]]
     assert max(loads) - min(loads) <= max(len(f.body) for f in sample.files)
-    # a second plan under the same BATCH_ID must not rewrite a manifest children may be reading
-    again = run_module("shard_job", env, "plan", "--shards", "3")
+    assert sorted(f["key"] for plan in plans for f in plan["files"]) == sorted(f.key for f in sample.files)
+    # a second plan under the same BATCH_ID must not rewrite a plan children may be reading
+    again = run_module("shard_job", env, "plan", "--shards", "3", "--no-ledger")
     assert again.returncode == 2
-    assert "already has a manifest" in again.stderr
+    assert "this BATCH_ID was planned before" in again.stderr
+    assert work_objects(env)[run + "manifest.json"] == objects[run + "manifest.json"]
 
 
 def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
     env = fresh_env(s3_env, model_dir)
-    result = run_module("shard_job", env, "plan")
+    result = run_module("shard_job", env, "plan", "--no-ledger")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "batch_id": env["BATCH_ID"],
@@ -82,8 +91,9 @@ def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_d
         partial = load_partial(env, index)
         for row in partial.files:
             assert row["records"] == row["accepted"] + row["rejected"]
-        for uid, counts in zip(partial.user_ids, partial.users.counts, strict=True):
-            users[uid.decode()] = users.get(uid.decode(), 0) + counts
+        for user, counts in zip(partial.pair_user.tolist(), partial.pair_counts, strict=True):
+            uid = partial.user_ids[user]
+            users[uid] = users.get(uid, 0) + counts
         norms = np.linalg.norm(partial.place_content, axis=1)
         np.testing.assert_allclose(norms, 1.0, atol=1e-5)
         rejects = [orjson.loads(line) for line in gzip.decompress(files[REJECTS_FILE]).splitlines()]
@@ -92,22 +102,39 @@ def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_d
         assert list(users[uid]) == [expected["click"], expected["like"], expected["bookmark"], expected["other"]]
 
 
-def test_user_vector_sum_is_weight_times_content(s3_env, model_dir):
+def test_pairs_count_each_type_and_keep_first_and_last_time(s3_env, model_dir):
     env = fresh_env(s3_env, model_dir)
     actions = [
         {"user_id": "u", "place_id": "1", "place_category": "nature", "action_type": "click"},
-        {"user_id": "u", "place_id": "2", "place_category": "shopping", "action_type": "bookmark"},
-        {"user_id": "u", "place_id": "2", "place_category": "shopping", "action_type": "share"},
+        {
+            "user_id": "u",
+            "place_id": "2",
+            "place_category": "shopping",
+            "action_type": "bookmark",
+            "timestamp": "2025-01-01T00:00:05Z",
+        },
+        {
+            "user_id": "u",
+            "place_id": "2",
+            "place_category": "shopping",
+            "action_type": "share",
+            "timestamp": "2025-01-01T00:00:01Z",
+        },
+        {"user_id": "v" * 256, "place_id": "2", "place_category": "shopping", "action_type": "LIKE"},
     ]
     key = "user-actions/year=2025/month=01/day=01/hour=00/batch-1-3-aaaaaaaa.json"
     seed(env, SampleSet([SampleFile(key, orjson.dumps({"actions": actions}))], Expected()))
     plan_run(env, shards=1)
     run_child(env, 0)
     partial = load_partial(env, 0)
-    assert partial.users.weight.tolist() == [6.0]
-    assert partial.users.counts.tolist() == [[1, 0, 1, 1]]
-    expected = 1 * partial.place_content[0] + 5 * partial.place_content[1]
-    np.testing.assert_allclose(partial.user_vector_sum[0], expected, rtol=1e-5, atol=1e-6)
+    assert partial.user_ids == ["u", "v" * 256]
+    assert list(zip(partial.place_categories, partial.place_ids, strict=True)) == [("nature", "1"), ("shopping", "2")]
+    assert partial.pair_user.tolist() == [0, 0, 1] and partial.pair_place.tolist() == [0, 1, 1]
+    assert partial.pair_counts.tolist() == [[1, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0]]
+    assert partial.pair_first_us[1] == 1735689601000000 and partial.pair_last_us[1] == 1735689605000000
+    # ids are stored back to back: the 256-character id costs its own bytes, not every id's width
+    files = partial_files(env, 0)
+    assert np.load(__import__("io").BytesIO(files["users.id_utf8.npy"])).nbytes == 1 + 256
 
 
 def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample):
@@ -169,12 +196,10 @@ def test_partials_never_hold_pickles(s3_env, model_dir, sample):
 
 
 def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sample):
-    from reduce_job.schema import migrate
+    from witple_batch.schema import migrate
 
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:6], sample.expected))
-    # no ledger table yet: nothing processed
-    assert plan_run(env, shards=1)["files"] == 6
     with __import__("psycopg").connect(database_url, autocommit=True) as conn:
         migrate(conn)
         for item in sample.files[:2]:
@@ -183,12 +208,12 @@ def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sa
                 " VALUES (%s, 'e', 1, 'old', 'processed')",
                 (item.key,),
             )
-    later = {**env, "BATCH_ID": env["BATCH_ID"] + "-2"}
-    result = plan_run(later, shards=1)
+    result = plan_run(env, shards=1)
     assert result["files"] == 4
-    manifest = json.loads(work_objects(later)[f"batch-work/runs/{later['BATCH_ID']}/manifest.json"])
-    assert {f["key"] for f in manifest["shards"][0]} == {f.key for f in sample.files[2:6]}
-    assert query(database_url, "SELECT count(*) FROM processed_files") == [(2,)]  # read only
+    plan = json.loads(work_objects(env)[f"batch-work/runs/{env['BATCH_ID']}/plan/00000.json"])
+    assert {f["key"] for f in plan["files"]} == {f.key for f in sample.files[2:6]}
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(2,)]
+    assert query(database_url, "SELECT count(*) FROM file_claims WHERE batch_id = %s", (env["BATCH_ID"],)) == [(4,)]
 
 
 def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir):
@@ -246,7 +271,7 @@ def test_stored_content_vectors_are_reused_byte_for_byte(s3_env, model_dir, data
 
     seen = set(query(database_url, "SELECT place_category, place_id FROM place_vectors"))
     partial = load_partial(later, 0)
-    keys = list(zip(partial.place_categories.astype(str), partial.place_ids.astype(str), strict=True))
+    keys = list(zip(partial.place_categories, partial.place_ids, strict=True))
     assert cold["places_reused"] == 0
     assert warm["places_reused"] == sum(key in seen for key in keys) > 0
     assert warm["texts_embedded"] == len(keys) - warm["places_reused"]
@@ -272,7 +297,7 @@ def test_vectors_of_another_model_are_neither_reused_nor_kept(s3_env, model_dir,
     reduce_in_process(later)
     partial = load_partial(later, 0)
     model = json.loads(partial_files(later, 0)[SUCCESS_FILE])["content_model"]
-    touched = set(zip(partial.place_categories.astype(str), partial.place_ids.astype(str), strict=True))
+    touched = set(zip(partial.place_categories, partial.place_ids, strict=True))
     rows = query(
         database_url, "SELECT place_category, place_id, content_model, content_vector::text FROM place_vectors"
     )

@@ -23,6 +23,9 @@ COUNT_COLUMNS = len(ACTION_TYPES) + 1
 _INT_LIMIT = 10**MAX_VALUE_CHARS
 # Epoch microseconds outside this range are treated as unparseable (year 1970..2200).
 _MAX_MICROS = 7_258_118_400_000_000
+# A time further ahead of the batch's plan than this is a broken clock, not an action: kept, it
+# would be a user's last_action_date forever.
+FUTURE_TOLERANCE_US = 86_400_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,11 @@ def action_time(record: dict[str, Any]) -> int | None:
     return None
 
 
-def validate(record: Any) -> Action | str:
-    """An Action, or the reason the record is rejected."""
+def validate(record: Any, planned_us: int) -> Action | str:
+    """An Action, or the reason the record is rejected.
+
+    `planned_us` is when the batch was planned (not now), so a rerun judges the same way.
+    """
     if not isinstance(record, dict):
         return f"record is not a JSON object (got {type(record).__name__})"
     values: list[str] = []
@@ -102,10 +108,13 @@ def validate(record: Any) -> Action | str:
             return reason
         values.append(value)  # type: ignore[arg-type]
     user_id, place_id, place_category, action_type = values
+    time_us = action_time(record)
+    if time_us is not None and time_us > planned_us + FUTURE_TOLERANCE_US:
+        return "action time is more than a day after the batch was planned"
     return Action(
         user_id=user_id,
         place_category=place_category,
         place_id=place_id,
         type_code=TYPE_CODES.get(action_type.lower(), OTHER_TYPE),
-        time_us=action_time(record),
+        time_us=time_us,
     )

@@ -1,7 +1,7 @@
-"""Per-user, per-place and per-(user, place) aggregates, vectorised with numpy.
+"""A shard's actions folded into one row per (user, place): counts by type and first/last time.
 
-The same Stats layout serves the shard (from actions) and the reduce (merging shards), so
-counts, weights and first/last times merge by one rule everywhere.
+Per-user and per-place totals are sums over these pairs, so the pairs are all a shard needs to
+report; the reduce sums them across shards in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,55 +15,6 @@ from witple_batch.actions import COUNT_COLUMNS, Action
 
 NULL_TIME = np.iinfo(np.int64).min  # "no parseable action time" in every time array
 _NO_FIRST = np.iinfo(np.int64).max
-VECTOR_CHUNK_ROWS = 16_384  # bounds the (rows, 384) temporary of weighted_row_sums
-
-
-@dataclass
-class Stats:
-    counts: np.ndarray  # (n, 4) int64: click, like, bookmark, other
-    weight: np.ndarray  # (n,) float64: sum of action weights (the vector's denominator)
-    first_us: np.ndarray  # (n,) int64 epoch microseconds, NULL_TIME when unknown
-    last_us: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.weight)
-
-
-def group_stats(
-    codes: np.ndarray, n: int, counts: np.ndarray, weight: np.ndarray, first_us: np.ndarray, last_us: np.ndarray
-) -> Stats:
-    """Sum counts and weights and take min/max times of the rows that share a code."""
-    summed = np.empty((n, COUNT_COLUMNS), dtype=np.int64)
-    for column in range(COUNT_COLUMNS):
-        # float64 bincount is exact for counts below 2**53
-        summed[:, column] = np.bincount(codes, weights=counts[:, column], minlength=n)
-    first = np.full(n, _NO_FIRST, dtype=np.int64)
-    has_first = first_us != NULL_TIME
-    np.minimum.at(first, codes[has_first], first_us[has_first])
-    first[first == _NO_FIRST] = NULL_TIME
-    last = np.full(n, NULL_TIME, dtype=np.int64)
-    np.maximum.at(last, codes, last_us)
-    return Stats(
-        counts=summed,
-        weight=np.bincount(codes, weights=weight, minlength=n).astype(np.float64),
-        first_us=first,
-        last_us=last,
-    )
-
-
-def weighted_row_sums(
-    target: np.ndarray, source: np.ndarray, weight: np.ndarray, rows: np.ndarray, n_targets: int
-) -> np.ndarray:
-    """out[t] = sum of weight[i] * rows[source[i]] over i with target[i] == t, in float64, chunked."""
-    out = np.zeros((n_targets, rows.shape[1]), dtype=np.float64)
-    for start in range(0, len(target), VECTOR_CHUNK_ROWS):
-        order = np.argsort(target[start : start + VECTOR_CHUNK_ROWS], kind="stable") + start
-        chunk_target = target[order]
-        weighted = rows[source[order]].astype(np.float64) * weight[order, None]
-        # segment sums over runs of equal targets (reduceat), then one scatter per distinct target
-        starts = np.flatnonzero(np.r_[True, chunk_target[1:] != chunk_target[:-1]])
-        out[chunk_target[starts]] += np.add.reduceat(weighted, starts, axis=0)
-    return out
 
 
 @dataclass
@@ -71,7 +22,7 @@ class ActionColumns:
     """Accepted actions as compact columns while a shard reads its files.
 
     Ids become small integer codes as they arrive (a dict lookup per record), so memory
-    grows with distinct users and places, not with the length of the id strings.
+    grows with the shard's distinct users and places, not with the length of its actions' ids.
     """
 
     user_codes: dict[str, int] = field(default_factory=dict)
@@ -95,12 +46,12 @@ class ActionColumns:
 @dataclass
 class Aggregates:
     user_ids: list[str]  # sorted
-    users: Stats
     place_keys: list[tuple[str, str]]  # sorted (category, place_id)
-    places: Stats
     pair_user: np.ndarray  # (k,) int32 index into user_ids, sorted by (user, place)
     pair_place: np.ndarray  # (k,) int32 index into place_keys
-    pairs: Stats
+    pair_counts: np.ndarray  # (k, 4) int64: click, like, bookmark, other
+    pair_first_us: np.ndarray  # (k,) int64, NULL_TIME when no action of the pair had a time
+    pair_last_us: np.ndarray
 
 
 def _sorted_codes(codes: dict) -> tuple[list, np.ndarray]:
@@ -112,26 +63,30 @@ def _sorted_codes(codes: dict) -> tuple[list, np.ndarray]:
     return [keys[i] for i in order], remap
 
 
-def aggregate(columns: ActionColumns, type_weights: np.ndarray) -> Aggregates:
-    """type_weights: (4,) weight per type code (click, like, bookmark, other)."""
+def aggregate(columns: ActionColumns) -> Aggregates:
     user_ids, user_remap = _sorted_codes(columns.user_codes)
     place_keys, place_remap = _sorted_codes(columns.place_codes)
     user = user_remap[np.frombuffer(columns.user, dtype=np.int32)]
     place = place_remap[np.frombuffer(columns.place, dtype=np.int32)]
     type_code = np.frombuffer(columns.type_code, dtype=np.int8).astype(np.int64)
     times = np.frombuffer(columns.time_us, dtype=np.int64)
-    one_hot = np.zeros((len(type_code), COUNT_COLUMNS), dtype=np.int8)
-    one_hot[np.arange(len(type_code)), type_code] = 1
-    weight = type_weights[type_code]
 
-    pair_code = user * max(len(place_keys), 1) + place
-    pair_keys, pair_index = np.unique(pair_code, return_inverse=True)
+    width = max(len(place_keys), 1)
+    pair_keys, pair_index = np.unique(user * width + place, return_inverse=True)
+    n = len(pair_keys)
+    counts = np.bincount(pair_index * COUNT_COLUMNS + type_code, minlength=n * COUNT_COLUMNS)
+    first = np.full(n, _NO_FIRST, dtype=np.int64)
+    timed = times != NULL_TIME
+    np.minimum.at(first, pair_index[timed], times[timed])
+    first[first == _NO_FIRST] = NULL_TIME
+    last = np.full(n, NULL_TIME, dtype=np.int64)
+    np.maximum.at(last, pair_index, times)
     return Aggregates(
         user_ids=user_ids,
-        users=group_stats(user, len(user_ids), one_hot, weight, times, times),
         place_keys=place_keys,
-        places=group_stats(place, len(place_keys), one_hot, weight, times, times),
-        pair_user=(pair_keys // max(len(place_keys), 1)).astype(np.int32),
-        pair_place=(pair_keys % max(len(place_keys), 1)).astype(np.int32),
-        pairs=group_stats(pair_index, len(pair_keys), one_hot, weight, times, times),
+        pair_user=(pair_keys // width).astype(np.int32),
+        pair_place=(pair_keys % width).astype(np.int32),
+        pair_counts=counts.reshape(n, COUNT_COLUMNS).astype(np.int64),
+        pair_first_us=first,
+        pair_last_us=last,
     )

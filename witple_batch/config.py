@@ -8,10 +8,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
-from witple_batch.actions import ACTION_TYPES, COUNT_COLUMNS, OTHER_TYPE
-from witple_batch.settings import ConfigError, env_int, env_required, env_str, env_url, prefix
+from witple_batch.actions import ACTION_TYPES
+from witple_batch.settings import ConfigError, env_float, env_int, env_required, env_str, env_url, prefix
 
 DEFAULT_REGION = "ap-northeast-2"
 DEFAULT_BUCKET = "user-actions-data"
@@ -34,11 +32,27 @@ class CommonConfig:
     webhook_secret: str | None
     job_id: str
     job_name: str
-    job_attempts: int
+    attempt: int  # AWS_BATCH_JOB_ATTEMPT, set by Batch
+    job_attempts: int  # the job definition's attempts: the last one is final
+    webhook_attempts: int
+    webhook_timeout: float
+    db_connect_attempts: int
+    db_lock_timeout: float
+    db_statement_timeout: float
 
     @property
     def s3_input_path(self) -> str:
         return f"s3://{self.s3_bucket}/{self.s3_prefix}"
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.job_attempts
+
+    def warnings(self) -> list[str]:
+        """What is legal but unwise, said once at start."""
+        if self.webhook_url and not self.webhook_secret:
+            return ["WEBHOOK_SECRET is not set: notices are sent unsigned"]
+        return []
 
 
 def _bucket(name: str, value: str) -> str:
@@ -60,7 +74,13 @@ def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
         webhook_secret=env_str("WEBHOOK_SECRET", env=env),
         job_id=env_str("AWS_BATCH_JOB_ID", "local", env) or "local",
         job_name=env_str("AWS_BATCH_JOB_NAME", "witple-batch", env) or "witple-batch",
+        attempt=env_int("AWS_BATCH_JOB_ATTEMPT", 1, env, minimum=1),
         job_attempts=env_int("JOB_ATTEMPTS", 3, env, minimum=1, maximum=10),
+        webhook_attempts=env_int("WEBHOOK_ATTEMPTS", 5, env, minimum=1, maximum=20),
+        webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
+        db_connect_attempts=env_int("DB_CONNECT_ATTEMPTS", 5, env, minimum=1, maximum=30),
+        db_lock_timeout=env_float("DB_LOCK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
+        db_statement_timeout=env_float("DB_STATEMENT_TIMEOUT_SECONDS", 1800.0, env, minimum=1.0),
     )
 
 
@@ -78,10 +98,9 @@ def new_batch_id() -> str:
     return f"batch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
 
 
-def parse_weights(raw: str, name: str = "ACTION_WEIGHTS") -> np.ndarray:
-    """`click=1,like=3,bookmark=5` -> weight per type code; unknown types always weigh 0."""
-    weights = np.zeros(COUNT_COLUMNS, dtype=np.float64)
-    seen = set()
+def parse_weights(raw: str, name: str = "ACTION_WEIGHTS") -> dict[str, float]:
+    """`click=1,like=3,bookmark=5` -> weight per known type; unknown types always weigh 0."""
+    weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, sep, value = part.partition("=")
         key = key.strip().lower()
@@ -93,9 +112,7 @@ def parse_weights(raw: str, name: str = "ACTION_WEIGHTS") -> np.ndarray:
             raise ConfigError(f"{name}: weight for {key} is not a number: {value!r}") from None
         if not 0 <= weight < 1e6:
             raise ConfigError(f"{name}: weight for {key} must be between 0 and 1e6")
-        weights[ACTION_TYPES.index(key)] = weight
-        seen.add(key)
-    if missing := set(ACTION_TYPES) - seen:
+        weights[key] = weight
+    if missing := set(ACTION_TYPES) - set(weights):
         raise ConfigError(f"{name} lacks a weight for {', '.join(sorted(missing))}")
-    weights[OTHER_TYPE] = 0.0
-    return weights
+    return {key: weights[key] for key in ACTION_TYPES}

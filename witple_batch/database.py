@@ -1,23 +1,46 @@
-"""The one place psycopg connections are made: retried with backoff, password never logged."""
+"""The one place psycopg connections are made: retried with backoff, bounded waits, password never logged.
+
+Every connection sets lock_timeout and statement_timeout before its first statement, so no job
+waits forever on the main server's locks or runs a statement past its budget; a job that needs
+a longer wait for one lock says so for that statement (SET LOCAL).
+"""
 
 from __future__ import annotations
 
 import logging
 
 import psycopg
+from psycopg import sql
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from witple_batch.config import CommonConfig
 from witple_batch.logs import mask_secrets
+from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 10.0
+STATEMENT_TIMEOUT_S = 600.0
 
 
 class DatabaseUnavailable(Exception):
     """Connecting failed after every retry."""
 
 
+def set_timeouts(conn: psycopg.Connection, *, lock_s: float, statement_s: float, local: bool = False) -> None:
+    scope = sql.SQL("SET LOCAL" if local else "SET")
+    for name, seconds in (("lock_timeout", lock_s), ("statement_timeout", statement_s)):
+        conn.execute(sql.SQL("{} {} = {}").format(scope, sql.Identifier(name), sql.Literal(f"{int(seconds * 1000)}ms")))
+
+
 def connect(
-    url: str, *, attempts: int = 5, autocommit: bool = False, application: str = "witple-batch"
+    url: str,
+    *,
+    attempts: int = 5,
+    autocommit: bool = False,
+    application: str = "witple-batch",
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> psycopg.Connection:
     @retry(
         retry=retry_if_exception_type(psycopg.OperationalError),
@@ -27,7 +50,10 @@ def connect(
         reraise=True,
     )
     def attempt() -> psycopg.Connection:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, application_name=application)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=application)
+        set_timeouts(conn, lock_s=lock_timeout_s, statement_s=statement_timeout_s)
+        conn.autocommit = autocommit
+        return conn
 
     try:
         return attempt()
@@ -35,3 +61,17 @@ def connect(
         raise DatabaseUnavailable(
             f"cannot connect to {mask_secrets(url)} after {attempts} attempts: {mask_secrets(str(exc)).strip()}"
         ) from None
+
+
+def connect_for(common: CommonConfig, application: str, *, autocommit: bool = True) -> psycopg.Connection:
+    """A job's connection with the job's settings (DATABASE_URL, attempts, timeouts)."""
+    if common.database_url is None:
+        raise ConfigError("DATABASE_URL is required but not set")
+    return connect(
+        common.database_url,
+        attempts=common.db_connect_attempts,
+        autocommit=autocommit,
+        application=application,
+        lock_timeout_s=common.db_lock_timeout,
+        statement_timeout_s=common.db_statement_timeout,
+    )

@@ -1,8 +1,9 @@
 """What every job's main does around its work: logging, exit codes, SIGTERM, the FAILED notice.
 
 Exit 2 for configuration errors and other permanent ones (Batch's retry strategy exits on it),
-1 for everything else. SIGTERM (Batch's timeout or a cancel) becomes an exception so the
-job can still report before it dies.
+1 for everything else. SIGTERM (Batch's timeout, a cancel or a Spot interruption) becomes an
+exception so the job can still report before it dies; it is not permanent: whether Batch
+tries again is the attempt count's to say (notices.on_job_failure).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from witple_batch.logs import configure, event, mask_secrets
+from witple_batch.logs import LEVELS, configure, event, log_level, mask_secrets
 from witple_batch.settings import EXIT_CONFIG, ConfigError, PermanentError
 
 log = logging.getLogger(__name__)
@@ -32,29 +33,32 @@ def run_job(
     job: str,
     work: Callable[[], int],
     on_failure: Callable[[str, bool, float], None] | None = None,
+    permanent_errors: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """Run `work`; on failure call on_failure(message, final, seconds) and map the exit code.
+    """Run `work`; on failure call on_failure(message, permanent, seconds) and map the exit code.
 
-    `final` is true when Batch will not run this attempt again for the same cause: a permanent
-    error (exit 2) or SIGTERM (Batch's timeout or a cancel).
+    `permanent` is true when a retry cannot help: a PermanentError or one of `permanent_errors`
+    (exit 2, which the job definitions' retry strategy does not retry).
     """
-    configure(job)
+    level = log_level()
+    configure(job, level or "INFO")
     signal.signal(signal.SIGTERM, _raise_terminated)
     started = time.monotonic()
     try:
+        if level is None:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}")
         return work()
-    except PermanentError as exc:
-        message = f"configuration error: {exc}" if isinstance(exc, ConfigError) else str(exc)
+    except (PermanentError, *permanent_errors) as exc:
+        message = f"configuration error: {exc}" if isinstance(exc, ConfigError) else mask_secrets(str(exc))
         event(log, message, logging.ERROR)
         if on_failure:
             on_failure(message, True, time.monotonic() - started)
         return EXIT_CONFIG
     except (Exception, Terminated) as exc:
         message = mask_secrets(f"{type(exc).__name__}: {exc}")
-        terminated = isinstance(exc, Terminated)
-        log.error(message, exc_info=not terminated)
+        log.error(message, exc_info=not isinstance(exc, Terminated))
         if on_failure:
-            on_failure(message, terminated, time.monotonic() - started)
+            on_failure(message, False, time.monotonic() - started)
         return 1
     finally:
         sys.stdout.flush()

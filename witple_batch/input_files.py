@@ -1,51 +1,77 @@
-"""Turning one S3 object's bytes into action records. Pure: never raises on any bytes.
+"""Turning one S3 object's bytes into action records, with the cost of a file bounded by its limits.
 
-Gzip is recognised by its magic bytes, whatever ContentEncoding or the key say (the
-collection server gzips `.json` keys; a wrong header must not lose a file). Decompression
-is capped against gzip bombs.
+Gzip is recognised by its magic bytes, whatever ContentEncoding or the key say (the collection
+server gzips `.json` keys; a wrong header must not lose a file), and inflated one chunk at a
+time. Records are split out of the document as the chunks arrive (record_stream) and parsed
+one at a time, so memory holds one chunk and one record, never the inflated file. A file that
+is malformed is rejected; a file over a limit (inflated bytes, records) is quarantined: it is
+set aside, not judged, until an operator raises the limit and releases it.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from witple_batch.record_stream import DocumentError, Element, RecordSplitter, json_error
+
 GZIP_MAGIC = b"\x1f\x8b"
-UTF8_BOM = b"\xef\xbb\xbf"
-_CHUNK = 1 << 20
+CHUNK_BYTES = 1 << 20
+RAW_SAMPLE_BYTES = 1000
 
 
 class FileRejected(Exception):
-    """The whole file cannot be read; its reason goes to the rejects file."""
+    """The whole file cannot be read; its reason goes to the rejects file and the ledger."""
 
 
-@dataclass
-class ParsedFile:
-    records: list[Any] = field(default_factory=list)
-    decompressed_bytes: int = 0
-    gzipped: bool = False
+class FileQuarantined(FileRejected):
+    """The file is over a limit; the ledger sets it aside until an operator releases it."""
 
 
-def gunzip_capped(data: bytes, limit: int) -> bytes:
-    """Inflate every gzip member, refusing to produce more than `limit` bytes."""
-    out = bytearray()
+@dataclass(frozen=True)
+class InputLimits:
+    max_object_bytes: int  # listed size, checked before the GET
+    max_decompressed_bytes: int
+    max_records: int
+    max_record_bytes: int
+
+    def check_listed_size(self, size: int) -> None:
+        if size > self.max_object_bytes:
+            raise FileQuarantined(f"object size {size} exceeds the {self.max_object_bytes}-byte limit (not read)")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One element of the document: its value, or why it cannot be a record; `raw` is its first bytes."""
+
+    value: Any
+    error: str | None
+    raw: bytes
+
+
+def _inflate(data: bytes, limit: int) -> Iterator[bytes]:
+    """Every gzip member, one chunk at a time, quarantining the file past `limit` inflated bytes."""
     rest = data
+    total = 0
     while rest:
         inflater = zlib.decompressobj(wbits=31)
-        try:
-            while True:
-                chunk = inflater.decompress(rest, _CHUNK)
-                out += chunk
-                if len(out) > limit:
-                    raise FileRejected(f"decompressed size exceeds the {limit}-byte limit (gzip bomb?)")
-                rest = inflater.unconsumed_tail
-                if inflater.eof or (not chunk and not rest):
-                    break
-        except zlib.error as exc:
-            raise FileRejected(f"bad gzip data: {exc}") from None
+        while True:
+            try:
+                chunk = inflater.decompress(rest, CHUNK_BYTES)
+            except zlib.error as exc:
+                raise FileRejected(f"bad gzip data: {exc}") from None
+            total += len(chunk)
+            if total > limit:
+                raise FileQuarantined(f"decompressed size exceeds the {limit}-byte limit (gzip bomb?)")
+            if chunk:
+                yield chunk
+            rest = inflater.unconsumed_tail
+            if inflater.eof or (not chunk and not rest):
+                break
         if not inflater.eof:
             raise FileRejected("bad gzip data: truncated stream")
         rest = inflater.unused_data
@@ -54,54 +80,53 @@ def gunzip_capped(data: bytes, limit: int) -> bytes:
             if rest.strip(b"\x00"):
                 raise FileRejected("bad gzip data: trailing garbage after the last member")
             break
-    return bytes(out)
 
 
-def _json_error(text: str, exc: Exception) -> FileRejected:
-    first_line = text.split("\n", 1)[0]
-    if "\n" in text.strip():
-        try:
-            orjson.loads(first_line)
-            return FileRejected("not JSON: looks like JSON Lines (one document per line); expected one JSON document")
-        except orjson.JSONDecodeError:
-            pass
-    return FileRejected(f"not JSON: {exc}")
+def _plain(data: bytes, limit: int) -> Iterator[bytes]:
+    if len(data) > limit:
+        raise FileQuarantined(f"file size exceeds the {limit}-byte limit")
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]
 
 
-def records_of(document: Any) -> list[Any]:
-    """Envelope {"actions": [...]}, a bare action object, or an array of actions."""
-    if isinstance(document, list):
-        return document
-    if isinstance(document, dict):
-        if "actions" in document:
-            actions = document["actions"]
-            if not isinstance(actions, list):
-                raise FileRejected(f'envelope "actions" is not an array (got {type(actions).__name__})')
-            return actions
-        return [document]
-    raise FileRejected(f"JSON document is not an object or array (got {type(document).__name__})")
-
-
-def parse_file(data: bytes, max_decompressed: int) -> ParsedFile:
-    """Records of one file, or FileRejected with the reason."""
-    parsed = ParsedFile()
-    if data.startswith(GZIP_MAGIC):
-        parsed.gzipped = True
-        data = gunzip_capped(data, max_decompressed)
-    elif len(data) > max_decompressed:
-        raise FileRejected(f"file size exceeds the {max_decompressed}-byte limit")
-    parsed.decompressed_bytes = len(data)
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM) :]
-    if not data.strip():
-        raise FileRejected("empty file")
+def _record(element: Element, max_record_bytes: int) -> Record:
+    raw = element.data[:RAW_SAMPLE_BYTES]
+    if element.oversized:
+        return Record(None, f"record is larger than {max_record_bytes} bytes", raw)
+    if not element.data.strip():
+        return Record(None, "record is empty (a stray comma?)", raw)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FileRejected(f"invalid UTF-8 at byte {exc.start}") from None
-    try:
-        document = orjson.loads(text)
+        return Record(orjson.loads(element.data), None, raw)
     except orjson.JSONDecodeError as exc:
-        raise _json_error(text, exc) from None
-    parsed.records = records_of(document)
-    return parsed
+        return Record(None, f"record is not valid JSON: {json_error(exc)}", raw)
+
+
+class FileReader:
+    """records() yields every element of one file; the attributes hold what the file said about itself."""
+
+    def __init__(self, data: bytes, limits: InputLimits) -> None:
+        self._data = data
+        self._limits = limits
+        self.gzipped = data.startswith(GZIP_MAGIC)
+        self.decompressed_bytes = 0
+        self.envelope: dict[str, Any] | None = None
+
+    def records(self) -> Iterator[Record]:
+        """Raises FileRejected (malformed) or FileQuarantined (over a limit) when the file cannot be taken whole."""
+        limits = self._limits
+        splitter = RecordSplitter(limits.max_record_bytes)
+        chunks = (_inflate if self.gzipped else _plain)(self._data, limits.max_decompressed_bytes)
+        count = 0
+        try:
+            for chunk in chunks:
+                self.decompressed_bytes += len(chunk)
+                for element in splitter.feed(chunk):
+                    count += 1
+                    if count > limits.max_records:
+                        raise FileQuarantined(f"more than {limits.max_records} records in one file")
+                    yield _record(element, limits.max_record_bytes)
+            for element in splitter.finish():
+                yield _record(element, limits.max_record_bytes)
+        except DocumentError as exc:
+            raise FileRejected(str(exc)) from None
+        self.envelope = splitter.envelope

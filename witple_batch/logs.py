@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -11,13 +12,26 @@ from typing import Any
 import orjson
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
-_KEY_PASSWORD = re.compile(r"(?i)\b(password|pwd|secret)=([^\s&]+)")
+_KEY_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|access_token|api_key|apikey|signature|x-amz-signature)=([^\s&'\"]+)"
+)
 
 
 def mask_secrets(text: str) -> str:
-    """Hide passwords in URLs (`postgresql://u:pw@h`) and in key=value strings."""
+    """Hide passwords in URLs (`postgresql://u:pw@h`) and secrets in key=value strings (`?token=...`)."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KEY_PASSWORD.sub(lambda m: f"{m[1]}=***", text)
+    return _KEY_SECRET.sub(lambda m: f"{m[1]}=***", text)
+
+
+def _masked(value: Any) -> Any:
+    """Mask every string inside a log event before it is serialised, so the line stays valid JSON."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +52,18 @@ class JsonFormatter(logging.Formatter):
             event.update(fields)
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)
-        return mask_secrets(orjson.dumps(event, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+        return orjson.dumps(
+            _masked(event), default=lambda v: mask_secrets(str(v)), option=orjson.OPT_SERIALIZE_NUMPY
+        ).decode()
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level() -> str | None:
+    """LOG_LEVEL (default INFO), or None when it names no level."""
+    value = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    return value if value in LEVELS else None
 
 
 def configure(job: str, level: str = "INFO") -> None:

@@ -1,35 +1,35 @@
-"""The shard partial format (witple-partial-v2): written by shard_job, read by reduce_job.
+"""The shard partial format (witple-partial-v3): written by shard_job, read by reduce_job.
 
 Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
 
-    users.ids.npy           (U,)   |S   UTF-8 user ids, sorted
-    users.counts.npy        (U,4)  i8   click, like, bookmark, other
-    users.weight.npy        (U,)   f8   sum of action weights
-    users.first_us.npy      (U,)   i8   epoch microseconds, NULL_TIME when unknown
-    users.last_us.npy       (U,)   i8
-    users.vector_sum.npy    (U,384) f4  sum of weight * place content vector
-    places.categories.npy   (P,)   |S   sorted with places.ids by (category, id)
-    places.ids.npy          (P,)   |S
-    places.counts|weight|first_us|last_us.npy    as for users
-    places.content.npy      (P,384) f4  L2-normalised content vectors
-    pairs.user.npy          (K,)   i4   index into users, sorted by (user, place)
-    pairs.place.npy         (K,)   i4   index into places
-    pairs.counts|weight|first_us|last_us.npy     as for users
-    files.json              every manifest file: status processed|rejected, reason, record counts
-    rejects.jsonl.gz        one line per rejected record or file
-    metrics.json            counts, seconds per stage, peak RSS
-    _SUCCESS.json           written last: sha256 of every file above, and what made the
-                            content vectors (model.onnx sha256, place text version)
+    users.id_offsets.npy       (U+1,)  i8   where each user id starts in users.id_utf8 (ids sorted)
+    users.id_utf8.npy          (B,)    u1   the UTF-8 bytes of every user id, one after another
+    places.category_offsets.npy, places.category_utf8.npy   the same for categories
+    places.id_offsets.npy, places.id_utf8.npy               and place ids; places sorted by (category, id)
+    places.content.npy         (P,384) f4   L2-normalised content vectors
+    places.text_sha256.npy     (P,32)  u1   sha256 of the place text each vector embeds
+    pairs.user.npy             (K,)    i4   index into users, sorted by (user, place)
+    pairs.place.npy            (K,)    i4   index into places
+    pairs.counts.npy           (K,4)   i8   click, like, bookmark, other
+    pairs.first_us.npy         (K,)    i8   epoch microseconds, NULL_TIME when unknown
+    pairs.last_us.npy          (K,)    i8
+    files.json                 every planned file: status processed|rejected|quarantined, counts
+    rejects.jsonl.gz           per file: the first rejected records and counts by reason
+    metrics.json               counts, seconds per stage, peak RSS
+    _SUCCESS.json              written last: sha256 of every file above, and what made the
+                               content vectors (model.onnx sha256, place text version)
 
-Every array is a plain .npy (never pickled); ids are fixed-width UTF-8 bytes. All files
-but metrics.json are byte-identical when a shard is rerun on the same input.
+Per-user and per-place totals are sums over pairs, so the pairs are the whole record of what
+happened. Ids are stored back to back with offsets: one long id costs its own bytes, not the
+width of every id. Every array is a plain .npy (never pickled). All files but metrics.json
+are byte-identical when a shard is rerun on the same input.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,44 +38,53 @@ import numpy as np
 import orjson
 
 from witple_batch.actions import COUNT_COLUMNS
-from witple_batch.aggregate import Stats
 from witple_batch.model_files import EMBEDDING_DIM
+from witple_batch.settings import PermanentError
 
-FORMAT = "witple-partial-v2"
+FORMAT = "witple-partial-v3"
 SUCCESS_FILE = "_SUCCESS.json"
 FILES_FILE = "files.json"
 REJECTS_FILE = "rejects.jsonl.gz"
 METRICS_FILE = "metrics.json"
-STAT_FIELDS = ("counts", "weight", "first_us", "last_us")
-_STAT_DTYPES = {"counts": np.int64, "weight": np.float64, "first_us": np.int64, "last_us": np.int64}
+SHA256_BYTES = 32
 
 
-class PartialError(Exception):
-    """A partial is missing, tampered with or malformed; the reduce must not apply it."""
+class PartialError(PermanentError):
+    """A partial is missing, tampered with or malformed; the reduce must not apply it (a retry reads the same)."""
 
 
 @dataclass
 class ShardPartial:
-    user_ids: np.ndarray
-    users: Stats
-    user_vector_sum: np.ndarray
-    place_categories: np.ndarray
-    place_ids: np.ndarray
-    places: Stats
-    place_content: np.ndarray
-    pair_user: np.ndarray
-    pair_place: np.ndarray
-    pairs: Stats
+    user_ids: list[str]  # sorted
+    place_categories: list[str]  # sorted with place_ids by (category, id)
+    place_ids: list[str]
+    place_content: np.ndarray  # (P, 384) float32
+    place_text_sha256: np.ndarray  # (P, 32) uint8
+    pair_user: np.ndarray  # (K,) int32
+    pair_place: np.ndarray  # (K,) int32
+    pair_counts: np.ndarray  # (K, 4) int64
+    pair_first_us: np.ndarray  # (K,) int64
+    pair_last_us: np.ndarray  # (K,) int64
     files: list[dict[str, Any]]
     content_model: str  # sha256 of the model.onnx that embedded place_content
     place_text_version: str
 
 
-def id_array(values: list[str]) -> np.ndarray:
-    """Fixed-width UTF-8 bytes: compact, vectorisable, and safe to load without pickle."""
+def string_column(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, utf8): the strings back to back, so storage follows each string's own length."""
     encoded = [v.encode("utf-8") for v in values]
-    width = max((len(v) for v in encoded), default=1)
-    return np.array(encoded, dtype=f"S{max(width, 1)}")
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+
+def strings(offsets: np.ndarray, utf8: np.ndarray, where: str) -> list[str]:
+    blob = utf8.tobytes()
+    bounds = offsets.tolist()
+    try:
+        return [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
+    except UnicodeDecodeError:
+        raise PartialError(f"{where}: an id is not valid UTF-8") from None
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -86,45 +95,46 @@ def _npy(array: np.ndarray) -> bytes:
 
 def _arrays(partial: ShardPartial) -> dict[str, np.ndarray]:
     arrays = {
-        "users.ids": partial.user_ids,
-        "users.vector_sum": partial.user_vector_sum,
-        "places.categories": partial.place_categories,
-        "places.ids": partial.place_ids,
         "places.content": partial.place_content,
+        "places.text_sha256": partial.place_text_sha256,
         "pairs.user": partial.pair_user,
         "pairs.place": partial.pair_place,
+        "pairs.counts": partial.pair_counts,
+        "pairs.first_us": partial.pair_first_us,
+        "pairs.last_us": partial.pair_last_us,
     }
-    for group, stats in (("users", partial.users), ("places", partial.places), ("pairs", partial.pairs)):
-        for name in STAT_FIELDS:
-            arrays[f"{group}.{name}"] = getattr(stats, name)
+    for name, values in (
+        ("users.id", partial.user_ids),
+        ("places.category", partial.place_categories),
+        ("places.id", partial.place_ids),
+    ):
+        arrays[f"{name}_offsets"], arrays[f"{name}_utf8"] = string_column(values)
     return arrays
 
 
-def gzip_lines(rows: list[dict[str, Any]]) -> bytes:
-    """JSON Lines, gzip with mtime 0 so the bytes depend on the rows alone."""
-    raw = b"".join(orjson.dumps(row) + b"\n" for row in rows)
-    return gzip.compress(raw, compresslevel=6, mtime=0)
-
-
-def encode_partial(
-    partial: ShardPartial, rejects: list[dict[str, Any]], metrics: dict[str, Any]
-) -> list[tuple[str, bytes]]:
-    """Every file of the partial, in upload order, `_SUCCESS.json` last."""
+def encode_partial(partial: ShardPartial) -> list[tuple[str, bytes]]:
+    """The arrays and files.json, in upload order (rejects, metrics and the marker come from the writer)."""
     files = [(f"{name}.npy", _npy(array)) for name, array in sorted(_arrays(partial).items())]
     files.append((FILES_FILE, orjson.dumps(partial.files, option=orjson.OPT_SORT_KEYS)))
-    files.append((REJECTS_FILE, gzip_lines(rejects)))
-    files.append((METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)))
+    return files
+
+
+def success_marker(partial: ShardPartial, digests: Mapping[str, str]) -> bytes:
+    """Written last: a shard is done exactly when this exists."""
     success = {
         "format": FORMAT,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files},
-        "users": len(partial.users),
-        "places": len(partial.places),
-        "pairs": len(partial.pairs),
+        "files": dict(digests),
+        "users": len(partial.user_ids),
+        "places": len(partial.place_ids),
+        "pairs": len(partial.pair_user),
         "content_model": partial.content_model,
         "place_text_version": partial.place_text_version,
     }
-    files.append((SUCCESS_FILE, orjson.dumps(success, option=orjson.OPT_SORT_KEYS)))
-    return files
+    return orjson.dumps(success, option=orjson.OPT_SORT_KEYS)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_success(data: bytes, where: str) -> dict[str, Any]:
@@ -143,7 +153,7 @@ def verify_checksum(name: str, data: bytes, success: Mapping[str, Any], where: s
     expected = success["files"].get(name)
     if expected is None:
         raise PartialError(f"{where}: {name} is not listed in {SUCCESS_FILE}")
-    if hashlib.sha256(data).hexdigest() != expected:
+    if sha256_hex(data) != expected:
         raise PartialError(f"{where}: checksum mismatch for {name}")
 
 
@@ -175,42 +185,46 @@ def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where
             raise PartialError(f"{where}: {key} is missing")
         return _check(_load(key, files[key], where), name, kind, shape, where)
 
-    def stats(group: str, n: int) -> Stats:
-        loaded = {}
-        for field in STAT_FIELDS:
-            shape: tuple[int, ...] = (n, COUNT_COLUMNS) if field == "counts" else (n,)
-            kind = np.dtype(_STAT_DTYPES[field]).kind
-            loaded[field] = array(f"{group}.{field}", kind, shape).astype(_STAT_DTYPES[field], copy=False)
-        if (loaded["counts"] < 0).any() or (loaded["weight"] < 0).any():
-            raise PartialError(f"{where}: {group} has negative counts or weights")
-        return Stats(**loaded)
+    def string_array(name: str) -> list[str]:
+        offsets = array(f"{name}_offsets", "i", (None,))
+        utf8 = array(f"{name}_utf8", "u", (None,))
+        if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(utf8) or (np.diff(offsets) < 0).any():
+            raise PartialError(f"{where}: {name}_offsets do not describe {name}_utf8")
+        return strings(offsets, utf8, where)
 
-    user_ids = array("users.ids", "S", (None,))
-    n_users = len(user_ids)
-    place_ids = array("places.ids", "S", (None,))
+    user_ids = string_array("users.id")
+    categories = string_array("places.category")
+    place_ids = string_array("places.id")
+    if len(categories) != len(place_ids):
+        raise PartialError(f"{where}: places.category and places.id differ in length")
     n_places = len(place_ids)
     pair_user = array("pairs.user", "i", (None,))
     n_pairs = len(pair_user)
     pair_place = array("pairs.place", "i", (n_pairs,))
     if n_pairs and (
-        pair_user.min() < 0 or pair_user.max() >= n_users or pair_place.min() < 0 or pair_place.max() >= n_places
+        pair_user.min() < 0 or pair_user.max() >= len(user_ids) or pair_place.min() < 0 or pair_place.max() >= n_places
     ):
         raise PartialError(f"{where}: pairs index outside users or places")
+    counts = array("pairs.counts", "i", (n_pairs, COUNT_COLUMNS))
+    if (counts < 0).any():
+        raise PartialError(f"{where}: pairs have negative counts")
     try:
         file_rows = orjson.loads(files[FILES_FILE])
     except (KeyError, orjson.JSONDecodeError):
         raise PartialError(f"{where}: {FILES_FILE} is missing or not JSON") from None
+    if not isinstance(file_rows, list) or not all(isinstance(r, dict) and "key" in r for r in file_rows):
+        raise PartialError(f"{where}: {FILES_FILE} is not a list of file rows")
     return ShardPartial(
         user_ids=user_ids,
-        users=stats("users", n_users),
-        user_vector_sum=array("users.vector_sum", "f", (n_users, EMBEDDING_DIM)),
-        place_categories=array("places.categories", "S", (n_places,)),
+        place_categories=categories,
         place_ids=place_ids,
-        places=stats("places", n_places),
-        place_content=array("places.content", "f", (n_places, EMBEDDING_DIM)),
+        place_content=array("places.content", "f", (n_places, EMBEDDING_DIM)).astype(np.float32, copy=False),
+        place_text_sha256=array("places.text_sha256", "u", (n_places, SHA256_BYTES)),
         pair_user=pair_user.astype(np.int64),
         pair_place=pair_place.astype(np.int64),
-        pairs=stats("pairs", n_pairs),
+        pair_counts=counts.astype(np.int64, copy=False),
+        pair_first_us=array("pairs.first_us", "i", (n_pairs,)).astype(np.int64, copy=False),
+        pair_last_us=array("pairs.last_us", "i", (n_pairs,)).astype(np.int64, copy=False),
         files=file_rows,
         content_model=success["content_model"],
         place_text_version=success["place_text_version"],

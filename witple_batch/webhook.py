@@ -1,7 +1,10 @@
 """The completion webhook: the main server's contract, HMAC-signed, retried on transient failures only.
 
 Signature: `X-Signature: sha256=<hex>` over `<X-Signature-Timestamp>.<raw body>` with
-WEBHOOK_SECRET, so a receiver can reject replays by the timestamp.
+WEBHOOK_SECRET, made afresh for every attempt so a receiver can reject replays by the
+timestamp. `Idempotency-Key: <batch_id>:<status>` lets it drop a notice it already has (a job
+killed after the POST but before recording it sends again). Redirects are not followed: a
+signed body goes to the configured URL or nowhere.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from typing import Any
 import orjson
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from witple_batch.config import CommonConfig
 from witple_batch.logs import event, mask_secrets
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class TransientDeliveryError(Exception):
@@ -76,10 +79,18 @@ def sign(body: bytes, secret: str, timestamp: str) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None  # the 3xx surfaces as an HTTPError: refused, not followed
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:
@@ -87,6 +98,19 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         raise PermanentDeliveryError(f"HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         raise TransientDeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+
+
+def headers_for(body: bytes, secret: str | None, idempotency_key: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "witple-batch/1",
+        IDEMPOTENCY_HEADER: idempotency_key,
+    }
+    if secret:
+        timestamp = str(int(time.time()))
+        headers[TIMESTAMP_HEADER] = timestamp
+        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp)
+    return headers
 
 
 def send(
@@ -98,13 +122,9 @@ def send(
     timeout: float = 10.0,
     backoff: float = 1.0,
 ) -> Delivery:
-    """POST once delivered; never raises (a failed notice must not undo committed data)."""
+    """POST until delivered; never raises (a failed notice must not undo committed data)."""
     body = orjson.dumps(body_fields)
-    headers = {"Content-Type": "application/json", "User-Agent": "witple-batch/1"}
-    if secret:
-        timestamp = str(int(time.time()))
-        headers[TIMESTAMP_HEADER] = timestamp
-        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp)
+    key = f"{body_fields['batch_id']}:{body_fields['job_status']}"
     tries = 0
 
     @retry(
@@ -115,7 +135,7 @@ def send(
     def post() -> int:
         nonlocal tries
         tries += 1
-        return _post_once(url, body, headers, timeout)
+        return _post_once(url, body, headers_for(body, secret, key), timeout)
 
     try:
         status = post()
@@ -135,30 +155,3 @@ def send(
         job_status=body_fields["job_status"],
     )
     return Delivery(True, tries, status, None)
-
-
-def send_failed(
-    common: CommonConfig,
-    batch_id: str,
-    message: str,
-    seconds: float,
-    metadata: dict[str, Any],
-    *,
-    attempts: int = 5,
-    timeout: float = 10.0,
-) -> None:
-    """The FAILED notice, from whichever job failed for good (no-op without WEBHOOK_URL)."""
-    if common.webhook_url is None:
-        return
-    body = payload(
-        job_id=common.job_id,
-        job_name=common.job_name,
-        status=FAILED,
-        batch_id=batch_id,
-        processed_records=0,
-        processing_time_seconds=seconds,
-        s3_input_path=common.s3_input_path,
-        error_message=message,
-        metadata=metadata,
-    )
-    send(common.webhook_url, body, secret=common.webhook_secret, attempts=attempts, timeout=timeout)

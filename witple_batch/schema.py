@@ -17,9 +17,9 @@ REDUCE_LOCK = 7_431_020_002
 
 
 def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) sorted by version, from reduce_job/migrations/NNN_name.sql."""
+    """(version, name, sql) sorted by version, from witple_batch/migrations/NNN_name.sql."""
     found = []
-    for entry in resources.files("reduce_job.migrations").iterdir():
+    for entry in resources.files("witple_batch.migrations").iterdir():
         if entry.name.endswith(".sql"):
             version, _, name = entry.name.removesuffix(".sql").partition("_")
             found.append((int(version), name, entry.read_text()))

@@ -1,0 +1,43 @@
+"""`python -m reduce_job rebuild-vectors`: every vector recomputed from the tables, in one transaction.
+
+Under the reduce lock, so no batch interleaves; the database streams the interaction table
+through its aggregates, so the job's memory does not grow with users or pairs. The space is
+the one the stored content vectors were made in (vector_space), with today's ACTION_WEIGHTS.
+It is the batch path with an empty batch (the same statements), told to recompute everything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from reduce_job import staging, vectors
+from reduce_job.run import apply_staged
+from witple_batch.config import DEFAULT_WEIGHTS, common_from_env, parse_weights
+from witple_batch.database import connect_for, set_timeouts
+from witple_batch.schema import REDUCE_LOCK, migrate
+from witple_batch.settings import ConfigError, env_str
+
+
+def rebuild_vectors() -> dict[str, Any]:
+    common = common_from_env()
+    weights = parse_weights(env_str("ACTION_WEIGHTS", DEFAULT_WEIGHTS) or DEFAULT_WEIGHTS)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    with connect_for(common, "reduce_job.rebuild") as conn:
+        migrate(conn)
+        staging.create(conn)  # empty: a rebuild is a batch of nothing with every vector recomputed
+        with conn.transaction():
+            set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+            stored = vectors.stored_space(conn)
+            if stored is None:
+                raise ConfigError("no vectors to rebuild yet: no batch has been applied")
+            space = vectors.space_of(stored["model"], stored["text_version"], weights)
+            result = apply_staged(conn, space, seconds, everything=True)
+    return {
+        "vectors": result["vectors"],
+        "written": result["written"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "space": {**stored, "weights": weights},
+    }

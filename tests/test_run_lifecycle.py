@@ -1,0 +1,366 @@
+"""The run's state machine on real services: claims, leases, quarantine, notices that follow states,
+readers never blocked. Concurrency is forced (a blocker holds the lock until pg_locks shows the
+waiters), not hoped for; processes are killed at chosen points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import orjson
+import psycopg
+import pytest
+
+from local_stack.fault_proxy import FaultProxy
+from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
+from tests.helpers import REPO, fresh_env, plan_run, query, reduce_in_process, run_child, run_module, seed, work_objects
+from tests.test_reduce_job import assert_database_matches
+from witple_batch.run_state import PLAN_LOCK
+from witple_batch.schema import REDUCE_LOCK
+
+SECRET = "lifecycle-secret"
+
+
+@pytest.fixture(scope="module")
+def sample() -> SampleSet:
+    return generate(actions=1_200, users=100, places=40, seed=31, batch_size=30, malformed_files=0)
+
+
+def _env(s3_env, model_dir, database_url, receiver=None, **extra):
+    more = {"DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, "WEBHOOK_ATTEMPTS": "2", **extra}
+    if receiver is not None:
+        more["WEBHOOK_URL"] = receiver.url
+    return fresh_env(s3_env, model_dir, **more)
+
+
+def _batch(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**env, "BATCH_ID": f"b-{uuid.uuid4().hex[:10]}", **extra}
+
+
+def _start(module: str, env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"never happened: {what}")
+
+
+def _advisory_waiters(url: str, key: int) -> int:
+    return query(
+        url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s",
+        (key,),
+    )[0][0]
+
+
+def _sharded(env: dict[str, str], files: list[SampleFile], sample: SampleSet) -> None:
+    """Seeded, planned as one shard and that shard run: ready for the reduce."""
+    seed(env, SampleSet(files, sample.expected))
+    plan_run(env, shards=1)
+    run_child(env, 0)
+
+
+def _expected_of(files: list[SampleFile]) -> Expected:
+    from tests.test_reduce_job import _actions_of
+
+    expected = Expected()
+    for item in files:
+        for action in _actions_of(item):
+            expected.add(action)
+    return expected
+
+
+def test_two_planners_at_once_claim_disjoint_files(s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    seed(env, sample)
+    first, second = _batch(env), _batch(env)
+    plan_run(_batch(env), shards=1, max_files=1)  # migrates the schema; takes the oldest file
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK,))
+        planners = [_start("shard_job", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)]
+        _wait_for(lambda: _advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
+        blocker.rollback()
+    outputs = [json.loads(p.communicate(timeout=120)[0]) for p in planners]
+    assert [o["files"] for o in outputs] == [10, 10]
+    claimed = {
+        b["BATCH_ID"]: {
+            k for (k,) in query(database_url, "SELECT key FROM file_claims WHERE batch_id = %s", (b["BATCH_ID"],))
+        }
+        for b in (first, second)
+    }
+    assert claimed[first["BATCH_ID"]].isdisjoint(claimed[second["BATCH_ID"]])
+    assert len(claimed[first["BATCH_ID"]] | claimed[second["BATCH_ID"]]) == 20
+
+
+def test_a_planner_during_a_run_in_flight_leaves_its_files_out(s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    older, newer = sample.files[:20], sample.files[20:]
+    seed(env, SampleSet(older, sample.expected))
+    in_flight = _batch(env)
+    assert plan_run(in_flight, shards=1)["files"] == 20
+    seed(env, SampleSet(newer, sample.expected))
+    later = _batch(env)
+    assert plan_run(later, shards=1)["files"] == len(newer)  # only what no run holds
+    for batch in (in_flight, later):
+        run_child(batch, 0)
+        reduce_in_process(batch)
+    assert_database_matches(database_url, sample.expected)
+    assert plan_run(_batch(env), shards=1)["files"] == 0
+    assert query(database_url, "SELECT count(*) FROM file_claims") == [(0,)]  # released on commit
+
+
+def test_an_abandoned_run_frees_its_files_and_cannot_commit_late(s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    seed(env, SampleSet(sample.files[:10], sample.expected))
+    abandoned = _batch(env)
+    plan_run(abandoned, shards=1)
+    run_child(abandoned, 0)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # as if its lease ran out
+        conn.execute("UPDATE file_claims SET expires_at = now() - interval '1 second'")
+        conn.execute("UPDATE batch_runs SET lease_expires_at = now() - interval '1 second'")
+    retry = _batch(env)
+    assert plan_run(retry, shards=1)["files"] == 10
+    assert query(
+        database_url, "SELECT status, error FROM batch_runs WHERE batch_id = %s", (abandoned["BATCH_ID"],)
+    ) == [("failed", "abandoned: the lease expired before the run committed")]
+    late = run_module("reduce_job", abandoned)
+    assert late.returncode == 2
+    assert "was recorded failed" in late.stderr
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
+    run_child(retry, 0)
+    reduce_in_process(retry)
+    assert_database_matches(database_url, _expected_of(sample.files[:10]))
+    statuses = sorted((r.json["batch_id"], r.json["job_status"]) for r in receiver.received)
+    assert statuses == sorted([(abandoned["BATCH_ID"], "FAILED"), (retry["BATCH_ID"], "SUCCEEDED")])
+
+
+def test_a_planner_killed_before_its_commit_holds_nothing(moto, s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    seed(env, SampleSet(sample.files[:10], sample.expected))
+    plan_run(_batch(env), shards=1, max_files=1)  # schema in place
+    batch = _batch(env)
+    with FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "PUT" and "manifest.json" in path) as proxy:
+        planner = _start("shard_job", {**batch, "AWS_ENDPOINT_URL": proxy.url}, "plan", "--shards", "2")
+        _wait_for(proxy.hung.is_set, "the planner writing its manifest")
+        planner.send_signal(signal.SIGKILL)
+        planner.wait()
+    assert query(database_url, "SELECT count(*) FROM file_claims WHERE batch_id = %s", (batch["BATCH_ID"],)) == [(0,)]
+    assert query(database_url, "SELECT count(*) FROM batch_runs WHERE batch_id = %s", (batch["BATCH_ID"],)) == [(0,)]
+    orphans = work_objects(batch, f"batch-work/runs/{batch['BATCH_ID']}/plan/")
+    assert len(orphans) == 2  # the shard lists it wrote before dying
+    again = plan_run(batch, shards=2)  # the same BATCH_ID: the orphans are replaced, create-only
+    assert again["files"] == 9
+
+
+def test_notices_follow_the_attempts_of_a_failing_reduce(moto, s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
+    _sharded(env, sample.files[:6], sample)
+    with FaultProxy.running(moto.endpoint, fail_keys=("pairs.counts.npy",)) as proxy:
+        faulty = {**env, "AWS_ENDPOINT_URL": proxy.url}
+        for attempt in ("1", "2"):
+            result = run_module("reduce_job", {**faulty, "AWS_BATCH_JOB_ATTEMPT": attempt})
+            assert result.returncode == 1, result.stderr[-2000:]
+            assert "failure will be retried by Batch; no notice sent" in result.stderr
+        assert receiver.received == []
+        last = run_module("reduce_job", {**faulty, "AWS_BATCH_JOB_ATTEMPT": "3"})
+        assert last.returncode == 1
+    [notice] = receiver.received
+    assert notice.json["job_status"] == "FAILED" and notice.signature_valid(SECRET)
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("failed", "FAILED")]
+    assert query(database_url, "SELECT count(*) FROM file_claims") == [(0,)]
+
+
+def test_a_reduce_failing_after_its_commit_never_sends_failed(moto, s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
+    _sharded(env, sample.files[:6], sample)
+    with FaultProxy.running(moto.endpoint, fail_keys=("report.json",)) as proxy:
+        last = run_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "3"})
+    assert last.returncode == 1
+    assert "the run is committed, not failed" in last.stderr
+    assert receiver.received == []  # the data is committed: FAILED would contradict the database
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
+    assert run_module("reduce_job", env).returncode == 0
+    assert [r.json["job_status"] for r in receiver.received] == ["SUCCEEDED"]
+    assert_database_matches(database_url, _expected_of(sample.files[:6]))
+
+
+def test_a_broken_setting_on_50_children_sends_one_failed(s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver, MAX_RECORDS_PER_FILE="lots")
+    seed(env, SampleSet(sample.files[:2], sample.expected))
+    plan_run(env, shards=1)
+    children = []
+    for index in range(50):
+        children.append(_start("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}))
+        if len(children) % 10 == 0:
+            for child in children[-10:]:
+                child.communicate(timeout=120)
+    assert {child.returncode for child in children} == {2}
+    [notice] = receiver.received
+    assert notice.json["job_status"] == "FAILED"
+    assert "MAX_RECORDS_PER_FILE must be an integer" in notice.json["error_message"]
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("failed", "FAILED")]
+
+
+def test_a_file_over_the_size_limit_is_quarantined_until_released(s3_env, model_dir, database_url, sample):
+    big_key = "user-actions/year=2025/month=01/day=15/hour=14/batch-1-1-bigbig00.json"
+    action = {"user_id": "user-big", "place_id": "1", "place_category": "nature", "action_type": "like"}
+    big = SampleFile(big_key, orjson.dumps({"actions": [action], "pad": "x" * (1 << 20)}))
+    env = _env(s3_env, model_dir, database_url, MAX_OBJECT_MB="1")
+    normal = sample.files[:8]
+    seed(env, SampleSet([*normal, big], sample.expected))
+    plan_run(env, shards=1)
+    metrics = run_child(env, 0)
+    assert metrics["files_quarantined"] == 1
+    reduce_in_process(env)
+    assert_database_matches(database_url, _expected_of(normal))  # the run completed for every other file
+    [(status, reason)] = query(database_url, "SELECT status, reason FROM processed_files WHERE key = %s", (big_key,))
+    assert status == "quarantined" and "exceeds the 1048576-byte limit (not read)" in reason
+    listed = run_module("shard_job", env, "quarantine", "--list")
+    assert [json.loads(line)["key"] for line in listed.stdout.splitlines()] == [big_key]
+    assert plan_run(_batch(env), shards=1)["files"] == 0  # skipped by later plans
+    released = run_module("shard_job", env, "quarantine", "--release", big_key)
+    assert released.returncode == 0, released.stderr
+    again = _batch(env, MAX_OBJECT_MB="4")  # the operator raised the limit
+    assert plan_run(again, shards=1)["files"] == 1
+    run_child(again, 0)
+    reduce_in_process(again)
+    assert query(database_url, "SELECT total_likes FROM user_behavior_vectors WHERE user_id = 'user-big'") == [(1,)]
+    assert run_module("shard_job", env, "quarantine", "--release", big_key).returncode == 2
+
+
+def test_a_file_that_stops_two_attempts_is_quarantined_by_the_third(moto, s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    files = sample.files[:8]
+    seed(env, SampleSet(files, sample.expected))
+    plan_run(env, shards=1)
+    poison = files[5].key
+    # attempt 1 died without a trace (out of memory); attempt 2 notes each file and dies on the poison one
+    hang = FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "GET" and poison.split("/")[-1] in path)
+    with hang as proxy:
+        child = _start("shard_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "2"})
+        _wait_for(proxy.hung.is_set, "attempt 2 reading the poison file")
+        _wait_for(
+            lambda: (
+                poison.encode() in b"".join(work_objects(env, f"batch-work/runs/{env['BATCH_ID']}/progress/").values())
+            ),
+            "its progress note",
+        )
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    metrics = run_child({**env, "AWS_BATCH_JOB_ATTEMPT": "3"}, 0)
+    assert metrics["files_quarantined"] == 1
+    reduce_in_process(env)
+    [(status, reason)] = query(database_url, "SELECT status, reason FROM processed_files WHERE key = %s", (poison,))
+    assert status == "quarantined" and "stopped while reading it on attempt 2" in reason
+    assert_database_matches(database_url, _expected_of([f for f in files if f.key != poison]))
+
+
+def test_readers_are_never_blocked_by_a_reduce(s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    _sharded(env, sample.files[:20], sample)
+    reduce_in_process(env)
+    second = _batch(env)
+    _sharded(second, sample.files[20:], sample)
+    with psycopg.connect(database_url) as blocker:
+        # hold one user row: the reduce stops inside its transaction after writing every place
+        blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
+        reduce = _start("reduce_job", second)
+        _wait_for(
+            lambda: (
+                query(
+                    database_url,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'reduce_job' AND wait_event_type = 'Lock'",
+                )[0][0]
+                == 1
+            ),
+            "the reduce waiting inside its transaction",
+        )
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            reader.execute("SET lock_timeout = '500ms'")
+            started = time.monotonic()
+            nearest = reader.execute(
+                "SELECT place_id FROM place_vectors ORDER BY content_vector <=> "
+                "(SELECT content_vector FROM place_vectors ORDER BY id LIMIT 1) LIMIT 10"
+            ).fetchall()
+            users = reader.execute("SELECT count(*) FROM user_behavior_vectors").fetchone()
+            assert time.monotonic() - started < 0.5
+        assert len(nearest) == 10 and users[0] > 0
+        blocker.rollback()
+    assert reduce.wait(timeout=120) == 0
+    assert_database_matches(database_url, sample.expected)
+
+
+def test_the_notice_is_idempotent_re_signed_per_attempt_and_never_redirected(
+    s3_env, model_dir, database_url, receiver, sample
+):
+    receiver.script[:] = [503, 200]
+    env = _env(s3_env, model_dir, database_url, receiver)
+    _sharded(env, sample.files[:3], sample)
+    reduce_in_process(env)
+    first, second = receiver.received
+    assert first.body == second.body
+    for delivery in (first, second):
+        assert delivery.headers["Idempotency-Key"] == f"{env['BATCH_ID']}:SUCCEEDED"
+        assert delivery.signature_valid(SECRET)
+    assert int(second.headers["X-Signature-Timestamp"]) > int(first.headers["X-Signature-Timestamp"])
+
+    receiver.received.clear()
+    receiver.script[:] = [307]
+    moved = _batch(env)
+    _sharded(moved, sample.files[3:6], sample)
+    reduce_in_process(moved)
+    assert [r.status for r in receiver.received] == [307]  # refused, not followed to the Location
+    assert query(
+        database_url, "SELECT webhook_status, webhook_error FROM batch_runs WHERE batch_id = %s", (moved["BATCH_ID"],)
+    ) == [("failed", "HTTP 307")]
+
+
+def test_a_missing_webhook_secret_is_one_warning(s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    env.pop("WEBHOOK_SECRET")
+    seed(env, SampleSet(sample.files[:2], sample.expected))
+    plan_run(env, shards=1)
+    child = run_module("shard_job", env)
+    reduce = run_module("reduce_job", env)
+    assert child.returncode == 0 and reduce.returncode == 0
+    for result in (child, reduce):
+        warnings = [line for line in result.stderr.splitlines() if "WEBHOOK_SECRET is not set" in line]
+        assert len(warnings) == 1 and json.loads(warnings[0])["level"] == "WARNING"
+    [delivery] = receiver.received
+    assert "X-Signature" not in delivery.headers
+
+
+def test_the_reduce_lock_serialises_two_reduces_of_the_same_batch(s3_env, model_dir, database_url, receiver, sample):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    _sharded(env, sample.files[:10], sample)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+        reduces = [_start("reduce_job", env) for _ in range(2)]
+        _wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 2, "both reduces waiting on the reduce lock")
+        blocker.rollback()
+    for reduce in reduces:
+        _, err = reduce.communicate(timeout=120)
+        assert reduce.returncode == 0, err[-2000:]
+    assert_database_matches(database_url, _expected_of(sample.files[:10]))
+    assert [r.json["job_status"] for r in receiver.delivered()] == ["SUCCEEDED"]
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(10,)]

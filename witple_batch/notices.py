@@ -1,0 +1,128 @@
+"""A run's completion notice: SUCCEEDED from the reduce after commit, FAILED from whichever job
+failed for good. Notices follow states, never the other way round: under the run's notice
+lock the sender reads the state, sends only what it allows (SUCCEEDED from committed, FAILED
+from failed, once), and records what happened. Without the database there is no state to
+follow, so no notice: the EventBridge rule on failed Batch jobs covers that case.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from witple_batch import run_state, webhook
+from witple_batch.config import CommonConfig, common_from_env, required_batch_id
+from witple_batch.database import DatabaseUnavailable, connect_for
+from witple_batch.logs import event, mask_secrets
+from witple_batch.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a notice went: the webhook's outcome, or why none was sent."""
+
+    sent: bool
+    webhook_status: str | None  # delivered | failed | not_configured; None when not sent
+    reason: str | None = None
+
+
+def _allowed(run: run_state.Run | None, status: str) -> str | None:
+    """None when the state allows this notice now, else why not."""
+    if run is None:
+        return "the run is not in the database"
+    if run.notice is not None:
+        return f"{run.notice} was already sent for this run"
+    wanted = "committed" if status == webhook.SUCCEEDED else "failed"
+    if run.status != wanted:
+        return f"the run is {run.status}, not {wanted}"
+    return None
+
+
+def notify(conn: psycopg.Connection, common: CommonConfig, batch_id: str, body: dict[str, Any]) -> Delivery:
+    """Send `body` (its job_status says which notice) if the run's state allows it; record the outcome."""
+    status = body["job_status"]
+    run_state.lock_notice(conn, batch_id)
+    try:
+        refused = _allowed(run_state.get(conn, batch_id), status)
+        if refused is not None:
+            event(log, "no notice sent", batch_id=batch_id, job_status=status, reason=refused)
+            return Delivery(False, None, refused)
+        if common.webhook_url is None:
+            run_state.record_notice(conn, batch_id, status, "not_configured", 0, None)
+            return Delivery(True, "not_configured")
+        delivery = webhook.send(
+            common.webhook_url,
+            body,
+            secret=common.webhook_secret,
+            attempts=common.webhook_attempts,
+            timeout=common.webhook_timeout,
+        )
+        outcome = "delivered" if delivery.delivered else "failed"
+        run_state.record_notice(conn, batch_id, status, outcome, delivery.attempts, delivery.error)
+        return Delivery(True, outcome)
+    finally:
+        run_state.unlock_notice(conn, batch_id)
+
+
+def fail_and_notify(
+    common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]
+) -> Delivery:
+    """Record the run failed (unless it committed), then send FAILED if that is what the state says."""
+    if common.database_url is None:
+        event(log, "no FAILED notice: DATABASE_URL is not set, so the failure cannot be recorded", logging.ERROR)
+        return Delivery(False, None, "no database")
+    body = webhook.payload(
+        job_id=common.job_id,
+        job_name=common.job_name,
+        status=webhook.FAILED,
+        batch_id=batch_id,
+        processed_records=0,
+        processing_time_seconds=seconds,
+        s3_input_path=common.s3_input_path,
+        error_message=message,
+        metadata=metadata,
+    )
+    try:
+        with connect_for(common, "witple-notice") as conn:
+            run_state.fail(conn, batch_id, mask_secrets(message))
+            return notify(conn, common, batch_id, body)
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        event(
+            log,
+            "no FAILED notice: the failure cannot be recorded",
+            logging.ERROR,
+            batch_id=batch_id,
+            error=mask_secrets(str(exc)).strip(),
+        )
+        return Delivery(False, None, "database unavailable")
+
+
+def on_job_failure(stage: str, message: str, permanent: bool, seconds: float, metadata: dict[str, Any]) -> None:
+    """What a failed job does: nothing when Batch will try again; on a final failure (a permanent
+    error or the last attempt), record the run failed and send the one FAILED notice."""
+    try:
+        common = common_from_env()
+        batch_id = required_batch_id()
+    except ConfigError as exc:  # the settings themselves are broken: no run to record, nowhere to send
+        event(log, f"no FAILED notice: {exc}", logging.ERROR)
+        return
+    if not (permanent or common.last_attempt):
+        event(
+            log,
+            "failure will be retried by Batch; no notice sent",
+            attempt=common.attempt,
+            attempts=common.job_attempts,
+        )
+        return
+    fail_and_notify(
+        common,
+        batch_id,
+        f"{stage} failed on attempt {common.attempt}/{common.job_attempts}: {message}",
+        seconds,
+        {"stage": stage, "attempt": common.attempt, "attempts": common.job_attempts, **metadata},
+    )
