@@ -35,14 +35,18 @@ from local_stack.array_runner import run_array
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
-from witple_batch.config import DEFAULT_WORK_PREFIX
-from witple_batch.place_text import place_text
+from witple_batch.config import common_from_env
 from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-e2e"
 DAYS = {"day 1": ("user-actions/day1/", 1), "day 2": ("user-actions/day2/", 2)}  # S3 prefix, generator seed
+
+
+def baseline_text(category: str, place_id: str) -> str:
+    """What the original embedded for a place: its category and id (it had no catalogue)."""
+    return f"{category.replace('_', ' ')} place {place_id}"
 
 
 def baseline(client: Any, database_url: str, threads: int, prefix: str) -> dict[str, float]:
@@ -74,7 +78,7 @@ def baseline(client: Any, database_url: str, threads: int, prefix: str) -> dict[
                 except (KeyError, TypeError):
                     continue
                 actions += 1
-                users.setdefault(uid, []).append(f"{kind} {place_text(cat, pid)}")
+                users.setdefault(uid, []).append(f"{kind} {baseline_text(cat, pid)}")
                 stats = places.setdefault((cat, pid), {"click": 0, "like": 0, "bookmark": 0})
                 if kind in stats:
                     stats[kind] += 1
@@ -85,7 +89,7 @@ def baseline(client: Any, database_url: str, threads: int, prefix: str) -> dict[
     user_vectors = {uid: model.encode([" ".join(texts)], show_progress_bar=False)[0] for uid, texts in users.items()}
     place_vectors = {
         key: model.encode(
-            [f"{place_text(*key)} likes {s['like']} bookmarks {s['bookmark']} clicks {s['click']}"],
+            [f"{baseline_text(*key)} likes {s['like']} bookmarks {s['bookmark']} clicks {s['click']}"],
             show_progress_bar=False,
         )[0]
         for key, s in places.items()
@@ -141,7 +145,9 @@ def ours(env: dict[str, str], shards: int) -> dict[str, Any]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "reduce_job"], env={**os.environ, **env}, capture_output=True, check=True)
     timings["reduce"] = time.perf_counter() - started
-    report = load_report(s3_client(env["AWS_REGION"]), RunLayout(BUCKET, DEFAULT_WORK_PREFIX, env["BATCH_ID"]))
+    common = common_from_env(env)
+    layout = RunLayout(common.work_bucket, common.work_prefix, env["BATCH_ID"])
+    report = load_report(s3_client(env["AWS_REGION"]), layout)
     return {"timings": timings, "report": report}
 
 

@@ -1,9 +1,10 @@
 """int8 ONNX embedder vs sentence-transformers FP32 on PyTorch: same texts, same threads, one run.
 
-    .venv/bin/python benchmarks/embed_bench.py [--texts 6000] [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/embed_bench.py [--kind catalogue|short] [--texts N] [--threads 2] [--repeats 3]
 
-The texts mimic what the shard job embeds: mostly short place texts from the v1 template,
-plus descriptions of varied length in English and Korean (as a catalog would add).
+`catalogue` texts are what a shard embeds for a place the catalogue knows, composed by the
+real place_text: name, category, region and city, then an English or Korean overview of 40 to
+200 words (50 to 250 tokens). `short` texts are names, categories and fallback texts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from witple_batch.embedder import Embedder
-from witple_batch.place_text import place_text
+from witple_batch.place_text import CatalogueEntry, place_text
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("restaurants", "accommodation", "nature", "humanities", "shopping", "leisure_sports")
@@ -33,17 +34,25 @@ WORDS = (
 KOREAN = "서울 부산 제주 카페 맛집 해변 시장 박물관 한옥 등산로 전망대 야경 숙소 펜션 공원 온천 축제 거리".split()
 
 
-def realistic_texts(n: int, seed: int = 7) -> list[str]:
+def realistic_texts(kind: str, n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     texts = []
     for _ in range(n):
-        kind = rng.random()
-        if kind < 0.6:
-            texts.append(place_text(rng.choice(CATEGORIES), str(rng.randint(1, 999_999))))
-        elif kind < 0.85:
-            texts.append(" ".join(rng.choices(WORDS, k=rng.randint(4, 40))))
-        else:
-            texts.append(" ".join(rng.choices(KOREAN + WORDS, k=rng.randint(4, 60))))
+        category = rng.choice(CATEGORIES)
+        if kind == "short":
+            short = rng.random() < 0.5
+            texts.append(
+                place_text(category, None if short else CatalogueEntry(name=" ".join(rng.choices(WORDS, k=3))))
+            )
+            continue
+        vocabulary = KOREAN + WORDS if rng.random() < 0.5 else WORDS
+        entry = CatalogueEntry(
+            name=" ".join(rng.choices(vocabulary, k=rng.randint(2, 5))),
+            region=rng.choice(KOREAN[:3]),
+            city=rng.choice(KOREAN[:3]),
+            overview=" ".join(rng.choices(vocabulary, k=rng.randint(40, 200))),
+        )
+        texts.append(place_text(category, entry))
     return texts
 
 
@@ -58,7 +67,7 @@ def time_it(fn: object, repeats: int) -> tuple[float, np.ndarray]:
 
 def run_contender(args: argparse.Namespace) -> None:
     """One contender in its own process, so neither thread pool disturbs the other."""
-    texts = realistic_texts(args.texts)
+    texts = realistic_texts(args.kind, args.texts)
     if args.only == "reference":
         import torch
         from sentence_transformers import SentenceTransformer
@@ -80,7 +89,8 @@ def run_contender(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--texts", type=int, default=6000)
+    parser.add_argument("--kind", choices=("catalogue", "short"), default="catalogue")
+    parser.add_argument("--texts", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", REPO / ".cache/model")))
@@ -104,6 +114,8 @@ def main() -> None:
                     tmp,
                     "--texts",
                     str(args.texts),
+                    "--kind",
+                    args.kind,
                     "--threads",
                     str(args.threads),
                     "--repeats",
@@ -118,7 +130,11 @@ def main() -> None:
             vectors[contender] = np.load(Path(tmp, f"{contender}.npy"))
     cosines = (vectors["reference"] * vectors["ours"]).sum(axis=1)
     n = args.texts
-    print(f"texts: {n}  threads: {args.threads}  repeats: {args.repeats} (median), each contender in its own process")
+    lengths = [len(t.split()) for t in realistic_texts(args.kind, args.texts)]
+    print(
+        f"{args.kind} texts: {n} ({statistics.median(lengths):.0f} words median)  threads: {args.threads}  "
+        f"repeats: {args.repeats} (median), each contender in its own process"
+    )
     print(f"{'embedder':<46}{'seconds':>10}{'texts/s':>10}")
     for name, label in (
         ("reference", "sentence-transformers FP32 (PyTorch, bs 32)"),

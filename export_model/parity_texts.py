@@ -84,9 +84,19 @@ def _place_like() -> list[str]:
 
 
 def _templated() -> list[str]:
-    from witple_batch.place_text import place_text
+    """Texts as the shards compose them: catalogue entries (English and Korean) and fallbacks."""
+    from witple_batch.place_text import CatalogueEntry, place_text
 
-    return [place_text(category, str(place_id)) for category in CATEGORIES for place_id in (3, 1024, 880011)]
+    entries = [
+        CatalogueEntry(name=name, overview=overview, region=region, city=city)
+        for name, overview, (region, city) in zip(
+            ("Harbour View Cafe", "해운대 해수욕장", "Royal Palace"),
+            (ENGLISH[0], KOREAN[1], ENGLISH[2] + " " + KOREAN[2]),
+            (("Busan", "Haeundae"), ("부산", "해운대구"), ("Seoul", "Jongno")),
+            strict=True,
+        )
+    ]
+    return [place_text(category, entry) for category in CATEGORIES for entry in (*entries, None)]
 
 
 def _long() -> list[str]:

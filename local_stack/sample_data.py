@@ -1,7 +1,9 @@
-"""Sample action files in the collection server's exact format, with the totals they must produce.
+"""Sample action files in the collection server's exact format, with the totals they must produce,
+and a place catalogue in the main server's shape.
 
 Used by the local runner, the tests and the benchmarks: one generator, so every check
-compares against the same expectations.
+compares against the same expectations. Places belong to themes (beach, mountain, food,
+history, art); each user leans to one theme, so behaviour vectors have something to find.
 """
 
 from __future__ import annotations
@@ -17,6 +19,41 @@ import numpy as np
 import orjson
 
 CATEGORIES = ("restaurants", "accommodation", "nature", "humanities", "shopping", "leisure_sports")
+THEMES = {
+    "beach": (
+        ("Sunset", "Blue", "Pebble", "Coral", "Harbour"),
+        ("Beach", "Bay", "Pier", "Island Cove", "Surf Point"),
+        "sand, waves, surfing lessons, seafood shacks and sunsets over the sea",
+    ),
+    "mountain": (
+        ("Misty", "Pine", "Granite", "High", "Maple"),
+        ("Peak Trail", "Valley Lodge", "Ridge", "Summit Hut", "Forest Path"),
+        "hiking trails, autumn leaves, mountain streams and a cable car to the summit",
+    ),
+    "food": (
+        ("Grandma's", "Smoky", "Spicy", "Golden", "Night Market"),
+        ("Noodle House", "Barbecue", "Stew Kitchen", "Dumpling Bar", "Street Food Alley"),
+        "grilled meat, spicy stews, hand-pulled noodles and late-night street food",
+    ),
+    "history": (
+        ("Royal", "Old", "Ancient", "Dynasty", "Heritage"),
+        ("Palace", "Fortress", "Temple", "Hanok Village", "Tomb Park"),
+        "palace gates, old temples, royal tombs and guided history tours",
+    ),
+    "art": (
+        ("Modern", "Open", "Gallery", "Studio", "Indie"),
+        ("Art Museum", "Design Plaza", "Craft Workshop", "Gallery Street", "Mural Alley"),
+        "contemporary art, design exhibitions, craft workshops and street murals",
+    ),
+}
+THEME_NAMES = tuple(THEMES)
+CITIES = (
+    ("Busan", "Haeundae"),
+    ("Jeju", "Seogwipo"),
+    ("Seoul", "Jongno"),
+    ("Gangwon", "Sokcho"),
+    ("Gyeongju", "Hwango"),
+)
 TYPES = ("click", "like", "bookmark", "share")
 TYPE_P = (0.72, 0.18, 0.08, 0.02)
 WEIGHTS = {"click": 1.0, "like": 3.0, "bookmark": 5.0}
@@ -81,6 +118,69 @@ class SampleSet:
     expected: Expected
 
 
+@dataclass(frozen=True)
+class CatalogueRow:
+    """One row of the main server's place_recommendations table."""
+
+    place_id: int
+    table_name: str
+    name: str
+    overview: str
+    region: str
+    city: str
+    category: str
+    theme: str
+
+
+def theme_of_place(place: int) -> int:
+    return (place * 7 + 3) % len(THEMES)
+
+
+def place_key(place: int) -> tuple[str, int]:
+    """(category, id) of sample place `place`: what its actions carry and its catalogue row says."""
+    return CATEGORIES[place % len(CATEGORIES)], 100_000 + place
+
+
+def catalogue(places: int) -> list[CatalogueRow]:
+    """The same rows for the same place count, whatever the actions' seed (day 2 sees day 1's places)."""
+    rows = []
+    for place in range(places):
+        rng = np.random.default_rng(place)
+        theme = THEME_NAMES[theme_of_place(place)]
+        adjectives, nouns, description = THEMES[theme]
+        region, city = CITIES[int(rng.integers(len(CITIES)))]
+        category, place_id = place_key(place)
+        name = f"{adjectives[int(rng.integers(5))]} {nouns[int(rng.integers(5))]}"
+        overview = f"{name} in {city}, {region}: {description}."
+        rows.append(CatalogueRow(place_id, category, name, overview, region, city, category.replace("_", " "), theme))
+    return rows
+
+
+CATALOGUE_DDL = """
+CREATE TABLE IF NOT EXISTS place_recommendations (
+    id serial PRIMARY KEY, place_id integer NOT NULL, table_name varchar NOT NULL, name varchar, overview text,
+    region varchar, city varchar, category varchar, latitude double precision, longitude double precision,
+    image_urls json, bookmark_cnt integer DEFAULT 0
+)
+"""
+
+
+def install_catalogue(database_url: str, rows: list[CatalogueRow]) -> int:
+    """The sample catalogue as the main server's table, into an empty or missing table; returns rows written."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(CATALOGUE_DDL)
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM place_recommendations)").fetchone()[0]:  # type: ignore[index]
+            return 0
+        with conn.cursor().copy(
+            "COPY place_recommendations (place_id, table_name, name, overview, region, city, category) FROM STDIN"
+        ) as copy:
+            for r in rows:
+                copy.write_row((r.place_id, r.table_name, r.name, r.overview, r.region, r.city, r.category))
+    return len(rows)
+
+
 def _zipf_indices(rng: np.random.Generator, n: int, size: int, a: float) -> np.ndarray:
     ranks = np.arange(1, n + 1, dtype=np.float64)
     p = ranks**-a
@@ -95,10 +195,11 @@ def _key(prefix: str, moment: datetime, count: int, rng: np.random.Generator) ->
 
 def _action(rng: np.random.Generator, user: int, place: int, kind: str, moment: datetime) -> dict[str, Any]:
     ms = int(moment.timestamp() * 1000)
+    category, place_id = place_key(place)
     return {
         "user_id": f"user-{user:06d}",
-        "place_category": CATEGORIES[place % len(CATEGORIES)],
-        "place_id": str(100_000 + place) if place % 7 else 100_000 + place,  # ids arrive as numbers too
+        "place_category": category,
+        "place_id": str(place_id) if place % 7 else place_id,  # ids arrive as numbers too
         "action_type": kind,
         "action_value": int(rng.integers(1, 6)) if kind == "like" else None,
         "action_detail": None,
@@ -137,11 +238,20 @@ def generate(
     bad_record_rate: float = 0.002,
     single_rate: float = 0.02,
 ) -> SampleSet:
-    """About `actions` actions over users/places with Zipf-like popularity, in batch files."""
+    """About `actions` actions over users/places with Zipf-like popularity, in batch files.
+
+    Three actions in four go to a place of the user's theme (user u leans to theme u mod 5).
+    """
     rng = np.random.default_rng(seed)
     start = start or datetime(2025, 1, 15, 14, tzinfo=UTC)
     user_of = _zipf_indices(rng, users, actions, 0.9)
     place_of = _zipf_indices(rng, places, actions, 1.1)
+    by_theme = [np.flatnonzero([theme_of_place(p) == t for p in range(places)]) for t in range(len(THEMES))]
+    leaning = rng.random(actions) < 0.75
+    for theme, members in enumerate(by_theme):
+        pick = leaning & (user_of % len(THEMES) == theme)
+        if len(members) and pick.any():
+            place_of[pick] = members[_zipf_indices(rng, len(members), int(pick.sum()), 1.1)]
     kinds = rng.choice(len(TYPES), size=actions, p=TYPE_P)
     offsets = np.sort(rng.integers(0, 6 * 3_600_000, size=actions))
     expected = Expected()

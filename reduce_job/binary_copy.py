@@ -19,10 +19,12 @@ CHUNK_ROWS = 65_536
 
 @dataclass(frozen=True)
 class Column:
-    kind: str  # int4 | int8 | float8 | vector | bytea (fixed width)
+    kind: str  # bool | int4 | int8 | float8 | vector | bytea (fixed width)
     values: np.ndarray  # (n,) or (n, width) for vector and bytea
 
     def dtype(self) -> list[tuple[str, str | tuple[str, int]]]:
+        if self.kind == "bool":
+            return [("value", "u1")]
         if self.kind == "int4":
             return [("value", ">i4")]
         if self.kind == "int8":

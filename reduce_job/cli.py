@@ -52,11 +52,11 @@ def _rebuild() -> int:
     return 0
 
 
-def _failed(message: str, permanent: bool, seconds: float) -> None:
+def _failed(message: str, final: bool, seconds: float) -> None:
     """Before commit: on the last attempt or a permanent error, the run is failed and FAILED is sent once."""
     from witple_batch.notices import on_job_failure
 
-    on_job_failure("reduce", message, permanent, seconds, {})
+    on_job_failure("reduce", message, final, seconds, {})
 
 
 def _permanent_database_errors() -> tuple[type[BaseException], ...]:

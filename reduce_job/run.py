@@ -61,13 +61,14 @@ def stage_batch(
         config.action_weights,
     )
     files = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), count(*) FILTER (WHERE status = 'quarantined')"
-        " FROM stage_files"
+        "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), count(*) FILTER (WHERE status = 'quarantined'),"
+        " count(*) FILTER (WHERE status = 'deferred') FROM stage_files"
     ).fetchone()
     stats = {
         "files": int(files[0]),  # type: ignore[index]
         "files_rejected": int(files[1]),  # type: ignore[index]
         "files_quarantined": int(files[2]),  # type: ignore[index]
+        "files_deferred": int(files[3]),  # type: ignore[index]
         "bytes": manifest.total_bytes,
         **totals,
         "shards": len(manifest.shards),
@@ -167,33 +168,13 @@ def finish(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, outcome: Outcome, elapsed: float
 ) -> notices.Delivery:
     """After commit: the report, then SUCCEEDED if the run's state still calls for it. Never raises on delivery."""
-    stats = outcome.stats
-    body = webhook.payload(
-        job_id=config.common.job_id,
-        job_name=config.common.job_name,
-        status=webhook.SUCCEEDED,
-        batch_id=config.batch_id,
-        processed_records=int(stats.get("records_accepted", 0)),
-        processing_time_seconds=elapsed,
-        s3_input_path=config.common.s3_input_path,
-        error_message=None,
-        metadata={
-            "files": stats.get("files", 0),
-            "files_rejected": stats.get("files_rejected", 0),
-            "files_quarantined": stats.get("files_quarantined", 0),
-            "records_read": stats.get("records_read", 0),
-            "rejects": stats.get("records_rejected", 0),
-            "users": stats.get("users", 0),
-            "places": stats.get("places", 0),
-            "shard_count": stats.get("shards", 0),
-            "already_committed": outcome.already_committed,
-            "report_uri": layout.uri(layout.report_key),
-        },
+    body = notices.success_body(
+        config.common, config.batch_id, outcome.stats, elapsed, already_committed=outcome.already_committed
     )
     report = {
         "batch_id": config.batch_id,
         "status": webhook.SUCCEEDED,
-        "stats": stats,
+        "stats": outcome.stats,
         "seconds": _rounded(outcome.seconds),
         "webhook": body,
     }

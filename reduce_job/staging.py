@@ -24,7 +24,8 @@ CREATE TEMP TABLE stage_place_keys (
     shard int NOT NULL, idx int NOT NULL, place_category text NOT NULL, place_id text NOT NULL
 );
 CREATE TEMP TABLE stage_place_content (
-    shard int NOT NULL, idx int NOT NULL, content vector(384) NOT NULL, text_sha256 bytea NOT NULL
+    shard int NOT NULL, idx int NOT NULL, content vector(384) NOT NULL, text_sha256 bytea NOT NULL,
+    catalogued boolean NOT NULL
 );
 CREATE TEMP TABLE stage_pairs (
     shard int NOT NULL, user_idx int NOT NULL, place_idx int NOT NULL,
@@ -84,6 +85,7 @@ def stage_partial(conn: psycopg.Connection, shard: int, partial: ShardPartial) -
                 Column("int4", np.arange(n_places, dtype=np.int32)),
                 Column("vector", partial.place_content),
                 Column("bytea", partial.place_text_sha256),
+                Column("bool", partial.place_catalogued),
             ],
         )
         n_pairs = len(partial.pair_user)

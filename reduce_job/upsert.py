@@ -35,7 +35,7 @@ GROUP BY u.user_id, k.place_category, k.place_id
     "CREATE UNIQUE INDEX ON batch_pairs (user_id, place_category, place_id)",
     """
 CREATE TEMP TABLE batch_places ON COMMIT DROP AS
-SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.content, c.text_sha256
+SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.content, c.text_sha256, c.catalogued
 FROM stage_place_keys k JOIN stage_place_content c USING (shard, idx)
 ORDER BY k.place_category, k.place_id, k.shard
 """,
@@ -129,7 +129,8 @@ SELECT k.place_category, k.place_id,
        least(2 * coalesce(s.likes + s.bookmarks + s.clicks, 0), 100),
        least(5 * coalesce(s.likes + s.bookmarks, 0), 100),
        s.first_at, s.last_at, y.behavior, y.behavior_weight,
-       CASE WHEN y.behavior IS NULL THEN y.content ELSE l2_normalize(y.content + y.behavior) END,
+       CASE WHEN NOT y.content_in_space THEN NULL  -- content of another model: never blended
+            WHEN y.behavior IS NULL THEN y.content ELSE l2_normalize(y.content + y.behavior) END,
        CASE WHEN s.place_id IS NOT NULL THEN now() END, now()
 FROM (SELECT place_category, place_id FROM batch_places UNION SELECT place_category, place_id FROM place_vectors_now) k
 LEFT JOIN batch_places b USING (place_category, place_id)
@@ -149,6 +150,8 @@ CROSS JOIN LATERAL (
 ) x
 CROSS JOIN LATERAL (
     SELECT coalesce(b.content, p.content_vector) AS content,
+           b.place_id IS NOT NULL OR (p.content_model = %(model)s AND p.place_text_version = %(text_version)s)
+             AS content_in_space,
            CASE WHEN v.place_id IS NOT NULL THEN v.behavior_vector ELSE p.behavior_vector END AS behavior,
            CASE WHEN v.place_id IS NOT NULL THEN v.behavior_weight ELSE coalesce(p.behavior_weight, 0) END
              AS behavior_weight
@@ -185,10 +188,10 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
         conn.execute(statement)  # type: ignore[arg-type]
     row = conn.execute(
         "SELECT (SELECT count(DISTINCT user_id) FROM batch_pairs), (SELECT count(*) FROM batch_places),"
-        " (SELECT count(*) FROM batch_pairs)"
+        " (SELECT count(*) FROM batch_pairs), (SELECT count(*) FROM batch_places WHERE NOT catalogued)"
     ).fetchone()
-    users, places, pairs = row  # type: ignore[misc]
-    return {"users": int(users), "places": int(places), "pairs": int(pairs)}
+    users, places, pairs, uncatalogued = row  # type: ignore[misc]
+    return {"users": int(users), "places": int(places), "pairs": int(pairs), "places_uncatalogued": int(uncatalogued)}
 
 
 def interactions(conn: psycopg.Connection, space: dict[str, Any]) -> int:

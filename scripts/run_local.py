@@ -22,7 +22,7 @@ from pgvector.psycopg import register_vector
 from local_stack.array_runner import run_array
 from local_stack.moto_s3 import FAKE_CREDENTIALS, REGION, MotoS3
 from local_stack.postgres import LocalPostgres
-from local_stack.sample_data import ensure_bucket, generate, upload
+from local_stack.sample_data import catalogue, ensure_bucket, generate, install_catalogue, upload
 from local_stack.webhook_receiver import WebhookReceiver
 from witple_batch.config import common_from_env, new_batch_id
 from witple_batch.logs import mask_secrets
@@ -68,7 +68,11 @@ def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.Compl
     )
 
 
-def nearest_places(database_url: str) -> list[str]:
+NAMED = "LEFT JOIN place_recommendations c ON c.table_name = p.place_category AND c.place_id::text = p.place_id"
+
+
+def nearest_places(database_url: str, themes: dict[str, str]) -> list[str]:
+    """The most active user's themes, then what its vector and recommend_places find for it."""
     with psycopg.connect(database_url) as conn:
         register_vector(conn)
         row = conn.execute(
@@ -77,14 +81,35 @@ def nearest_places(database_url: str) -> list[str]:
         ).fetchone()
         if row is None:
             return []
-        places = conn.execute(
-            "SELECT place_category, place_id, 1 - (content_vector <=> %s) AS cosine FROM place_vectors "
-            "ORDER BY content_vector <=> %s LIMIT 5",
-            (row[1], row[1]),
+        user, vector = row
+        acted = conn.execute(
+            f"SELECT c.name FROM user_place_interactions p {NAMED} WHERE p.user_id = %s", (user,)
         ).fetchall()
-    return [f"nearest places to {row[0]}'s behaviour vector (pgvector, cosine):"] + [
-        f"  {category:<16} {place_id:<10} {cosine:.3f}" for category, place_id, cosine in places
-    ]
+        nearest = conn.execute(
+            f"SELECT p.place_category, p.place_id, c.name, 1 - (p.content_vector <=> %s) FROM place_vectors p {NAMED}"
+            " ORDER BY p.content_vector <=> %s LIMIT 5",
+            (vector, vector),
+        ).fetchall()
+        recommended = conn.execute(
+            f"SELECT r.place_category, r.place_id, c.name, r.score FROM recommend_places(%s, 5) r"
+            f" JOIN place_vectors p USING (place_category, place_id) {NAMED}",
+            (user,),
+        ).fetchall()
+    counts: dict[str, int] = {}
+    for (name,) in acted:
+        counts[themes.get(name, "?")] = counts.get(themes.get(name, "?"), 0) + 1
+    leaning = ", ".join(f"{theme} {n}" for theme, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines = [f"{user} acted on {len(acted)} places by theme: {leaning}"]
+    for title, rows in (
+        ("nearest places to its behaviour vector (pgvector, cosine)", nearest),
+        ("recommend_places (not yet visited)", recommended),
+    ):
+        lines.append(f"{title}:")
+        lines += [
+            f"  {category:<15} {place_id:<8} {(name or '?')[:26]:<26} {themes.get(name, '?'):<9} {score:.3f}"
+            for category, place_id, name, score in rows
+        ]
+    return lines
 
 
 def main() -> int:
@@ -123,6 +148,9 @@ def main() -> int:
 
         client = s3_client(env["AWS_REGION"])
         ensure_bucket(client, env["S3_BUCKET"], env["AWS_REGION"])
+        places = catalogue(args.places)
+        if not args.no_seed and install_catalogue(env["DATABASE_URL"], places):
+            say(f"catalogue: {len(places):,} places in place_recommendations (the main server's table)")
         if not args.no_seed:
             t = time.monotonic()
             sample = generate(
@@ -191,7 +219,7 @@ def main() -> int:
             rows.append(("webhook", ", ".join(statuses) or "none received"))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-        print("\n".join(nearest_places(env["DATABASE_URL"])))
+        print("\n".join(nearest_places(env["DATABASE_URL"], {row.name: row.theme for row in places})))
         if args.keep:
             say(
                 f"\nservices are up. psql: {env['DATABASE_URL']}\nS3: AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "

@@ -7,18 +7,23 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import psycopg
 
+from shard_job import catalogue
 from shard_job.config import ShardConfig
-from shard_job.fetch import fetch_in_order
+from shard_job.fetch import ObjectGone, fetch_in_order
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
 from shard_job.stored_content import StoredContent, stored_content
-from witple_batch.aggregate import aggregate
+from witple_batch import run_state
+from witple_batch.aggregate import Aggregates, aggregate
+from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.embedder import Embedder
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
@@ -34,7 +39,7 @@ from witple_batch.partials import (
 )
 from witple_batch.place_text import PLACE_TEXT_VERSION, place_text, text_sha256
 from witple_batch.resources import peak_rss_mb
-from witple_batch.run_layout import RunLayout, load_shard_plan
+from witple_batch.run_layout import RunLayout, ShardPlan, load_shard_plan
 from witple_batch.s3 import parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -69,21 +74,62 @@ def content_vectors(texts: list[str], embedder: Embedder, stored: StoredContent)
     return content, len(distinct)
 
 
+@contextmanager
+def database(config: ShardConfig) -> Iterator[psycopg.Connection | None]:
+    """The shard's one connection (catalogue, stored vectors, quarantine), or None without DATABASE_URL.
+
+    When the catalogue is in the database, a database that is set but unreachable fails the child
+    (Batch retries it): without the catalogue the places would get fallback texts and their
+    vectors would churn. Otherwise the database only saves embedding work, and the shard goes on.
+    """
+    if config.common.database_url is None:
+        if config.catalogue.kind == "auto":
+            event(log, "no DATABASE_URL: no catalogue and no stored vectors; places get their fallback texts")
+        yield None
+        return
+    try:
+        conn = connect_for(config.common, "shard_job")
+    except DatabaseUnavailable as exc:
+        if config.catalogue.kind not in ("none", "s3"):
+            raise
+        event(log, "stored content vectors unavailable; embedding every place", logging.WARNING, error=str(exc))
+        yield None
+        return
+    with conn:
+        yield conn
+
+
+def with_places(agg: Aggregates, extra: tuple[tuple[str, str], ...]) -> Aggregates:
+    """The shard's places plus `extra` (places to re-embed, with no actions), still sorted."""
+    keys = sorted(set(agg.place_keys) | set(extra))
+    if len(keys) == len(agg.place_keys):
+        return agg
+    position = {key: i for i, key in enumerate(keys)}
+    remap = np.array([position[key] for key in agg.place_keys], dtype=np.int32)
+    return replace(agg, place_keys=keys, pair_place=remap[agg.pair_place] if len(remap) else agg.pair_place)
+
+
 def build_partial(
-    shard: ShardInput, embedder: Embedder, config: ShardConfig
+    shard: ShardInput,
+    embedder: Embedder,
+    config: ShardConfig,
+    client: Any,
+    conn: psycopg.Connection | None,
+    refresh: tuple[tuple[str, str], ...] = (),
 ) -> tuple[ShardPartial, dict[str, int], dict[str, float]]:
     """Fold actions into pairs; take stored content vectors or embed each distinct place text once."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    agg = aggregate(shard.columns)
+    agg = with_places(aggregate(shard.columns), refresh)
     seconds["aggregate"] = time.perf_counter() - started
 
     started = time.perf_counter()
     model = embedder.manifest.onnx_sha256
-    texts = [place_text(*key) for key in agg.place_keys]
+    entries = catalogue.lookup(config.catalogue, agg.place_keys, conn=conn, client=client)
+    texts = [place_text(category, entries.get((category, place))) for category, place in agg.place_keys]
     hashes = [text_sha256(text) for text in texts]
-    stored = stored_content(config.common, agg.place_keys, hashes, model, PLACE_TEXT_VERSION)
-    seconds["stored_content"] = time.perf_counter() - started
+    stored = stored_content(conn, agg.place_keys, hashes, model, PLACE_TEXT_VERSION)
+    seconds["catalogue_and_stored"] = time.perf_counter() - started
 
     started = time.perf_counter()
     content, embedded = content_vectors(texts, embedder, stored)
@@ -94,6 +140,7 @@ def build_partial(
         place_ids=[p for _, p in agg.place_keys],
         place_content=content,
         place_text_sha256=np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 32),
+        place_catalogued=np.array([key in entries for key in agg.place_keys], dtype=np.uint8),
         pair_user=agg.pair_user,
         pair_place=agg.pair_place,
         pair_counts=agg.pair_counts,
@@ -103,17 +150,27 @@ def build_partial(
         content_model=model,
         place_text_version=PLACE_TEXT_VERSION,
     )
-    return partial, {"places_reused": len(stored.rows), "texts_embedded": embedded}, seconds
+    counts = {
+        "places_reused": len(stored.rows),
+        "texts_embedded": embedded,
+        "places_uncatalogued": len(texts) - len(entries),
+    }
+    return partial, counts, seconds
 
 
-def read_files(client: Any, config: ShardConfig, layout: RunLayout, shard: ShardInput) -> None:
-    """Every planned file into the shard: read, or set aside (over the listed-size limit, or it stopped an attempt)."""
+def read_files(
+    client: Any, config: ShardConfig, layout: RunLayout, shard: ShardInput, conn: psycopg.Connection | None
+) -> ShardPlan:
+    """Every planned file into the shard: read, or set aside (over the listed-size limit, it stopped
+    earlier attempts, or it changed after planning). Returns the plan it read."""
     plan = load_shard_plan(client, layout, config.array_index)
     progress = Progress.load(client, layout, config.array_index, config.attempt)
     readable = []
     for item in plan.files:
         try:
             if item.key in progress.suspects:
+                if conn is not None:  # in the ledger now: set aside even if this run fails too
+                    run_state.quarantine(conn, item, config.batch_id, progress.suspects[item.key])
                 raise FileQuarantined(progress.suspects[item.key])
             config.limits.check_listed_size(item.size)
         except FileQuarantined as exc:
@@ -128,9 +185,17 @@ def read_files(client: Any, config: ShardConfig, layout: RunLayout, shard: Shard
         config.read_ahead_bytes,
         before_wait=lambda item: progress.reading(item.key),
     )
-    for item, data in fetched:
-        add_file(shard, item, data, config.limits, plan.planned_at_us)
-    progress.reading(None)
+    try:
+        for item, data in fetched:
+            if isinstance(data, ObjectGone):
+                event(log, "file left to the next plan", key=item.key, reason=data.reason, level=logging.WARNING)
+                set_aside(shard, item, data)
+            else:
+                add_file(shard, item, data, config.limits, plan.planned_at_us)
+    finally:
+        # a failure handled here (an S3 error, SIGTERM) is not the file's doing: only a kill leaves a note
+        progress.reading(None)
+    return plan
 
 
 def write_partial(
@@ -158,14 +223,18 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
     with model_folder(client, config) as model_dir:
         embedder = Embedder(model_dir, threads=config.embed_threads)
 
-    with tempfile.TemporaryDirectory(prefix="shard-") as tmp, RejectsFile(Path(tmp) / REJECTS_FILE) as rejects:
+    with (
+        tempfile.TemporaryDirectory(prefix="shard-") as tmp,
+        RejectsFile(Path(tmp) / REJECTS_FILE) as rejects,
+        database(config) as conn,
+    ):
         shard = ShardInput(rejects=rejects)
         read_started = time.perf_counter()
-        read_files(client, config, layout, shard)
+        plan = read_files(client, config, layout, shard, conn)
         read_seconds = time.perf_counter() - read_started
         rejects.close()
 
-        partial, content_counts, seconds = build_partial(shard, embedder, config)
+        partial, content_counts, seconds = build_partial(shard, embedder, config, client, conn, plan.refresh)
         seconds = {"read": read_seconds, **seconds}
         write_started = time.perf_counter()
         metrics: dict[str, Any] = {
@@ -175,6 +244,7 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
             "files": len(shard.files),
             "files_rejected": shard.files_rejected,
             "files_quarantined": shard.files_quarantined,
+            "files_deferred": shard.files_deferred,
             "bytes": sum(f["size"] for f in shard.files),
             "decompressed_bytes": shard.decompressed_bytes,
             "records_read": shard.records_read,

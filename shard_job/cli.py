@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     plan.add_argument("--max-files", type=int, help="take at most this many files (oldest keys first)")
     plan.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
     plan.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its files (default 8)")
+    plan.add_argument(
+        "--refresh-places",
+        type=int,
+        default=20_000,
+        help="at most this many places embedded by another model or text version re-embedded with the run",
+    )
     plan.add_argument("--dry-run", action="store_true", help="print the plan without claiming or writing")
     plan.add_argument(
         "--no-ledger", action="store_true", help="plan without the database: nothing excluded, nothing claimed"
@@ -58,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from shard_job.config import planned_content_model
     from shard_job.plan import PlanOptions, plan
     from shard_job.planning import parse_hour
 
@@ -74,6 +81,9 @@ def _plan(args: argparse.Namespace) -> int:
         until = parse_hour(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from None
+    if args.refresh_places < 0:
+        raise ConfigError("--refresh-places must be >= 0")
+    client = s3_client(config.region)
     options = PlanOptions(
         batch_id,
         args.shards,
@@ -84,8 +94,10 @@ def _plan(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         use_ledger=not args.no_ledger,
         lease_hours=args.lease_hours,
+        content_model=planned_content_model(client),
+        refresh_places=args.refresh_places,
     )
-    result = plan(s3_client(config.region), config, options)
+    result = plan(client, config, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
@@ -116,12 +128,12 @@ def _child() -> int:
     return 0
 
 
-def _child_failed(message: str, permanent: bool, seconds: float) -> None:
+def _child_failed(message: str, final: bool, seconds: float) -> None:
     """Batch never starts the reduce after a child fails for good, so the child reports the run failed."""
     from witple_batch.notices import on_job_failure
 
     index = env_str("AWS_BATCH_JOB_ARRAY_INDEX", "0") or "0"
-    on_job_failure("shard", f"shard {index}: {message}", permanent, seconds, {"shard": index})
+    on_job_failure("shard", f"shard {index}: {message}", final, seconds, {"shard": index})
 
 
 def _permanent_database_errors() -> tuple[type[BaseException], ...]:

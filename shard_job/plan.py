@@ -19,10 +19,11 @@ import psycopg
 from botocore.exceptions import ClientError
 
 from shard_job.planning import balance, select_files, shard_count
-from witple_batch import run_state
+from witple_batch import notices, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
 from witple_batch.logs import event
+from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
 from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
@@ -41,6 +42,8 @@ class PlanOptions:
     dry_run: bool = False
     use_ledger: bool = True
     lease_hours: float = 8.0
+    content_model: str | None = None  # sha256 of the shard image's model.onnx: places made by others are refreshed
+    refresh_places: int = 20_000
 
 
 def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]:
@@ -70,14 +73,21 @@ def put_create_only(client: Any, bucket: str, key: str, body: bytes, *, replace_
 
 
 def write_plan(
-    client: Any, config: CommonConfig, batch_id: str, shards: list[list[InputFile]], *, replace_orphan: bool
+    client: Any,
+    config: CommonConfig,
+    batch_id: str,
+    shards: list[list[InputFile]],
+    refresh: list[tuple[str, str]],
+    *,
+    replace_orphan: bool,
 ) -> str:
     layout = RunLayout(config.work_bucket, config.work_prefix, batch_id)
     now = datetime.now(UTC)
     planned_us = int(now.timestamp() * 1_000_000)
     entries = []
     for index, files in enumerate(shards):
-        plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files))
+        stale = tuple(refresh[index :: len(shards)])  # spread evenly: each child embeds its share
+        plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files), stale)
         body = plan.to_json()
         put_create_only(client, layout.work_bucket, layout.shard_plan_key(index), body, replace_orphan=replace_orphan)
         entries.append(shard_entry(plan, body))
@@ -103,30 +113,44 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
     candidates = select_files(listed, since=options.since, until=options.until)
     if not options.use_ledger:
         files = candidates[: options.max_files] if options.max_files else candidates
-        return _finish(client, config, options, files, listed=len(listed), candidates=len(candidates))
+        return _finish(client, config, options, files, [], listed=len(listed), candidates=len(candidates))
     if config.database_url is None:
         raise ConfigError("DATABASE_URL is required to plan (files are claimed in the ledger); or pass --no-ledger")
     with connect_for(config, "shard_job.plan") as conn:
         migrate(conn)
+        if not options.dry_run:
+            settle_abandoned(conn, config)
         with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '120s'")  # another planner may hold the lock a while
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (run_state.PLAN_LOCK,))
+            _plan_lock(conn)
             if (existing := run_state.get(conn, options.batch_id)) is not None:
                 raise ConfigError(f"BATCH_ID {options.batch_id} is already {existing.status}; choose a new one")
-            abandoned = run_state.expire_abandoned(conn)
-            if abandoned:
-                event(log, "abandoned runs recorded failed (lease expired)", batches=abandoned)
             lease = options.lease_hours * 3600
             if options.dry_run:
                 files = _unclaimed_preview(conn, candidates, options.max_files)
             else:
-                files = run_state.claim(conn, options.batch_id, candidates, lease, options.max_files)
-            result = _finish(client, config, options, files, listed=len(listed), candidates=len(candidates))
+                files = run_state.claim(conn, options.batch_id, candidates, options.max_files)
+            refresh = stale_places(conn, options.content_model, options.refresh_places) if files else []
+            result = _finish(client, config, options, files, refresh, listed=len(listed), candidates=len(candidates))
             if options.dry_run or not result["shards"]:
                 raise psycopg.Rollback  # nothing claimed is worth keeping
             plan_stats = {k: result[k] for k in ("files", "bytes", "shards")}
             run_state.record_planned(conn, options.batch_id, lease, plan_stats)
     return result
+
+
+def _plan_lock(conn: psycopg.Connection) -> None:
+    conn.execute("SET LOCAL lock_timeout = '120s'")  # another planner may hold the lock a while
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (run_state.PLAN_LOCK,))
+
+
+def settle_abandoned(conn: psycopg.Connection, config: CommonConfig) -> None:
+    """Runs whose lease ran out: recorded failed in a transaction of their own, then told (FAILED)."""
+    with conn.transaction():
+        _plan_lock(conn)
+        abandoned = run_state.expire_abandoned(conn)
+    for batch_id in abandoned:
+        event(log, "abandoned run recorded failed (its lease expired)", batch_id=batch_id)
+        notices.settle(config, batch_id, run_state.ABANDONED, 0.0, {"stage": "plan"})
 
 
 def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
@@ -136,7 +160,7 @@ def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None
         row[0]
         for row in conn.execute(
             "SELECT key FROM processed_files WHERE key = ANY(%(k)s)"
-            " UNION SELECT key FROM file_claims WHERE key = ANY(%(k)s) AND expires_at >= now()",
+            " UNION SELECT key FROM file_claims WHERE key = ANY(%(k)s)",
             {"k": keys},
         ).fetchall()
     }
@@ -144,14 +168,39 @@ def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None
     return free[:limit] if limit else free
 
 
+def stale_places(conn: psycopg.Connection, content_model: str | None, limit: int) -> list[tuple[str, str]]:
+    """Places whose stored content another model or place text version made, most recently active first.
+
+    They ride along with a run's files (each child embeds its share), so after a new export or
+    text version every place reaches the new space within a few runs, not only the ones
+    touched again; until then such a place counts in no vector (reduce_job/vectors.py).
+    """
+    if content_model is None or limit == 0:
+        return []
+    rows = conn.execute(
+        "SELECT place_category, place_id FROM place_vectors"
+        " WHERE content_model IS DISTINCT FROM %s OR place_text_version IS DISTINCT FROM %s"
+        " ORDER BY last_action_date DESC NULLS LAST, place_category, place_id LIMIT %s",
+        (content_model, PLACE_TEXT_VERSION, limit),
+    ).fetchall()
+    return [(category, place_id) for category, place_id in rows]
+
+
 def _finish(
-    client: Any, config: CommonConfig, options: PlanOptions, files: list[InputFile], *, listed: int, candidates: int
+    client: Any,
+    config: CommonConfig,
+    options: PlanOptions,
+    files: list[InputFile],
+    refresh: list[tuple[str, str]],
+    *,
+    listed: int,
+    candidates: int,
 ) -> dict[str, Any]:
     n = shard_count(files, options.shards, options.target_mb)
-    event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n)
-    result = _result(options, files, n)
+    event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n, refresh=len(refresh))
+    result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0}
     if n and not options.dry_run:
         result["manifest_uri"] = write_plan(
-            client, config, options.batch_id, balance(files, n), replace_orphan=options.use_ledger
+            client, config, options.batch_id, balance(files, n), refresh, replace_orphan=options.use_ledger
         )
     return result

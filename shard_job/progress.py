@@ -53,7 +53,13 @@ class Progress:
         return progress
 
     def reading(self, key: str | None) -> None:
-        """Before each file (None once every file is read): where this attempt is, should it die here."""
-        if self.careful:
-            body = {"attempt": self.attempt, "reading": key, "suspects": self.suspects}
+        """Before each file (None when done or failing in hand): where this attempt is, should it die here."""
+        if not self.careful:
+            return
+        body = {"attempt": self.attempt, "reading": key, "suspects": self.suspects}
+        try:
             self.client.put_object(Bucket=self.bucket, Key=self.key, Body=orjson.dumps(body))
+        except Exception as exc:
+            if key is not None:
+                raise
+            event(log, "progress note not cleared", logging.WARNING, error=str(exc))

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from shard_job.fetch import ObjectGone
 from witple_batch.actions import Action, validate
 from witple_batch.aggregate import ActionColumns
 from witple_batch.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
@@ -62,6 +63,7 @@ class ShardInput:
     records_rejected: int = 0
     files_rejected: int = 0
     files_quarantined: int = 0
+    files_deferred: int = 0
     decompressed_bytes: int = 0
 
     @property
@@ -73,19 +75,24 @@ def _file_row(item: InputFile) -> dict[str, Any]:
     return {"key": item.key, "etag": item.etag, "size": item.size}
 
 
-def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected) -> None:
-    """The whole file is out: quarantined (over a limit, or it stopped a child) or rejected (malformed)."""
-    status = "quarantined" if isinstance(exc, FileQuarantined) else "rejected"
-    if status == "quarantined":
+def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone) -> None:
+    """The whole file is out: quarantined (over a limit, or it stopped a child), rejected (malformed)
+    or deferred (changed or deleted after planning: left out of the ledger for the next plan)."""
+    if isinstance(exc, ObjectGone):
+        status, reason = "deferred", exc.reason
+        shard.files_deferred += 1
+    elif isinstance(exc, FileQuarantined):
+        status, reason = "quarantined", str(exc)
         shard.files_quarantined += 1
     else:
+        status, reason = "rejected", str(exc)
         shard.files_rejected += 1
-    shard.rejects.write({"key": item.key, "status": status, "record_index": None, "reason": str(exc), "raw": None})
+    shard.rejects.write({"key": item.key, "status": status, "record_index": None, "reason": reason, "raw": None})
     shard.files.append(
         {
             **_file_row(item),
             "status": status,
-            "reason": str(exc),
+            "reason": reason,
             "records": 0,
             "accepted": 0,
             "rejected": 0,

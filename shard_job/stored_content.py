@@ -3,8 +3,8 @@
 A content vector is a function of the model and the place text alone; a stored vector made by
 the same model sha256 from a text with the same sha256 is therefore byte for byte what
 embedding would give (the embedder is batch-independent). Day to day most places were seen
-before, so this removes most of the embed stage and every shard's repeat of it. It is an optimisation only: when the
-database cannot be read the shard embeds everything and logs why.
+before, so this removes most of the embed stage and every shard's repeat of it. It is an
+optimisation only: when the lookup fails the shard embeds everything and logs why.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from witple_batch.config import CommonConfig
-from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.logs import event, mask_secrets
 from witple_batch.model_files import EMBEDDING_DIM
 
@@ -46,18 +44,18 @@ class StoredContent:
 
 
 def stored_content(
-    common: CommonConfig, keys: list[tuple[str, str]], hashes: list[bytes], model: str, text_version: str
+    conn: psycopg.Connection | None, keys: list[tuple[str, str]], hashes: list[bytes], model: str, text_version: str
 ) -> StoredContent:
     """Stored vectors for the (category, place id) keys whose text hash, model and text version match."""
-    if common.database_url is None or not keys:
+    if conn is None or not keys:
         return StoredContent.none()
     try:
-        with connect_for(common, "shard_job") as conn:
+        with conn.transaction():
             register_vector(conn)
             return _lookup(conn, keys, hashes, model, text_version)
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
         event(log, "no stored content vectors yet (schema not migrated); embedding every place")
-    except (DatabaseUnavailable, psycopg.Error) as exc:
+    except psycopg.Error as exc:
         event(
             log,
             "stored content vectors unavailable; embedding every place",

@@ -128,6 +128,7 @@ def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, sample
     env = fresh_env(
         s3_env,
         model_dir,
+        CATALOGUE_SOURCE="none",  # the child goes on without the database; the reduce cannot
         DB_CONNECT_ATTEMPTS="2",
         DATABASE_URL=f"postgresql://app:{LOCAL_PASSWORD}@127.0.0.1:{free_port()}/witple",
     )

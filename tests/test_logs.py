@@ -17,6 +17,7 @@ from witple_batch.logs import JsonFormatter, event, mask_secrets
         ("postgresql://app@db/x", "postgresql://app@db/x"),
         ("https://main.example/hook?token=abc123&x=1", "https://main.example/hook?token=***&x=1"),
         ("https://h/x?api_key=K&access_token=T", "https://h/x?api_key=***&access_token=***"),
+        ("PGPASSWORD=s3 psql sslpassword=k2", "PGPASSWORD=*** psql sslpassword=***"),
     ],
 )
 def test_passwords_never_reach_the_log(raw: str, masked: str) -> None:

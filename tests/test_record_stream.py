@@ -121,9 +121,32 @@ def test_a_record_over_the_cap_keeps_only_its_first_bytes() -> None:
         (b'"just a string"', r"not an object or array \(got str\)"),
         (b"{nope", "ends before its brackets close"),
         (b"nope", "not JSON"),
-        (b'{"actions": {"user_id": 1}}', '"actions" is not an array'),
+        (b'{"actions": {"user_id": 1}}', r"cannot be read as an array of records \(it is a dict\)"),
     ],
 )
 def test_broken_documents_name_their_fault(body: bytes, reason: str) -> None:
     with pytest.raises(DocumentError, match=reason):
         split(body, [])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{,"actions":[{"a":1}]}',
+        b'{"a":1,,"actions":[{"a":1}]}',
+        b'{"batch_id": nope,"actions":[{"a":1}]}',
+        b'{"actions":[{"a":1}],}',
+        b'{"actions":[{"a":1}] "x"}',
+        b'{"actions":[{"a":1}],"actions":[{"a":2}]}',
+        b'{"actions"' + b" " * 5000 + b':[{"a":1}]}',
+    ],
+)
+def test_a_malformed_envelope_gives_no_records(body: bytes) -> None:
+    with pytest.raises(DocumentError):
+        split(body, [7])
+
+
+def test_the_record_cap_stops_inside_a_chunk() -> None:
+    splitter = RecordSplitter(64, max_records=1000)
+    with pytest.raises(Exception, match="more than 1000 records"):
+        splitter.feed(b"[" + b"{}," * 200_000)

@@ -378,16 +378,21 @@ def test_a_dead_receiver_leaves_the_data_committed(s3_env, model_dir, database_u
     assert_database_matches(database_url, expected)
 
 
-def test_a_shard_failing_on_its_last_attempt_sends_failed(s3_env, model_dir, database_url, receiver, first_sample):
+def test_a_shard_failing_on_its_last_attempt_sends_failed(
+    moto, s3_env, model_dir, database_url, receiver, first_sample
+):
+    from local_stack.fault_proxy import FaultProxy
+
     env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
     seed(env, SampleSet(first_sample.files[:3], first_sample.expected))
     plan_run(env, shards=1)
-    s3_client(env["AWS_REGION"]).delete_object(Bucket=env["S3_BUCKET"], Key=first_sample.files[0].key)
-    early = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "1"})
-    assert early.returncode == 1
-    assert receiver.received == []  # Batch will retry: nothing to report yet
-    assert query(database_url, "SELECT status FROM batch_runs") == [("planned",)]
-    last = run_module("shard_job", {**env, "AWS_BATCH_JOB_ATTEMPT": "3"})
+    with FaultProxy.running(moto.endpoint, fail_keys=(first_sample.files[0].key,)) as proxy:
+        broken = {**env, "AWS_ENDPOINT_URL": proxy.url}  # that object answers 500, whatever the retries
+        early = run_module("shard_job", {**broken, "AWS_BATCH_JOB_ATTEMPT": "1"})
+        assert early.returncode == 1
+        assert receiver.received == []  # Batch will retry: nothing to report yet
+        assert query(database_url, "SELECT status FROM batch_runs") == [("planned",)]
+        last = run_module("shard_job", {**broken, "AWS_BATCH_JOB_ATTEMPT": "3"})
     assert last.returncode == 1
     [notice] = receiver.received
     assert notice.signature_valid(SECRET)

@@ -135,7 +135,6 @@ def test_an_abandoned_run_frees_its_files_and_cannot_commit_late(s3_env, model_d
     plan_run(abandoned, shards=1)
     run_child(abandoned, 0)
     with psycopg.connect(database_url, autocommit=True) as conn:  # as if its lease ran out
-        conn.execute("UPDATE file_claims SET expires_at = now() - interval '1 second'")
         conn.execute("UPDATE batch_runs SET lease_expires_at = now() - interval '1 second'")
     retry = _batch(env)
     assert plan_run(retry, shards=1)["files"] == 10
@@ -189,17 +188,25 @@ def test_notices_follow_the_attempts_of_a_failing_reduce(moto, s3_env, model_dir
     assert query(database_url, "SELECT count(*) FROM file_claims") == [(0,)]
 
 
-def test_a_reduce_failing_after_its_commit_never_sends_failed(moto, s3_env, model_dir, database_url, receiver, sample):
+def test_a_reduce_failing_after_its_commit_sends_succeeded_never_failed(
+    moto, s3_env, model_dir, database_url, receiver, sample
+):
     env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
     _sharded(env, sample.files[:6], sample)
     with FaultProxy.running(moto.endpoint, fail_keys=("report.json",)) as proxy:
+        early = run_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "1"})
+        assert early.returncode == 1
+        assert receiver.received == []  # Batch retries: the retry will send SUCCEEDED
+        assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
         last = run_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "3"})
     assert last.returncode == 1
-    assert "the run is committed, not failed" in last.stderr
-    assert receiver.received == []  # the data is committed: FAILED would contradict the database
-    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
+    # the data is committed: FAILED would contradict the database, and no later job would say SUCCEEDED
+    [notice] = receiver.received
+    assert notice.json["job_status"] == "SUCCEEDED"
+    assert notice.json["processed_records"] == _expected_of(sample.files[:6]).actions
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("notified", "SUCCEEDED")]
     assert run_module("reduce_job", env).returncode == 0
-    assert [r.json["job_status"] for r in receiver.received] == ["SUCCEEDED"]
+    assert len(receiver.received) == 1
     assert_database_matches(database_url, _expected_of(sample.files[:6]))
 
 
@@ -364,3 +371,59 @@ def test_the_reduce_lock_serialises_two_reduces_of_the_same_batch(s3_env, model_
     assert_database_matches(database_url, _expected_of(sample.files[:10]))
     assert [r.json["job_status"] for r in receiver.delivered()] == ["SUCCEEDED"]
     assert query(database_url, "SELECT count(*) FROM processed_files") == [(10,)]
+
+
+def test_a_planner_never_expires_a_run_while_it_commits(s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    _sharded(env, sample.files[:10], sample)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # its lease ends while the reduce runs
+        conn.execute("UPDATE batch_runs SET lease_expires_at = now() - interval '1 second'")
+    seed(env, SampleSet(sample.files[10:12], sample.expected))
+    with psycopg.connect(database_url) as blocker:
+        # the reduce stops at its first write, inside its transaction, holding its run's row
+        blocker.execute("LOCK TABLE user_place_interactions IN SHARE MODE")
+        reduce = _start("reduce_job", env)
+        _wait_for(
+            lambda: (
+                query(
+                    database_url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reduce_job'"
+                    " AND wait_event_type = 'Lock'",
+                )[0][0]
+                == 1
+            ),
+            "the reduce waiting inside its transaction",
+        )
+        later = _batch(env)
+        assert plan_run(later, shards=1)["files"] == 2  # only the new files: the committing run keeps its own
+        status = query(database_url, "SELECT status FROM batch_runs WHERE batch_id = %s", (env["BATCH_ID"],))
+        assert status == [("sharded",)]  # not recorded abandoned under it
+        blocker.rollback()
+    assert reduce.wait(timeout=120) == 0
+    status = query(database_url, "SELECT status FROM batch_runs WHERE batch_id = %s", (env["BATCH_ID"],))
+    assert status == [("notified",)]
+
+
+@pytest.mark.parametrize(("timeout", "final"), [("3600", False), ("1", True)])
+def test_sigterm_is_final_only_at_the_attempt_timeout(
+    s3_env, model_dir, database_url, receiver, sample, timeout, final
+):
+    env = _env(s3_env, model_dir, database_url, receiver, JOB_TIMEOUT_SECONDS=timeout, JOB_ATTEMPTS="3")
+    _sharded(env, sample.files[:4], sample)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+        reduce = _start("reduce_job", env)
+        _wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 1, "the reduce waiting on the reduce lock")
+        if final:
+            time.sleep(1.0)  # past the whole (1 s) attempt budget: this SIGTERM is Batch's timeout
+        reduce.send_signal(signal.SIGTERM)
+        _, err = reduce.communicate(timeout=60)
+        blocker.rollback()
+    assert reduce.returncode == 1
+    if final:
+        assert [r.json["job_status"] for r in receiver.received] == ["FAILED"]
+        assert query(database_url, "SELECT status FROM batch_runs") == [("failed",)]
+    else:  # a Spot interruption: Batch runs the attempt again
+        assert "failure will be retried by Batch" in err
+        assert receiver.received == []
+        assert query(database_url, "SELECT status FROM batch_runs") == [("sharded",)]

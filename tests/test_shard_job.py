@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
+from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
 from tests.helpers import (
     fresh_env,
     load_partial,
@@ -69,6 +69,7 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
         "files": 0,
         "bytes": 0,
         "manifest_uri": None,
+        "refresh_places": 0,
     }
 
 
@@ -172,15 +173,27 @@ def test_missing_batch_id_is_a_configuration_error(s3_env, model_dir):
     assert "BATCH_ID is required" in result.stderr
 
 
-def test_a_vanished_input_object_fails_the_child_naming_the_key(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
-    seed(env, SampleSet(sample.files[:3], sample.expected))
+def test_an_object_deleted_or_overwritten_after_planning_is_left_to_the_next_plan(
+    s3_env, model_dir, database_url, sample
+):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url, CATALOGUE_SOURCE="none")
+    files = sorted(sample.files[:4], key=lambda f: f.key)
+    seed(env, SampleSet(files, sample.expected))
     plan_run(env, shards=1)
-    s3_client(env["AWS_REGION"]).delete_object(Bucket=env["S3_BUCKET"], Key=sample.files[1].key)
+    client = s3_client(env["AWS_REGION"])
+    client.delete_object(Bucket=env["S3_BUCKET"], Key=files[1].key)
+    client.put_object(Bucket=env["S3_BUCKET"], Key=files[2].key, Body=files[0].body)  # IfMatch now fails
     result = run_module("shard_job", env)
-    assert result.returncode == 1
-    assert sample.files[1].key in result.stderr
-    assert SUCCESS_FILE not in partial_files(env, 0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["key"]: row for row in json.loads(partial_files(env, 0)[FILES_FILE])}
+    assert rows[files[1].key]["status"] == "deferred" and "deleted after planning" in rows[files[1].key]["reason"]
+    assert rows[files[2].key]["status"] == "deferred" and "overwritten after planning" in rows[files[2].key]["reason"]
+    assert files[2].key in result.stderr  # the child names the key
+    reduce_in_process(env)
+    ledger = {key for (key,) in query(database_url, "SELECT key FROM processed_files")}
+    assert ledger == {files[0].key, files[3].key}  # deferred files stay out of the ledger
+    later = {**env, "BATCH_ID": env["BATCH_ID"] + "-next"}
+    assert plan_run(later, shards=1)["files"] == 1  # the overwritten object, in its new version
 
 
 def test_partials_never_hold_pickles(s3_env, model_dir, sample):
@@ -253,17 +266,24 @@ def _data_files(files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def test_stored_content_vectors_are_reused_byte_for_byte(s3_env, model_dir, database_url, sample):
+    install_catalogue(database_url, catalogue(120))
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:30], sample.expected))
     plan_run(env, shards=1)
     first = run_child(env, 0)
-    assert (first["places_reused"], first["texts_embedded"]) == (0, first["places"])  # empty database
+    distinct_texts = len({bytes(h) for h in load_partial(env, 0).place_text_sha256})
+    assert (first["places_reused"], first["texts_embedded"]) == (0, distinct_texts)  # empty database
     reduce_in_process(env)
 
     later = {**env, "BATCH_ID": env["BATCH_ID"] + "-2"}
     seed(later, SampleSet(sample.files[30:], sample.expected))
     assert plan_run(later, shards=1)["files"] == len(sample.files) - 30
+    export = "\n".join(
+        orjson.dumps({**row.__dict__, "table_name": row.table_name}).decode() for row in catalogue(120)
+    ).encode()
+    s3_client(env["AWS_REGION"]).put_object(Bucket=env["WORK_BUCKET"], Key="catalogue.jsonl", Body=export)
     without_db = {k: v for k, v in later.items() if k != "DATABASE_URL"}
+    without_db["CATALOGUE_SOURCE"] = f"s3://{env['WORK_BUCKET']}/catalogue.jsonl"  # the same texts, no database
     cold = run_child(without_db, 0)
     cold_files = partial_files(later, 0)
     warm = run_child(later, 0)
@@ -274,7 +294,7 @@ def test_stored_content_vectors_are_reused_byte_for_byte(s3_env, model_dir, data
     keys = list(zip(partial.place_categories, partial.place_ids, strict=True))
     assert cold["places_reused"] == 0
     assert warm["places_reused"] == sum(key in seen for key in keys) > 0
-    assert warm["texts_embedded"] == len(keys) - warm["places_reused"]
+    assert warm["texts_embedded"] <= len(keys) - warm["places_reused"]  # places sharing a text embed it once
     assert _data_files(warm_files) == _data_files(cold_files)  # stored vectors are what embedding gives
 
 
@@ -312,12 +332,28 @@ def test_vectors_of_another_model_are_neither_reused_nor_kept(s3_env, model_dir,
 def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample, caplog):
     from local_stack.moto_s3 import free_port
 
-    env = fresh_env(s3_env, model_dir)
+    env = fresh_env(s3_env, model_dir, CATALOGUE_SOURCE="none", DB_CONNECT_ATTEMPTS="1")
     seed(env, SampleSet(sample.files[:3], sample.expected))
     plan_run(env, shards=1)
     url = f"postgresql://batch:hunter2@127.0.0.1:{free_port()}/witple"
     metrics = run_child({**env, "DATABASE_URL": url}, 0)
-    assert metrics["places_reused"] == 0 and metrics["texts_embedded"] == metrics["places"] > 0
+    categories = set(load_partial(env, 0).place_categories)
+    assert metrics["places_reused"] == 0 and metrics["texts_embedded"] == len(categories) > 0  # category words
     warnings = [r for r in caplog.records if r.getMessage().startswith("stored content vectors unavailable")]
     assert len(warnings) == 1
     assert "127.0.0.1" in warnings[0].fields["error"] and "hunter2" not in warnings[0].fields["error"]
+
+
+def test_an_unreachable_catalogue_database_fails_the_child_for_a_retry(s3_env, model_dir, sample):
+    """Without the catalogue every place would get its fallback text: better a retry than churned vectors."""
+    from local_stack.moto_s3 import free_port
+
+    env = fresh_env(s3_env, model_dir, DB_CONNECT_ATTEMPTS="1")
+    seed(env, SampleSet(sample.files[:3], sample.expected))
+    plan_run(env, shards=1)
+    url = f"postgresql://batch:hunter2@127.0.0.1:{free_port()}/witple"
+    result = run_module("shard_job", {**env, "DATABASE_URL": url, "AWS_BATCH_JOB_ATTEMPT": "1"})
+    assert result.returncode == 1
+    assert "cannot connect to postgresql://batch:***@127.0.0.1" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert SUCCESS_FILE not in partial_files(env, 0)

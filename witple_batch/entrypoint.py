@@ -1,14 +1,16 @@
 """What every job's main does around its work: logging, exit codes, SIGTERM, the FAILED notice.
 
 Exit 2 for configuration errors and other permanent ones (Batch's retry strategy exits on it),
-1 for everything else. SIGTERM (Batch's timeout, a cancel or a Spot interruption) becomes an
-exception so the job can still report before it dies; it is not permanent: whether Batch
-tries again is the attempt count's to say (notices.on_job_failure).
+1 for everything else. SIGTERM becomes an exception so the job can still report before it dies.
+Batch sends it for a Spot interruption (the attempt is retried) and at the attempt's timeout
+(not retried), and only the clock tells them apart: a SIGTERM within the last tenth of
+JOB_TIMEOUT_SECONDS is the timeout, and final.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -26,7 +28,15 @@ class Terminated(Exception):
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
-    raise Terminated(f"stopped by signal {signal.Signals(signum).name} (Batch timeout or cancel)")
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name} (Batch timeout, cancel or Spot interruption)")
+
+
+def _timeout_seconds() -> float:
+    """JOB_TIMEOUT_SECONDS, leniently: a bad value is common_from_env's to report."""
+    try:
+        return float(os.environ.get("JOB_TIMEOUT_SECONDS", "3600"))
+    except ValueError:
+        return 3600.0
 
 
 def run_job(
@@ -35,10 +45,11 @@ def run_job(
     on_failure: Callable[[str, bool, float], None] | None = None,
     permanent_errors: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """Run `work`; on failure call on_failure(message, permanent, seconds) and map the exit code.
+    """Run `work`; on failure call on_failure(message, final, seconds) and map the exit code.
 
-    `permanent` is true when a retry cannot help: a PermanentError or one of `permanent_errors`
-    (exit 2, which the job definitions' retry strategy does not retry).
+    `final` is true when Batch will not run this job again for the same cause: a PermanentError
+    or one of `permanent_errors` (exit 2, which the retry strategy does not retry), or SIGTERM at
+    the attempt's timeout. Otherwise the attempt count decides (notices.on_job_failure).
     """
     level = log_level()
     configure(job, level or "INFO")
@@ -57,8 +68,10 @@ def run_job(
     except (Exception, Terminated) as exc:
         message = mask_secrets(f"{type(exc).__name__}: {exc}")
         log.error(message, exc_info=not isinstance(exc, Terminated))
+        elapsed = time.monotonic() - started
+        timed_out = isinstance(exc, Terminated) and elapsed >= 0.9 * _timeout_seconds()
         if on_failure:
-            on_failure(message, False, time.monotonic() - started)
+            on_failure(message, timed_out, elapsed)
         return 1
     finally:
         sys.stdout.flush()

@@ -10,6 +10,7 @@ set aside, not judged, until an operator raises the limit and releases it.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ from typing import Any
 
 import orjson
 
-from witple_batch.record_stream import DocumentError, Element, RecordSplitter, json_error
+from witple_batch.record_stream import DocumentError, Element, RecordSplitter, TooManyRecords, json_error
 
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18  # one chunk's scan holds a few Python ints per structural byte: keep it small
 RAW_SAMPLE_BYTES = 1000
+MAX_GZIP_MEMBERS = 10_000  # empty members inflate to nothing: count them, or a file of them never ends
 
 
 class FileRejected(Exception):
@@ -38,6 +40,7 @@ class InputLimits:
     max_decompressed_bytes: int
     max_records: int
     max_record_bytes: int
+    max_seconds: float = 300.0  # one file's reading time: a slow file is quarantined, not the attempt lost
 
     def check_listed_size(self, size: int) -> None:
         if size > self.max_object_bytes:
@@ -54,30 +57,37 @@ class Record:
 
 
 def _inflate(data: bytes, limit: int) -> Iterator[bytes]:
-    """Every gzip member, one chunk at a time, quarantining the file past `limit` inflated bytes."""
-    rest = data
+    """Every gzip member, one chunk at a time, quarantining the file past `limit` inflated bytes.
+
+    The input is walked by offset in bounded slices, so a file of many tiny members costs time
+    linear in its size (slicing off the rest after every member was quadratic).
+    """
+    view = memoryview(data)
+    position = 0
     total = 0
-    while rest:
+    members = 0
+    while position < len(data):
+        if members >= MAX_GZIP_MEMBERS:
+            raise FileQuarantined(f"more than {MAX_GZIP_MEMBERS} gzip members")
+        members += 1
         inflater = zlib.decompressobj(wbits=31)
-        while True:
+        while not inflater.eof:
+            window = view[position : position + CHUNK_BYTES]
+            if not window:
+                raise FileRejected("bad gzip data: truncated stream")
             try:
-                chunk = inflater.decompress(rest, CHUNK_BYTES)
+                chunk = inflater.decompress(window, CHUNK_BYTES)
             except zlib.error as exc:
                 raise FileRejected(f"bad gzip data: {exc}") from None
+            position += len(window) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
             total += len(chunk)
             if total > limit:
                 raise FileQuarantined(f"decompressed size exceeds the {limit}-byte limit (gzip bomb?)")
             if chunk:
                 yield chunk
-            rest = inflater.unconsumed_tail
-            if inflater.eof or (not chunk and not rest):
-                break
-        if not inflater.eof:
-            raise FileRejected("bad gzip data: truncated stream")
-        rest = inflater.unused_data
         # concatenated members are legal gzip; trailing zero padding is not a member
-        if rest and not rest.startswith(GZIP_MAGIC):
-            if rest.strip(b"\x00"):
+        if not data.startswith(GZIP_MAGIC, position):
+            if bytes(view[position:]).strip(b"\x00"):
                 raise FileRejected("bad gzip data: trailing garbage after the last member")
             break
 
@@ -114,19 +124,20 @@ class FileReader:
     def records(self) -> Iterator[Record]:
         """Raises FileRejected (malformed) or FileQuarantined (over a limit) when the file cannot be taken whole."""
         limits = self._limits
-        splitter = RecordSplitter(limits.max_record_bytes)
+        splitter = RecordSplitter(limits.max_record_bytes, limits.max_records)
         chunks = (_inflate if self.gzipped else _plain)(self._data, limits.max_decompressed_bytes)
-        count = 0
+        deadline = time.monotonic() + limits.max_seconds
         try:
             for chunk in chunks:
                 self.decompressed_bytes += len(chunk)
                 for element in splitter.feed(chunk):
-                    count += 1
-                    if count > limits.max_records:
-                        raise FileQuarantined(f"more than {limits.max_records} records in one file")
                     yield _record(element, limits.max_record_bytes)
+                if time.monotonic() > deadline:
+                    raise FileQuarantined(f"reading it took more than {limits.max_seconds:.0f} s")
             for element in splitter.finish():
                 yield _record(element, limits.max_record_bytes)
+        except TooManyRecords as exc:
+            raise FileQuarantined(str(exc)) from None
         except DocumentError as exc:
             raise FileRejected(str(exc)) from None
         self.envelope = splitter.envelope

@@ -13,7 +13,8 @@ import orjson
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 _KEY_SECRET = re.compile(
-    r"(?i)\b(password|passwd|pwd|secret|token|access_token|api_key|apikey|signature|x-amz-signature)=([^\s&'\"]+)"
+    r"(?i)\b(password|passwd|pwd|pgpassword|sslpassword|secret|token|access_token|api_key|apikey|signature"
+    r"|x-amz-signature)=([^\s&'\"]+)"
 )
 
 

@@ -17,9 +17,24 @@ from witple_batch import run_state, webhook
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.logs import event, mask_secrets
+from witple_batch.run_layout import RunLayout
 from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+# the SUCCEEDED notice's metadata: name in the notice -> name in the run's stats
+METADATA = {
+    "files": "files",
+    "files_rejected": "files_rejected",
+    "files_quarantined": "files_quarantined",
+    "files_deferred": "files_deferred",
+    "records_read": "records_read",
+    "rejects": "records_rejected",
+    "users": "users",
+    "places": "places",
+    "places_uncatalogued": "places_uncatalogued",
+    "shard_count": "shards",
+}
 
 
 @dataclass(frozen=True)
@@ -69,14 +84,27 @@ def notify(conn: psycopg.Connection, common: CommonConfig, batch_id: str, body: 
         run_state.unlock_notice(conn, batch_id)
 
 
-def fail_and_notify(
-    common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]
-) -> Delivery:
-    """Record the run failed (unless it committed), then send FAILED if that is what the state says."""
-    if common.database_url is None:
-        event(log, "no FAILED notice: DATABASE_URL is not set, so the failure cannot be recorded", logging.ERROR)
-        return Delivery(False, None, "no database")
-    body = webhook.payload(
+def success_body(
+    common: CommonConfig, batch_id: str, stats: dict[str, Any], seconds: float, *, already_committed: bool
+) -> dict[str, Any]:
+    """SUCCEEDED as the main server's contract has it, from a committed run's stats."""
+    layout = RunLayout(common.work_bucket, common.work_prefix, batch_id)
+    metadata = {name: stats.get(stat, 0) for name, stat in METADATA.items()}
+    return webhook.payload(
+        job_id=common.job_id,
+        job_name=common.job_name,
+        status=webhook.SUCCEEDED,
+        batch_id=batch_id,
+        processed_records=int(stats.get("records_accepted", 0)),
+        processing_time_seconds=seconds,
+        s3_input_path=common.s3_input_path,
+        error_message=None,
+        metadata={**metadata, "already_committed": already_committed, "report_uri": layout.uri(layout.report_key)},
+    )
+
+
+def failure_body(common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]) -> dict:
+    return webhook.payload(
         job_id=common.job_id,
         job_name=common.job_name,
         status=webhook.FAILED,
@@ -87,14 +115,27 @@ def fail_and_notify(
         error_message=message,
         metadata=metadata,
     )
+
+
+def settle(common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]) -> Delivery:
+    """A job failed for good: record the run failed unless it committed, then send what the state
+    calls for: FAILED for a failed run, SUCCEEDED for one that committed before the failure."""
+    if common.database_url is None:
+        event(log, "no notice: DATABASE_URL is not set, so the failure cannot be recorded", logging.ERROR)
+        return Delivery(False, None, "no database")
     try:
         with connect_for(common, "witple-notice") as conn:
             run_state.fail(conn, batch_id, mask_secrets(message))
+            run = run_state.get(conn, batch_id)
+            if run is not None and run.status == "committed":
+                body = success_body(common, batch_id, run.stats, seconds, already_committed=True)
+            else:
+                body = failure_body(common, batch_id, message, seconds, metadata)
             return notify(conn, common, batch_id, body)
     except (DatabaseUnavailable, psycopg.Error) as exc:
         event(
             log,
-            "no FAILED notice: the failure cannot be recorded",
+            "no notice: the failure cannot be recorded",
             logging.ERROR,
             batch_id=batch_id,
             error=mask_secrets(str(exc)).strip(),
@@ -102,16 +143,16 @@ def fail_and_notify(
         return Delivery(False, None, "database unavailable")
 
 
-def on_job_failure(stage: str, message: str, permanent: bool, seconds: float, metadata: dict[str, Any]) -> None:
-    """What a failed job does: nothing when Batch will try again; on a final failure (a permanent
-    error or the last attempt), record the run failed and send the one FAILED notice."""
+def on_job_failure(stage: str, message: str, final: bool, seconds: float, metadata: dict[str, Any]) -> None:
+    """What a failed job does: nothing when Batch will try again; on a final failure (`final`, or
+    the last attempt), settle the run and send its one notice."""
     try:
         common = common_from_env()
         batch_id = required_batch_id()
     except ConfigError as exc:  # the settings themselves are broken: no run to record, nowhere to send
-        event(log, f"no FAILED notice: {exc}", logging.ERROR)
+        event(log, f"no notice: {exc}", logging.ERROR)
         return
-    if not (permanent or common.last_attempt):
+    if not (final or common.last_attempt):
         event(
             log,
             "failure will be retried by Batch; no notice sent",
@@ -119,7 +160,7 @@ def on_job_failure(stage: str, message: str, permanent: bool, seconds: float, me
             attempts=common.job_attempts,
         )
         return
-    fail_and_notify(
+    settle(
         common,
         batch_id,
         f"{stage} failed on attempt {common.attempt}/{common.job_attempts}: {message}",

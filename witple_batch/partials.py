@@ -8,6 +8,7 @@ Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
     places.id_offsets.npy, places.id_utf8.npy               and place ids; places sorted by (category, id)
     places.content.npy         (P,384) f4   L2-normalised content vectors
     places.text_sha256.npy     (P,32)  u1   sha256 of the place text each vector embeds
+    places.catalogued.npy      (P,)    u1   1 when the catalogue knew the place, 0 for a fallback text
     pairs.user.npy             (K,)    i4   index into users, sorted by (user, place)
     pairs.place.npy            (K,)    i4   index into places
     pairs.counts.npy           (K,4)   i8   click, like, bookmark, other
@@ -60,6 +61,7 @@ class ShardPartial:
     place_ids: list[str]
     place_content: np.ndarray  # (P, 384) float32
     place_text_sha256: np.ndarray  # (P, 32) uint8
+    place_catalogued: np.ndarray  # (P,) uint8: 1 when the catalogue knew the place
     pair_user: np.ndarray  # (K,) int32
     pair_place: np.ndarray  # (K,) int32
     pair_counts: np.ndarray  # (K, 4) int64
@@ -97,6 +99,7 @@ def _arrays(partial: ShardPartial) -> dict[str, np.ndarray]:
     arrays = {
         "places.content": partial.place_content,
         "places.text_sha256": partial.place_text_sha256,
+        "places.catalogued": partial.place_catalogued,
         "pairs.user": partial.pair_user,
         "pairs.place": partial.pair_place,
         "pairs.counts": partial.pair_counts,
@@ -220,6 +223,7 @@ def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where
         place_ids=place_ids,
         place_content=array("places.content", "f", (n_places, EMBEDDING_DIM)).astype(np.float32, copy=False),
         place_text_sha256=array("places.text_sha256", "u", (n_places, SHA256_BYTES)),
+        place_catalogued=array("places.catalogued", "u", (n_places,)),
         pair_user=pair_user.astype(np.int64),
         pair_place=pair_place.astype(np.int64),
         pair_counts=counts.astype(np.int64, copy=False),

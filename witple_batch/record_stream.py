@@ -43,6 +43,10 @@ class DocumentError(Exception):
     """The document's structure is broken; the whole file is rejected with this reason."""
 
 
+class TooManyRecords(Exception):
+    """More records than the limit: raised as soon as one more is found, whatever the chunk holds."""
+
+
 @dataclass(frozen=True, slots=True)
 class Element:
     """One record's bytes; only its first `max_record_bytes` when it is larger (then `size` says how large)."""
@@ -68,8 +72,10 @@ class RecordSplitter:
     there is no envelope or its fields were too large to keep).
     """
 
-    def __init__(self, max_record_bytes: int) -> None:
+    def __init__(self, max_record_bytes: int, max_records: int | None = None) -> None:
         self.max_record_bytes = max_record_bytes
+        self.max_records = max_records
+        self._records = 0
         self.envelope: dict[str, Any] | None = None
         self._mode = _START
         self._depth = 0
@@ -207,6 +213,8 @@ class RecordSplitter:
                     self._keep_rest(view[rest_at:p])
                     rest_at = p
                     if self._member_is_actions():
+                        if self._has_actions:
+                            raise DocumentError('not JSON: the envelope has two "actions" arrays')
                         self._keep_rest(b"[]")  # the envelope's other fields stay valid JSON
                         self._has_actions = True
                         self._mode = _ACTIONS
@@ -250,6 +258,9 @@ class RecordSplitter:
         if closing and self._elements_in_array == 0 and not element.oversized and not element.data.strip():
             return
         self._elements_in_array += 1
+        self._records += 1
+        if self.max_records is not None and self._records > self.max_records:
+            raise TooManyRecords(f"more than {self.max_records} records in one file")
         out.append(element)
 
     def _member_is_actions(self) -> bool:
@@ -290,12 +301,17 @@ class RecordSplitter:
         if self._first_byte != b"{":
             return []
         rest = Element(bytes(self._rest), self._rest_size)
-        if self._has_actions:
-            self.envelope = _loads_object(rest)
-            return []
         fields = _loads_object(rest)
+        if self._has_actions:
+            # the envelope's other fields must be JSON too (when they fit to be checked)
+            if fields is None and not rest.oversized:
+                raise DocumentError("not JSON: the envelope around the actions array is malformed")
+            self.envelope = fields
+            return []
         if fields is not None and "actions" in fields:
-            raise DocumentError(f'envelope "actions" is not an array (got {type(fields["actions"]).__name__})')
+            got = type(fields["actions"]).__name__
+            reason = "its key is not next to its array" if got == "list" else f"it is a {got}"
+            raise DocumentError(f'envelope "actions" cannot be read as an array of records ({reason})')
         return [rest]
 
     def _finish_scalar(self) -> list[Element]:

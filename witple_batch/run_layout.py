@@ -82,6 +82,7 @@ class ShardPlan:
     input_bucket: str
     planned_at_us: int
     files: tuple[InputFile, ...]
+    refresh: tuple[tuple[str, str], ...] = ()  # places whose stored content another model or text made
 
     def to_json(self) -> bytes:
         body = {
@@ -91,6 +92,7 @@ class ShardPlan:
             "input_bucket": self.input_bucket,
             "planned_at_us": self.planned_at_us,
             "files": [f.as_dict() for f in self.files],
+            "refresh": [list(key) for key in self.refresh],
         }
         return orjson.dumps(body)
 
@@ -103,6 +105,7 @@ class ShardPlan:
                 index=int(body["shard"]),
                 input_bucket=str(body["input_bucket"]),
                 planned_at_us=int(body["planned_at_us"]),
+                refresh=tuple((str(c), str(p)) for c, p in body.get("refresh", [])),
                 files=tuple(
                     InputFile(key=str(f["key"]), size=int(f["size"]), etag=str(f["etag"])) for f in body["files"]
                 ),

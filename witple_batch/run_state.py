@@ -56,17 +56,25 @@ def get(conn: psycopg.Connection, batch_id: str) -> Run | None:
 # -- planning ------------------------------------------------------------------------------
 
 
+ABANDONED = "abandoned: the lease expired before the run committed"
+
+
 def expire_abandoned(conn: psycopg.Connection) -> list[str]:
-    """Runs whose lease ran out before they committed: failed, their files free again."""
+    """Runs whose lease ran out before they committed: failed, their files free again.
+
+    A run committing right now holds its row (check_can_commit): it is skipped, not failed
+    under it, and its claims stay until its commit releases them.
+    """
     expired = [
         row[0]
         for row in conn.execute(
             "UPDATE batch_runs SET status = 'failed', failed_at = now(), finished_at = now(), updated_at = now(),"
-            " error = 'abandoned: the lease expired before the run committed'"
-            " WHERE status IN ('planned', 'sharded') AND lease_expires_at < now() RETURNING batch_id"
+            " error = %s WHERE batch_id IN (SELECT batch_id FROM batch_runs WHERE status IN ('planned', 'sharded')"
+            " AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) RETURNING batch_id",
+            (ABANDONED,),
         ).fetchall()
     ]
-    conn.execute("DELETE FROM file_claims WHERE expires_at < now()")
+    conn.execute("DELETE FROM file_claims WHERE batch_id = ANY(%s)", (expired,))
     return expired
 
 
@@ -74,24 +82,21 @@ _CLAIM = """
 WITH candidate AS (
     SELECT k.key FROM unnest(%(keys)s::text[]) WITH ORDINALITY AS k(key, n)
     WHERE NOT EXISTS (SELECT 1 FROM processed_files p WHERE p.key = k.key)
-      AND NOT EXISTS (SELECT 1 FROM file_claims c WHERE c.key = k.key AND c.expires_at >= now())
+      AND NOT EXISTS (SELECT 1 FROM file_claims c WHERE c.key = k.key)
     ORDER BY k.n
     LIMIT %(limit)s
 )
-INSERT INTO file_claims AS c (key, batch_id, claimed_at, expires_at)
-SELECT key, %(batch_id)s, now(), now() + make_interval(secs => %(lease)s) FROM candidate
-ON CONFLICT (key) DO UPDATE SET batch_id = EXCLUDED.batch_id, claimed_at = now(), expires_at = EXCLUDED.expires_at
-WHERE c.expires_at < now()
+INSERT INTO file_claims (key, batch_id) SELECT key, %(batch_id)s FROM candidate
+ON CONFLICT (key) DO NOTHING
 RETURNING key
 """
 
 
-def claim(
-    conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], lease_seconds: float, limit: int | None
-) -> list[InputFile]:
-    """Claim candidates in order that are neither in the ledger nor in a live claim, up to `limit`.
+def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
+    """Claim candidates in order that are neither in the ledger nor held by a run, up to `limit`.
 
-    Call under PLAN_LOCK inside the planner's transaction; the claims become visible with its commit.
+    Call under PLAN_LOCK inside the planner's transaction, after expire_abandoned; the claims
+    become visible with its commit.
     """
     claimed: set[str] = set()
     for start in range(0, len(candidates), CLAIM_CHUNK):
@@ -99,9 +104,7 @@ def claim(
         if room is not None and room <= 0:
             break
         keys = [f.key for f in candidates[start : start + CLAIM_CHUNK]]
-        rows = conn.execute(
-            _CLAIM, {"keys": keys, "limit": room, "batch_id": batch_id, "lease": lease_seconds}
-        ).fetchall()
+        rows = conn.execute(_CLAIM, {"keys": keys, "limit": room, "batch_id": batch_id}).fetchall()
         claimed.update(row[0] for row in rows)
     return [f for f in candidates if f.key in claimed]
 
@@ -126,14 +129,18 @@ def mark_sharded(conn: psycopg.Connection, batch_id: str) -> None:
 
 
 def check_can_commit(conn: psycopg.Connection, batch_id: str) -> None:
-    """Inside the apply transaction, before any write: the run is not failed and no staged file is another run's."""
-    run = get(conn, batch_id)
+    """Inside the apply transaction, before any write: the run is not failed and no staged file is another run's.
+
+    Locks the run's row until the commit, so a planner cannot record it abandoned meanwhile.
+    """
+    row = conn.execute("SELECT status, error FROM batch_runs WHERE batch_id = %s FOR UPDATE", (batch_id,)).fetchone()
+    run = None if row is None else Run(batch_id, row[0], None, row[1], {}, None)
     if run is not None and run.status == "failed":
         raise RunFailed(f"batch {batch_id} was recorded failed before this attempt ({run.error}); nothing applied")
     taken = conn.execute(
         "SELECT s.key, p.batch_id FROM stage_files s JOIN processed_files p USING (key) WHERE p.batch_id <> %(b)s"
         " UNION ALL SELECT s.key, c.batch_id FROM stage_files s JOIN file_claims c USING (key)"
-        " WHERE c.batch_id <> %(b)s AND c.expires_at >= now()"
+        " WHERE c.batch_id <> %(b)s"
         " ORDER BY 1 LIMIT 11",
         {"b": batch_id},
     ).fetchall()
@@ -147,20 +154,25 @@ def commit(
     conn: psycopg.Connection, batch_id: str, started_at: float, seconds: dict[str, float], stats: dict[str, Any]
 ) -> int:
     """Ledger rows for every staged file, the committed state, claims released: the apply transaction's last writes."""
+    # deferred files (changed or deleted after planning) stay out: the next plan reads them again;
+    # a file this run's child already quarantined (quarantine()) keeps its row
     ledger_rows = conn.execute(
         "INSERT INTO processed_files (key, etag, size, batch_id, status, reason, records, accepted, rejected,"
         " rejects_by_reason, envelope_batch_id)"
         " SELECT key, etag, size, %s, status, reason, records, accepted, rejected, rejects_by_reason, envelope_batch_id"
-        " FROM stage_files",
+        " FROM stage_files WHERE status <> 'deferred' ON CONFLICT (key) DO NOTHING",
         (batch_id,),
     ).rowcount
-    conn.execute(
+    moved = conn.execute(
         "INSERT INTO batch_runs (batch_id, status, started_at, committed_at, seconds, stats)"
         " VALUES (%s, 'committed', to_timestamp(%s), now(), %s, %s)"
         " ON CONFLICT (batch_id) DO UPDATE SET status = 'committed', started_at = EXCLUDED.started_at,"
-        " committed_at = now(), seconds = EXCLUDED.seconds, stats = EXCLUDED.stats, error = NULL, updated_at = now()",
+        " committed_at = now(), seconds = EXCLUDED.seconds, stats = EXCLUDED.stats, error = NULL, updated_at = now()"
+        " WHERE batch_runs.status IN ('planned', 'sharded')",
         (batch_id, started_at, orjson.dumps(seconds).decode(), orjson.dumps(stats).decode()),
-    )
+    ).rowcount
+    if moved != 1:  # check_can_commit holds the row, so only a caller that skipped it gets here
+        raise RunFailed(f"batch {batch_id} is no longer planned; nothing applied")
     conn.execute("DELETE FROM file_claims WHERE batch_id = %s", (batch_id,))
     return int(ledger_rows)
 
@@ -203,6 +215,14 @@ def quarantined(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return [
         {"key": k, "reason": r, "batch_id": b, "size": s, "quarantined_at": t.isoformat()} for k, r, b, s, t in rows
     ]
+
+
+def quarantine(conn: psycopg.Connection, item: InputFile, batch_id: str, reason: str) -> bool:
+    """Set a file aside in the ledger now, whatever becomes of its run (a child found it stopped an attempt)."""
+    row = conn.execute(
+        "SELECT witple_quarantine_file(%s, %s, %s, %s, %s)", (item.key, item.etag, item.size, batch_id, reason)
+    ).fetchone()
+    return bool(row[0])  # type: ignore[index]
 
 
 def release(conn: psycopg.Connection, key: str) -> bool:

@@ -93,7 +93,7 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
-        if exc.code >= 500 or exc.code == 429:
+        if exc.code >= 500 or exc.code in (408, 429):
             raise TransientDeliveryError(f"HTTP {exc.code}") from None
         raise PermanentDeliveryError(f"HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:

@@ -13,15 +13,17 @@ ALTER TABLE batch_runs
     ADD COLUMN IF NOT EXISTS plan             jsonb NOT NULL DEFAULT '{}';
 UPDATE batch_runs SET status = 'notified', notice = 'SUCCEEDED', notified_at = finished_at
     WHERE status = 'committed' AND webhook_status IS NOT NULL;
+UPDATE batch_runs SET notice = 'FAILED' WHERE status = 'failed';  -- the earlier code sent FAILED for these
 ALTER TABLE batch_runs ADD CONSTRAINT batch_runs_status_check
     CHECK (status IN ('planned', 'sharded', 'committed', 'notified', 'failed'));
 CREATE INDEX IF NOT EXISTS batch_runs_live ON batch_runs (lease_expires_at) WHERE status IN ('planned', 'sharded');
 
+-- A claim lives exactly as long as its run is planned or sharded: the commit and the failure of
+-- a run delete its claims, and a run whose lease (batch_runs.lease_expires_at) ends is failed.
 CREATE TABLE IF NOT EXISTS file_claims (
     key        text PRIMARY KEY,
     batch_id   text NOT NULL,
-    claimed_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL
+    claimed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS file_claims_batch ON file_claims (batch_id);
 
@@ -33,8 +35,21 @@ ALTER TABLE processed_files
     ADD COLUMN IF NOT EXISTS envelope_batch_id text;  -- the collection server's batch_id in the file
 CREATE INDEX IF NOT EXISTS processed_files_quarantined ON processed_files (processed_at) WHERE status = 'quarantined';
 
--- The two moves a shard child makes (it holds a read-only role): a run fails, its notice is
--- recorded. SECURITY DEFINER so a role with EXECUTE on these and nothing else can make them.
+-- The moves a shard child makes (it holds a read-only role): a file that stopped its attempts is
+-- quarantined, a run fails, its notice is recorded. SECURITY DEFINER so a role with EXECUTE on
+-- these and nothing else can make them.
+CREATE OR REPLACE FUNCTION witple_quarantine_file(
+    p_key text, p_etag text, p_size bigint, p_batch_id text, p_reason text
+) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    -- recorded at once, so the file stays set aside even if its run then fails
+    INSERT INTO processed_files (key, etag, size, batch_id, status, reason)
+    VALUES (p_key, p_etag, p_size, p_batch_id, 'quarantined', left(p_reason, 4000))
+    ON CONFLICT (key) DO NOTHING;
+    RETURN FOUND;
+END $$;
+
 CREATE OR REPLACE FUNCTION witple_fail_run(p_batch_id text, p_error text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN

@@ -1,0 +1,397 @@
+"""Do the vectors mean something? Ranking quality on MovieLens 100K, through the real pipeline.
+
+Data: MovieLens 100K as shipped inside the `recbole==1.2.1` wheel (GroupLens terms: fetched into
+.cache/datasets at run time with `pip download --no-deps`, never committed). Ratings become
+collection-server files (5 -> bookmark, 4 -> like, <= 3 -> click, at the rating's time) and
+movies become rows of the main server's catalogue table `place_recommendations` (name: title,
+category: genres, overview: the year), so places get their text from the catalogue.
+
+Protocol: per user, interactions ordered by (timestamp, item); the last is the test item, the
+one before it the validation item. Each split runs the real pipeline (plan, 2 shard processes,
+reduce on moto S3 and embedded PostgreSQL) on everything before its held-out item. Every
+contender ranks all movies the user has not rated in training; HR@10, NDCG@10, Recall@20 (one
+held-out item: HR@20) and coverage@10 (share of movies in anyone's top 10). Parameters (how
+many recent places, how much popularity) are chosen on validation and reported on test.
+
+Contenders: random, most popular, item-kNN (cosine on co-occurrence), and our vectors ranked
+three ways: the user's vector against content vectors (what the main server does with its
+catalogue vectors), against combined vectors, and `recommend_places` (the profile of the user's
+most recent places over place behaviour vectors, plus a popularity prior), the last one both in
+numpy and called through SQL. The same rankings with the old id-template text
+("movies place <id>") and with 20% of the catalogue missing are computed offline with the same
+embedder and formulas.
+
+    python -m benchmarks.quality_bench [--plot benchmarks/figures/quality.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import subprocess
+import sys
+import uuid
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psycopg
+from pgvector.psycopg import register_vector
+
+from benchmarks.e2e_bench import ours
+from local_stack.moto_s3 import MotoS3
+from local_stack.postgres import LocalPostgres
+from local_stack.sample_data import SampleFile, ensure_bucket, upload
+from witple_batch.embedder import Embedder
+from witple_batch.place_text import CatalogueEntry, place_text
+from witple_batch.s3 import s3_client
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO / ".cache" / "datasets"
+WHEEL = "recbole==1.2.1"
+ML = "recbole/dataset_example/ml-100k/"
+CATEGORY = "movies"
+WEIGHTS = {5: 5.0, 4: 3.0}  # rating -> action weight (bookmark 5, like 3, click 1)
+RECENT = (1, 2, 3, 5, 8, 10_000)
+POPULARITY = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
+
+
+@dataclass
+class Data:
+    user: np.ndarray  # interactions sorted by (user, timestamp, item)
+    item: np.ndarray
+    rating: np.ndarray
+    ts: np.ndarray
+    movies: dict[int, tuple[str, str, str]]  # item -> (title, year, genres)
+
+    @property
+    def weight(self) -> np.ndarray:
+        return np.where(self.rating == 5, 5.0, np.where(self.rating == 4, 3.0, 1.0))
+
+
+def fetch() -> Path:
+    folder = DATASETS / "ml-100k"
+    if not (folder / "ml-100k.inter").exists():
+        DATASETS.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-d", str(DATASETS), "-q"], check=True
+        )
+        wheel = next(DATASETS.glob("recbole-1.2.1-*.whl"))
+        folder.mkdir(exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            for name in ("ml-100k.inter", "ml-100k.item"):
+                (folder / name).write_bytes(archive.read(ML + name))
+    return folder
+
+
+def load(folder: Path) -> Data:
+    raw = np.loadtxt(folder / "ml-100k.inter", skiprows=1, dtype=np.int64)
+    order = np.lexsort((raw[:, 1], raw[:, 3], raw[:, 0]))
+    lines = (folder / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]
+    movies = {int(p[0]): (p[1], p[2], p[3]) for p in (line.split("\t") for line in lines)}
+    rows = raw[order]
+    return Data(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], movies)
+
+
+def held_out(data: Data, back: int) -> np.ndarray:
+    """Mask of each user's `back`-th interaction from the end (1 = last)."""
+    last = np.r_[data.user[1:] != data.user[:-1], True]
+    positions = np.flatnonzero(last) - (back - 1)
+    mask = np.zeros(len(data.user), dtype=bool)
+    ok = positions >= 0
+    positions = positions[ok]
+    mask[positions[data.user[positions] == data.user[np.flatnonzero(last)[ok]]]] = True
+    return mask
+
+
+def to_files(data: Data, train: np.ndarray, prefix: str) -> list[SampleFile]:
+    kinds = {5: "bookmark", 4: "like"}
+    order = np.argsort(data.ts[train], kind="stable")
+    users, items, ratings, times = (a[train][order] for a in (data.user, data.item, data.rating, data.ts))
+    files = []
+    for start in range(0, len(users), 100):
+        actions = [
+            {
+                "user_id": str(u),
+                "place_category": CATEGORY,
+                "place_id": str(i),
+                "action_type": kinds.get(int(r), "click"),
+                "timestamp": datetime.fromtimestamp(int(t), UTC).isoformat().replace("+00:00", "Z"),
+            }
+            for u, i, r, t in zip(*(a[start : start + 100] for a in (users, items, ratings, times)), strict=True)
+        ]
+        moment = datetime.fromtimestamp(int(times[start]), UTC)
+        key = (
+            f"{prefix}year={moment:%Y}/month={moment:%m}/day={moment:%d}/hour={moment:%H}/"
+            f"batch-{int(times[start]) * 1000}-{len(actions)}-{uuid.uuid4().hex[:8]}.json"
+        )
+        body = gzip.compress(orjson.dumps({"batch_id": uuid.uuid4().hex, "actions": actions}), mtime=0)
+        files.append(SampleFile(key, body, "gzip"))
+    return files
+
+
+def entry(movie: tuple[str, str, str]) -> CatalogueEntry:
+    title, year, genres = movie
+    return CatalogueEntry(name=title, category=genres, overview=f"Released {year}." if year else None)
+
+
+CATALOGUE_DDL = """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE place_recommendations (
+    id serial PRIMARY KEY, place_id integer NOT NULL, table_name varchar NOT NULL, name varchar, overview text,
+    region varchar, city varchar, category varchar, latitude double precision, longitude double precision,
+    image_urls json, bookmark_cnt integer DEFAULT 0, vector vector(384)
+)
+"""
+
+
+def run_split(moto: MotoS3, pg: LocalPostgres, data: Data, train: np.ndarray, name: str) -> str:
+    url = pg.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(CATALOGUE_DDL)
+        with conn.cursor().copy(
+            "COPY place_recommendations (place_id, table_name, name, overview, category) FROM STDIN"
+        ) as copy:
+            for item, movie in data.movies.items():
+                e = entry(movie)
+                copy.write_row((item, CATEGORY, e.name, e.overview, e.category))
+    bucket = f"ml-{name}-{uuid.uuid4().hex[:6]}"
+    client = s3_client(moto.client_env()["AWS_REGION"])
+    ensure_bucket(client, bucket, moto.client_env()["AWS_REGION"])
+    upload(client, bucket, to_files(data, train, "user-actions/"))
+    env = {
+        **moto.client_env(),
+        "S3_BUCKET": bucket,
+        "DATABASE_URL": url,
+        "BATCH_ID": f"ml-{name}",
+        "MODEL_DIR": os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model")),
+    }
+    result = ours(env, shards=2)
+    actions = result["report"]["stats"]["records_read"]
+    print(f"  {name}: pipeline {sum(result['timings'].values()):.1f} s, {actions:,} actions")
+    return url
+
+
+@dataclass
+class Vectors:
+    users: np.ndarray  # (n_users, 384) stored behaviour vectors
+    content: np.ndarray  # (n_items, 384)
+    behaviour: np.ndarray
+    combined: np.ndarray
+
+
+def read_vectors(url: str, n_users: int, n_items: int) -> Vectors:
+    out = Vectors(*(np.zeros((n, 384), np.float32) for n in (n_users, n_items, n_items, n_items)))
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        for uid, vector in conn.execute("SELECT user_id, behavior_vector FROM user_behavior_vectors"):
+            if vector is not None:
+                out.users[int(uid)] = vector.to_numpy()
+        for pid, *vectors in conn.execute(
+            "SELECT place_id, content_vector, behavior_vector, combined_vector FROM place_vectors"
+        ):
+            for target, vector in zip((out.content, out.behaviour, out.combined), vectors, strict=True):
+                if vector is not None:
+                    target[int(pid)] = vector.to_numpy()
+    return out
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def derived(data: Data, train: np.ndarray, content: np.ndarray, n_users: int) -> Vectors:
+    """The pipeline's vector formulas in numpy, for texts the pipeline did not embed (offline contenders)."""
+    m = np.zeros((n_users, len(content)))
+    np.add.at(m, (data.user[train], data.item[train]), data.weight[train])
+    has = np.linalg.norm(content, axis=1) > 0
+    w_user = (m * has).sum(1, keepdims=True)
+    users = (m * has) @ content / np.where(w_user == 0, 1, w_user)
+    known = (np.linalg.norm(users, axis=1) > 0).astype(float)
+    w_place = (m * known[:, None]).sum(0)[:, None]
+    behaviour = (m * known[:, None]).T @ users / np.where(w_place == 0, 1, w_place)
+    combined = np.where((np.linalg.norm(behaviour, axis=1) > 0)[:, None], unit(content + behaviour), content)
+    return Vectors(users.astype(np.float32), content, behaviour.astype(np.float32), combined.astype(np.float32))
+
+
+class Ranking:
+    """Score matrices (users x items) for the train interactions of one split."""
+
+    def __init__(self, data: Data, train: np.ndarray, n_users: int, n_items: int) -> None:
+        self.m = np.zeros((n_users, n_items))
+        np.add.at(self.m, (data.user[train], data.item[train]), data.weight[train])
+        self.popularity = (self.m > 0).sum(0).astype(float)
+        self.prior = np.log1p(self.popularity) / np.log(2 + self.popularity.max())
+        idx = np.flatnonzero(train)
+        users = data.user[idx]
+        start = np.r_[True, users[1:] != users[:-1]]
+        group = np.cumsum(start) - 1
+        position = np.arange(len(idx)) - np.flatnonzero(start)[group]
+        self.from_end = np.bincount(group)[group] - 1 - position  # 0 = the user's most recent
+        self.idx = idx
+        self.data = data
+
+    def item_knn(self) -> np.ndarray:
+        b = (self.m > 0).astype(float)
+        norms = np.sqrt(b.sum(0))
+        sim = b.T @ b / np.outer(np.where(norms == 0, 1, norms), np.where(norms == 0, 1, norms))
+        np.fill_diagonal(sim, 0)
+        return b @ sim
+
+    def user_against(self, v: Vectors, places: np.ndarray, alpha: float) -> np.ndarray:
+        return unit(v.users) @ unit(places).T + alpha * self.prior
+
+    def recent(self, v: Vectors, n: int, alpha: float) -> np.ndarray:
+        """recommend_places: the user's n most recent places' behaviour vectors, weighted, plus the prior."""
+        keep = self.from_end < n
+        profile = np.zeros((self.m.shape[0], v.behaviour.shape[1]))
+        users, items = self.data.user[self.idx][keep], self.data.item[self.idx][keep]
+        np.add.at(profile, users, unit(v.behaviour)[items] * self.data.weight[self.idx][keep][:, None])
+        return unit(profile) @ unit(v.behaviour).T + alpha * self.prior
+
+
+def evaluate(scores: np.ndarray, ranking: Ranking, users: np.ndarray, items: np.ndarray) -> dict[str, float]:
+    s = np.array(scores, dtype=np.float64)
+    s[ranking.m > 0] = -np.inf
+    s[:, 0] = -np.inf  # item ids start at 1
+    s = s[users]
+    rank = (s > s[np.arange(len(users)), items][:, None]).sum(1)
+    top = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    return {
+        "HR@10": float((rank < 10).mean()),
+        "NDCG@10": float(np.where(rank < 10, 1 / np.log2(rank + 2), 0).mean()),
+        "Recall@20": float((rank < 20).mean()),
+        "coverage@10": len(np.unique(top)) / (s.shape[1] - 1),
+    }
+
+
+def sql_rankings(url: str, users: np.ndarray, n: int, alpha: float, n_items: int) -> np.ndarray:
+    """recommend_places itself, for every evaluated user: its top 20 as a score matrix (20 .. 1)."""
+    scores = np.zeros((int(users.max()) + 1, n_items))
+    with psycopg.connect(url) as conn:
+        for user in np.unique(users):
+            rows = conn.execute("SELECT place_id FROM recommend_places(%s, 20, %s, %s)", (str(user), n, alpha))
+            for rank, (place_id,) in enumerate(rows):
+                scores[user, int(place_id)] = 20 - rank
+    return scores
+
+
+def choose(label: str, make: object, grid: list[tuple], val: tuple) -> tuple:
+    """The parameters with the best validation HR@10 (ties: NDCG@10)."""
+    ranking, users, items = val
+
+    def quality(params: tuple) -> tuple[float, float]:
+        measured = evaluate(make(*params), ranking, users, items)  # type: ignore[operator]
+        return measured["HR@10"], measured["NDCG@10"]
+
+    best = max(grid, key=quality)
+    print(f"  {label}: chosen on validation {best}")
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plot", type=Path, help="write a PNG of HR@10 and NDCG@10 here")
+    args = parser.parse_args()
+    data = load(fetch())
+    n_users, n_items = int(data.user.max()) + 1, int(data.item.max()) + 1
+    test, val = held_out(data, 1), held_out(data, 2)
+    splits = {"validation": ~test & ~val, "test": ~test}
+    targets = {"validation": val, "test": test}
+    print(f"MovieLens 100K: {len(data.user):,} ratings, {n_users - 1} users, {len(data.movies)} movies")
+    with MotoS3.start() as moto, LocalPostgres.running() as pg:
+        os.environ.update(moto.client_env())
+        urls = {name: run_split(moto, pg, data, train, name) for name, train in splits.items()}
+        vectors = {name: read_vectors(url, n_users, n_items) for name, url in urls.items()}
+        rankings = {name: Ranking(data, splits[name], n_users, n_items) for name in splits}
+        held = {name: (data.user[targets[name]], data.item[targets[name]]) for name in splits}
+
+        embedder = Embedder(Path(os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model"))))
+        ids = sorted(data.movies)
+        template = np.zeros((n_items, 384), np.float32)
+        template[ids] = embedder.embed([f"{CATEGORY} place {i}" for i in ids])
+        rng = np.random.default_rng(7)
+        missing = set(rng.choice(ids, size=len(ids) // 5, replace=False).tolist())
+        fallback = vectors["test"].content.copy()
+        fallback[sorted(missing)] = embedder.embed([place_text(CATEGORY, None)])[0]
+        excluded = vectors["test"].content.copy()
+        excluded[sorted(missing)] = 0
+
+        val = (rankings["validation"], *held["validation"])
+        v_val = vectors["validation"]
+        r_val = rankings["validation"]
+        alphas = [(a,) for a in POPULARITY]
+        content_p = choose("user vs content", lambda a: r_val.user_against(v_val, v_val.content, a), alphas, val)
+        combined_p = choose("user vs combined", lambda a: r_val.user_against(v_val, v_val.combined, a), alphas, val)
+        grid = [(n, a) for n in RECENT for a in POPULARITY]
+        recent_p = choose("recommend_places", lambda n, a: r_val.recent(v_val, n, a), grid, val)
+
+        r, v = rankings["test"], vectors["test"]
+        users, items = held["test"]
+        t_template = derived(data, splits["test"], template, n_users)
+        t_fallback = derived(data, splits["test"], fallback, n_users)
+        t_excluded = derived(data, splits["test"], excluded, n_users)
+        rows = {
+            "random": np.random.default_rng(0).random((n_users, n_items)),
+            "most popular": np.tile(r.popularity, (n_users, 1)),
+            "item-kNN (cosine on co-occurrence)": r.item_knn(),
+            f"id-template text: user vs content +{content_p[0]} pop": r.user_against(
+                t_template, t_template.content, *content_p
+            ),
+            f"catalogue text: user vs content +{content_p[0]} pop": r.user_against(v, v.content, *content_p),
+            f"id-template text: user vs combined +{combined_p[0]} pop": r.user_against(
+                t_template, t_template.combined, *combined_p
+            ),
+            f"catalogue text: user vs combined +{combined_p[0]} pop": r.user_against(v, v.combined, *combined_p),
+            f"id-template text: recent {recent_p[0]} profile +{recent_p[1]} pop": r.recent(t_template, *recent_p),
+            f"catalogue text: recent {recent_p[0]} profile +{recent_p[1]} pop": r.recent(v, *recent_p),
+            f"20% uncatalogued, category-only text: recent {recent_p[0]} +{recent_p[1]}": r.recent(
+                t_fallback, *recent_p
+            ),
+            f"20% uncatalogued, no content vector: recent {recent_p[0]} +{recent_p[1]}": r.recent(
+                t_excluded, *recent_p
+            ),
+            f"recommend_places({recent_p[0]}, {recent_p[1]}) in SQL": sql_rankings(
+                urls["test"], users, *recent_p, n_items
+            ),
+        }
+    results = {label: evaluate(scores, r, users, items) for label, scores in rows.items()}
+    pop, knn = results["most popular"]["HR@10"], results["item-kNN (cosine on co-occurrence)"]["HR@10"]
+    print(f"\ntest: {len(users)} users, each ranked over every movie not rated in training")
+    print(f"{'contender':<62}{'HR@10':>8}{'NDCG@10':>9}{'R@20':>8}{'cov@10':>8}{'/pop':>7}{'/kNN':>7}")
+    for label, m in results.items():
+        print(
+            f"{label:<62}{m['HR@10']:>8.4f}{m['NDCG@10']:>9.4f}{m['Recall@20']:>8.4f}{m['coverage@10']:>8.3f}"
+            f"{m['HR@10'] / pop:>6.2f}x{m['HR@10'] / knn:>6.2f}x"
+        )
+    if args.plot:
+        plot(results, args.plot)
+
+
+def plot(results: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.5))
+    y = np.arange(len(labels))
+    ax.barh(y - 0.2, [results[k]["HR@10"] for k in labels], 0.4, label="HR@10")
+    ax.barh(y + 0.2, [results[k]["NDCG@10"] for k in labels], 0.4, label="NDCG@10")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MovieLens 100K, leave-last-out, full ranking (test)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Where a place's name, overview, region, city and category come from: the main server's catalogue.
+
+CATALOGUE_SOURCE says where to look:
+
+    auto (default)   the main server's `place_recommendations` table, when DATABASE_URL reaches it
+    table:<name>     a table with the same columns
+    query:<sql>      a query returning them
+    s3://bucket/key  a JSON Lines or CSV export (gzip found by magic bytes) with them
+    none             no catalogue: every place gets its fallback text
+
+Columns: place_id, table_name (= the actions' place_category), name, overview, region, city,
+category. A shard asks for its own places only: in chunks with one join each from a database,
+or by streaming an export and keeping the rows it needs, so memory follows the shard's places,
+not the catalogue. A missing table is one log line and fallback texts, never a failed shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from witple_batch.logs import event
+from witple_batch.place_text import CatalogueEntry
+from witple_batch.s3 import parse_s3_uri
+from witple_batch.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TABLE = "place_recommendations"
+FIELDS = ("name", "overview", "region", "city", "category")
+LOOKUP_CHUNK = 20_000
+Key = tuple[str, str]  # (place_category, place_id)
+
+
+@dataclass(frozen=True)
+class CatalogueSource:
+    kind: str  # auto | table | query | s3 | none
+    target: str = ""
+
+    @classmethod
+    def parse(cls, raw: str) -> CatalogueSource:
+        value = raw.strip()
+        if value in ("auto", "none"):
+            return cls(value)
+        for kind in ("table", "query"):
+            if value.startswith(f"{kind}:") and value[len(kind) + 1 :].strip():
+                return cls(kind, value[len(kind) + 1 :].strip())
+        if value.startswith("s3://"):
+            parse_s3_uri(value)
+            return cls("s3", value)
+        raise ConfigError("CATALOGUE_SOURCE must be auto, none, table:<name>, query:<sql> or s3://bucket/key")
+
+    def relation(self) -> sql.Composable:
+        if self.kind == "query":
+            return sql.SQL("({})").format(sql.SQL(self.target))  # type: ignore[arg-type] - the operator's own query
+        name = self.target if self.kind == "table" else DEFAULT_TABLE
+        return sql.Identifier(*name.split(".", 1))
+
+
+def _entry(row: dict[str, Any] | tuple[Any, ...]) -> CatalogueEntry:
+    values = row if isinstance(row, tuple) else tuple(row.get(field) for field in FIELDS)
+    return CatalogueEntry(*(None if v is None or v == "" else str(v) for v in values))
+
+
+def from_database(conn: psycopg.Connection, source: CatalogueSource, keys: list[Key]) -> dict[Key, CatalogueEntry]:
+    lookup = sql.SQL(
+        "SELECT k.n - 1, c.name, c.overview, c.region, c.city, c.category"
+        " FROM unnest(%(categories)s::text[], %(ids)s::text[]) WITH ORDINALITY AS k(table_name, place_id, n)"
+        " JOIN {} c ON c.table_name::text = k.table_name AND c.place_id::text = k.place_id"
+    ).format(source.relation())
+    found: dict[Key, CatalogueEntry] = {}
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        chunk = keys[start : start + LOOKUP_CHUNK]
+        rows = conn.execute(lookup, {"categories": [c for c, _ in chunk], "ids": [p for _, p in chunk]}).fetchall()
+        for row in rows:
+            found[chunk[row[0]]] = _entry(tuple(row[1:]))
+    return found
+
+
+def _export_rows(body: Any) -> Iterator[dict[str, Any]]:
+    """Rows of a JSON Lines or CSV export, streamed (gzip by its magic bytes)."""
+    head = body.read(2)
+    raw: Any = io.BufferedReader(_Prefixed(head, body))  # type: ignore[arg-type]
+    if head == b"\x1f\x8b":
+        raw = gzip.GzipFile(fileobj=raw)
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    first = text.readline()
+    if first.lstrip().startswith("{"):
+        for line in (first, *text):
+            if line.strip():
+                yield orjson.loads(line)
+        return
+    yield from csv.DictReader((first, *text))
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes already read to sniff the format, then the rest of the stream."""
+
+    def __init__(self, head: bytes, body: Any) -> None:
+        self._head = head
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def from_export(client: Any, source: CatalogueSource, keys: list[Key]) -> dict[Key, CatalogueEntry]:
+    bucket, key = parse_s3_uri(source.target)
+    wanted = set(keys)
+    found: dict[Key, CatalogueEntry] = {}
+    for row in _export_rows(client.get_object(Bucket=bucket, Key=key)["Body"]):
+        place = (str(row.get("table_name", "")), str(row.get("place_id", "")))
+        if place in wanted:
+            found[place] = _entry(row)
+    return found
+
+
+def lookup(
+    source: CatalogueSource, keys: list[Key], *, conn: psycopg.Connection | None, client: Any
+) -> dict[Key, CatalogueEntry]:
+    """The catalogue entries of these places (those it knows); never fails the shard over a missing table."""
+    if source.kind == "none" or not keys:
+        return {}
+    if source.kind == "s3":
+        return from_export(client, source, keys)
+    if conn is None:
+        if source.kind != "auto":
+            raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:... needs DATABASE_URL")
+        return {}
+    try:
+        with conn.transaction():
+            return from_database(conn, source, keys)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        event(log, "no catalogue to read; places get their fallback text", logging.WARNING, error=str(exc).strip())
+        return {}

@@ -1,0 +1,288 @@
+"""Vectors that mean something, on real services: catalogue text, one embedding space, the same
+vectors whatever the batch boundaries, and recommend_places; all against tests/vector_oracle.py."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from local_stack.sample_data import SampleFile, SampleSet, catalogue, generate, install_catalogue, place_key
+from tests.helpers import (
+    fresh_env,
+    load_partial,
+    pipeline,
+    plan_run,
+    query,
+    reduce_in_process,
+    run_child,
+    run_module,
+    seed,
+)
+from tests.vector_oracle import assert_close, expected, stored
+from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
+from witple_batch.place_text import PLACE_TEXT_VERSION, CatalogueEntry, place_text, text_sha256
+from witple_batch.s3 import s3_client
+
+WEIGHTS = (2.0, 4.0, 7.0)
+ONE_PLACE = (
+    "SELECT content_text_sha256, content_vector::text FROM place_vectors WHERE place_category = %s AND place_id = %s"
+)
+PLACES = 80
+
+
+def _with_zero_weights(sample: SampleSet) -> SampleSet:
+    """A user with only unknown action types, on a place nobody weighs: no user vector, content-only combined."""
+    actions = [
+        {"user_id": "only-shares", "place_category": "nature", "place_id": "zero-place", "action_type": "share"},
+        {"user_id": "only-shares", "place_category": "nature", "place_id": "zero-place", "action_type": "view"},
+    ]
+    key = "user-actions/year=2025/month=01/day=15/hour=15/batch-1736953200000-2-zeroweig.json"
+    return SampleSet([*sample.files, SampleFile(key, orjson.dumps({"actions": actions}))], sample.expected)
+
+
+@pytest.fixture(scope="module")
+def sample() -> SampleSet:
+    return _with_zero_weights(generate(actions=3_000, users=200, places=PLACES, seed=41, batch_size=40))
+
+
+@pytest.fixture(scope="module")
+def second() -> SampleSet:
+    start = datetime(2025, 1, 17, 9, tzinfo=UTC)
+    return generate(actions=1_500, users=200, places=PLACES, seed=42, batch_size=40, start=start, malformed_files=0)
+
+
+def _env(s3_env, model_dir, url, **extra) -> dict[str, str]:
+    install_catalogue(url, catalogue(PLACES))
+    return fresh_env(s3_env, model_dir, DATABASE_URL=url, ACTION_WEIGHTS="click=2,like=4,bookmark=7", **extra)
+
+
+def _batch(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**env, "BATCH_ID": f"v-{uuid.uuid4().hex[:10]}", **extra}
+
+
+def _model(env: dict[str, str]) -> str:
+    return read_manifest(Path(env["MODEL_DIR"])).onnx_sha256
+
+
+def _assert_follows_the_definition(url: str, model: str) -> None:
+    now, wanted = stored(url), expected(url, WEIGHTS, model, PLACE_TEXT_VERSION)
+    assert_close(now.users, wanted.users, "user vector")
+    assert_close(now.behaviour, wanted.behaviour, "place behaviour vector")
+    assert_close(now.combined, wanted.combined, "combined vector")
+
+
+def other_export(model_dir: Path, into: Path) -> Path:
+    """The same network saved again with another doc string: another model.onnx sha256, as a new export would be."""
+    import onnx
+
+    into.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(model_dir / MODEL_FILE))
+    model.doc_string = "another export"
+    onnx.save(model, str(into / MODEL_FILE))
+    shutil.copy(model_dir / TOKENIZER_FILE, into / TOKENIZER_FILE)
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    manifest["onnx_sha256"] = hashlib.sha256((into / MODEL_FILE).read_bytes()).hexdigest()
+    (into / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return into
+
+
+def test_one_batch_or_three_give_the_same_vectors(s3_env, model_dir, postgres, sample):
+    one, three = postgres.new_database(), postgres.new_database()
+    env = _env(s3_env, model_dir, one)
+    pipeline(env, sample, shards=2)
+    split = _env(s3_env, model_dir, three)
+    files = sorted(sample.files, key=lambda f: f.key)
+    for index, part in enumerate((files[:15], files[15:50], files[50:])):
+        pipeline(_batch(split), SampleSet(part, sample.expected), shards=index + 1)
+    a, b = stored(one), stored(three)
+    assert_close(a.users, b.users, "user vector")
+    assert_close(a.behaviour, b.behaviour, "place behaviour vector")
+    assert_close(a.combined, b.combined, "combined vector")
+    totals = "SELECT sum(total_actions), sum(total_other), sum(unique_users), sum(vector_weight) FROM place_vectors"
+    assert query(one, totals) == query(three, totals)
+    _assert_follows_the_definition(one, _model(env))
+    assert a.users["only-shares"] is None  # only unknown types: weight 0, no vector
+    zero = ("nature", "zero-place")
+    assert a.behaviour[zero] is None
+    np.testing.assert_allclose(a.combined[zero], a.content[zero], atol=1e-6)  # content alone
+    assert query(one, "SELECT total_other FROM user_behavior_vectors WHERE user_id = 'only-shares'") == [(2,)]
+
+
+def test_an_edited_catalogue_row_is_re_embedded_and_matches_a_rebuild(s3_env, model_dir, database_url, sample, second):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=2)
+    category, place_id = place_key(0)  # the most popular place: both days act on it
+    before = query(
+        database_url,
+        ONE_PLACE,
+        (category, str(place_id)),
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE place_recommendations SET name = 'Renamed Observatory', overview = 'Stars, telescopes and"
+            " a planetarium show every night.' WHERE table_name = %s AND place_id = %s",
+            (category, place_id),
+        )
+    later = _batch(env)
+    pipeline(later, second, shards=2)
+    after = query(
+        database_url,
+        ONE_PLACE,
+        (category, str(place_id)),
+    )
+    entry = CatalogueEntry(
+        name="Renamed Observatory",
+        overview="Stars, telescopes and a planetarium show every night.",
+        region=catalogue(PLACES)[0].region,
+        city=catalogue(PLACES)[0].city,
+        category=catalogue(PLACES)[0].category,
+    )
+    assert after[0][0] == text_sha256(place_text(category, entry)) != before[0][0]
+    assert after[0][1] != before[0][1]
+    _assert_follows_the_definition(database_url, _model(env))
+    incremental = stored(database_url)
+    rebuilt = run_module("reduce_job", env, "rebuild-vectors")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert json.loads(rebuilt.stdout)["vectors"]["mode"] == "everything"
+    fresh = stored(database_url)
+    assert_close(incremental.users, fresh.users, "user vector")
+    assert_close(incremental.behaviour, fresh.behaviour, "place behaviour vector")
+    assert_close(incremental.combined, fresh.combined, "combined vector")
+
+
+def test_a_model_change_leaves_no_vector_blended_across_models(
+    s3_env, model_dir, database_url, sample, second, tmp_path
+):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=2)
+    old, new = _model(env), read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
+    files = sorted(second.files, key=lambda f: f.key)
+    exported = {"MODEL_DIR": str(tmp_path / "b")}
+    first_b = _batch(env, **exported)
+    seed(first_b, SampleSet(files[:5], second.expected))
+    assert plan_run(first_b, shards=1, refresh_places=0)["refresh_places"] == 0
+    run_child(first_b, 0)
+    reduce_in_process(first_b)
+    models = stored(database_url).content_model
+    assert {old, new} == set(models.values())  # places this batch did not touch keep the old export's vectors
+    _assert_follows_the_definition(database_url, new)  # ... and count in no vector: nothing is blended
+    assert all(v is None for k, v in stored(database_url).combined.items() if models[k] == old)
+
+    refreshing = _batch(env, **exported)
+    seed(refreshing, SampleSet(files[5:8], second.expected))
+    planned = plan_run(refreshing, shards=2)
+    assert planned["refresh_places"] == sum(1 for m in models.values() if m == old)
+    for index in range(planned["shards"]):
+        run_child(refreshing, index)
+    reduce_in_process(refreshing)
+    assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
+    _assert_follows_the_definition(database_url, new)
+
+
+def test_recommend_places_excludes_what_the_user_did_and_orders_by_its_score(s3_env, model_dir, database_url, sample):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=2)
+    [(user,)] = query(database_url, "SELECT user_id FROM user_behavior_vectors ORDER BY total_actions DESC LIMIT 1")
+    rows = query(database_url, "SELECT place_category, place_id, score FROM recommend_places(%s, 20)", (user,))
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        places = conn.execute(
+            "SELECT place_category, place_id, behavior_vector, unique_users FROM place_vectors"
+        ).fetchall()
+        recent = conn.execute(
+            "SELECT place_category, place_id, clicks * 2 + likes * 4 + bookmarks * 7 FROM user_place_interactions"
+            " WHERE user_id = %s ORDER BY last_action_at DESC NULLS LAST, place_category DESC, place_id DESC",
+            (user,),
+        ).fetchall()
+    behaviour = {(c, p): (None if v is None else v.to_numpy().astype(np.float64)) for c, p, v, _ in places}
+    profile = sum(w * behaviour[(c, p)] / np.linalg.norm(behaviour[(c, p)]) for c, p, w in recent[:8] if w > 0)
+    top = np.log(2 + max(u for *_, u in places))
+    acted = {(c, p) for c, p, _ in recent}
+
+    def cosine(v: np.ndarray | None) -> float:
+        return 0.0 if v is None else float(v @ profile / np.linalg.norm(v) / np.linalg.norm(profile))
+
+    scores = {
+        (c, p): cosine(behaviour[(c, p)]) + 0.02 * np.log1p(u) / top for c, p, _, u in places if (c, p) not in acted
+    }
+    wanted = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert not {(c, p) for c, p, _ in rows} & acted
+    assert [s for *_, s in rows] == sorted((s for *_, s in rows), reverse=True)
+    np.testing.assert_allclose([s for *_, s in rows], [s for _, s in wanted], atol=1e-5)
+    assert [(c, p) for c, p, _ in rows][:5] == [k for k, _ in wanted][:5]
+    newcomer = query(database_url, "SELECT place_category, place_id FROM recommend_places('never-seen', 3)")
+    popular = query(
+        database_url,
+        "SELECT place_category, place_id FROM place_vectors"
+        " ORDER BY unique_users DESC, place_category, place_id LIMIT 3",
+    )
+    assert newcomer == popular  # no history: the most popular places
+
+
+def _text_hashes(env: dict[str, str]) -> np.ndarray:
+    return load_partial(env, 0).place_text_sha256
+
+
+def test_the_catalogue_from_a_table_an_export_or_nowhere(s3_env, model_dir, database_url, sample):
+    files = SampleSet(sample.files[:20], sample.expected)
+    bare = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    seed(bare, files)
+    plan_run(bare, shards=1)
+    result = run_module("shard_job", bare)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sum("no catalogue to read" in line for line in result.stderr.splitlines()) == 1
+    partial = load_partial(bare, 0)
+    assert partial.place_catalogued.sum() == 0
+    assert [bytes(h) for h in partial.place_text_sha256] == [
+        text_sha256(place_text(c, None)) for c in partial.place_categories
+    ]  # category words only: no digits of the ids
+
+    install_catalogue(database_url, catalogue(PLACES))
+    run_child(bare, 0)
+    from_table = _text_hashes(bare)
+    assert load_partial(bare, 0).place_catalogued.all()
+
+    client = s3_client(bare["AWS_REGION"])
+    rows = [
+        {
+            "place_id": r.place_id,
+            "table_name": r.table_name,
+            "name": r.name,
+            "overview": r.overview,
+            "region": r.region,
+            "city": r.city,
+            "category": r.category,
+        }
+        for r in catalogue(PLACES)
+    ]
+    client.put_object(
+        Bucket=bare["WORK_BUCKET"],
+        Key="catalogue.jsonl.gz",
+        Body=gzip.compress(b"\n".join(orjson.dumps(r) for r in rows)),
+    )
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    client.put_object(Bucket=bare["WORK_BUCKET"], Key="catalogue.csv", Body=text.getvalue().encode())
+    for key in ("catalogue.jsonl.gz", "catalogue.csv"):
+        run_child({**bare, "CATALOGUE_SOURCE": f"s3://{bare['WORK_BUCKET']}/{key}"}, 0)
+        np.testing.assert_array_equal(_text_hashes(bare), from_table)
+    query_source = (
+        "query:SELECT place_id, table_name, name, overview, region, city, category FROM place_recommendations"
+    )
+    run_child({**bare, "CATALOGUE_SOURCE": query_source}, 0)
+    np.testing.assert_array_equal(_text_hashes(bare), from_table)
