@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from witple_batch.entrypoint import run_job
+from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
 
@@ -21,6 +21,10 @@ notice. Rerunning a committed batch changes nothing and does not resend a delive
 
 rebuild-vectors: recomputes every user and place vector from the interaction table and the
 current content vectors (after changing ACTION_WEIGHTS, or to reset float32 drift).
+
+migrate [--dry-run]: applies the pending migrations (every job also does at start), or prints
+what they would change and how many rows, changing nothing. On the main server's database the
+first run adopts its user_behavior_vectors and place_vectors in place (README).
 
 Environment: BATCH_ID and DATABASE_URL (required), S3_BUCKET, S3_PREFIX, WORK_BUCKET,
 WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS, USER_VECTOR_INDEX
@@ -52,18 +56,30 @@ def _rebuild() -> int:
     return 0
 
 
-def _failed(message: str, final: bool, seconds: float) -> None:
+def _migrate(dry_run: bool) -> int:
+    from witple_batch.config import common_from_env
+    from witple_batch.database import connect_for
+    from witple_batch.schema import migrate, plan
+
+    with connect_for(common_from_env(), "reduce_job.migrate") as conn:
+        if not dry_run:
+            applied = migrate(conn)
+            sys.stdout.write(f"applied: {', '.join(f'{v:03d}' for v in applied) or 'nothing (up to date)'}\n")
+            return 0
+        pending = plan(conn)
+        lines = [] if pending else ["schema up to date: nothing would change"]
+        for migration, steps in pending:
+            lines.append(f"{migration.version:03d} {migration.name}: {len(steps)} step(s)")
+            lines += [f"  - {s.description}" + ("" if s.rows is None else f" [{s.rows} rows]") for s in steps]
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _failed(failure: Failure) -> None:
     """Before commit: on the last attempt or a permanent error, the run is failed and FAILED is sent once."""
     from witple_batch.notices import on_job_failure
 
-    on_job_failure("reduce", message, final, seconds, {})
-
-
-def _permanent_database_errors() -> tuple[type[BaseException], ...]:
-    import psycopg
-
-    # a wrong schema, a refused write or bad data fails the same way on every attempt
-    return (psycopg.ProgrammingError, psycopg.DataError, psycopg.IntegrityError)
+    on_job_failure("reduce", failure, {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("rebuild-vectors", help="recompute every vector from the tables (prints one JSON line)")
+    migrate = sub.add_parser("migrate", help="apply pending migrations, or print what they would change")
+    migrate.add_argument("--dry-run", action="store_true", help="print the plan (steps, rows) and change nothing")
     args = parser.parse_args(argv)
+    from witple_batch.database import PERMANENT_DATABASE_ERRORS
+
+    if args.command == "migrate":
+        return run_job("reduce_job.migrate", lambda: _migrate(args.dry_run), permanent_errors=PERMANENT_DATABASE_ERRORS)
     if args.command == "rebuild-vectors":
-        return run_job("reduce_job.rebuild", _rebuild, permanent_errors=_permanent_database_errors())
-    return run_job("reduce_job", _work, on_failure=_failed, permanent_errors=_permanent_database_errors())
+        return run_job("reduce_job.rebuild", _rebuild, permanent_errors=PERMANENT_DATABASE_ERRORS)
+    return run_job("reduce_job", _work, on_failure=_failed, permanent_errors=PERMANENT_DATABASE_ERRORS)

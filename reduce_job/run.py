@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from reduce_job import collect, indexes, staging, upsert, vectors
+from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
 from witple_batch import notices, run_state, webhook
 from witple_batch.database import connect_for, set_timeouts
@@ -25,12 +25,16 @@ log = logging.getLogger(__name__)
 SUMMED_METRICS = ("records_read", "records_accepted", "records_rejected", "places_reused", "texts_embedded")
 
 
+ENVELOPE_IDS_IN_NOTICE = 1000  # the notice names at most this many; report.json names them all
+
+
 @dataclass
 class Outcome:
     stats: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     already_committed: bool = False
     notice: notices.Delivery | None = None
+    envelope_batch_ids: list[str] | None = None  # every one this run applied (None after a restart)
 
 
 class _AlreadyCommitted(Exception):
@@ -39,7 +43,7 @@ class _AlreadyCommitted(Exception):
 
 def stage_batch(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, manifest: RunManifest
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Every partial verified and staged; returns (the batch's vector space, stats from the shards' metrics)."""
     markers = collect.success_markers(client, layout, len(manifest.shards))
     run_state.mark_sharded(conn, config.batch_id)
@@ -64,7 +68,17 @@ def stage_batch(
         "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), count(*) FILTER (WHERE status = 'quarantined'),"
         " count(*) FILTER (WHERE status = 'deferred') FROM stage_files"
     ).fetchone()
+    envelopes = [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT envelope_batch_id FROM stage_files"
+            " WHERE status = 'processed' AND envelope_batch_id IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    ]
     stats = {
+        # the collection server's batch_ids: the main server marks its own copies of these actions processed
+        "envelope_batch_ids": envelopes[:ENVELOPE_IDS_IN_NOTICE],
+        "envelope_batch_ids_total": len(envelopes),
         "files": int(files[0]),  # type: ignore[index]
         "files_rejected": int(files[1]),  # type: ignore[index]
         "files_quarantined": int(files[2]),  # type: ignore[index]
@@ -75,7 +89,7 @@ def stage_batch(
         "shard_peak_rss_mb": shard_rss,
         "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }
-    return space, stats
+    return space, stats, envelopes
 
 
 def apply(
@@ -112,6 +126,7 @@ def apply_staged(
     t = time.perf_counter()
     stats.update(upsert.batch_tables(conn))
     stats["new_pairs"] = upsert.interactions(conn, space)
+    stats.update(held_users.hold_and_release(conn))
     seconds["interactions"] = time.perf_counter() - t
     t = time.perf_counter()
     stats["vectors"] = vectors.compute(conn, space, everything=everything)
@@ -147,12 +162,13 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
         else:
             manifest = load_manifest(client, layout)
             t = time.perf_counter()
-            space, stats = stage_batch(conn, client, config, layout, manifest)
+            space, stats, envelopes = stage_batch(conn, client, config, layout, manifest)
             seconds["stage"] = time.perf_counter() - t
             try:
                 apply(conn, config, space, stats, started, seconds)
-                outcome = Outcome(stats=stats, seconds=seconds)
-                event(log, "batch committed", batch_id=config.batch_id, **stats, seconds=_rounded(seconds))
+                outcome = Outcome(stats=stats, seconds=seconds, envelope_batch_ids=envelopes)
+                logged = {k: v for k, v in stats.items() if k != "envelope_batch_ids"}
+                event(log, "batch committed", batch_id=config.batch_id, **logged, seconds=_rounded(seconds))
             except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
                 outcome = _already(conn, config.batch_id, stats)
         outcome.notice = finish(conn, client, config, layout, outcome, time.monotonic() - clock)
@@ -176,6 +192,9 @@ def finish(
         "status": webhook.SUCCEEDED,
         "stats": outcome.stats,
         "seconds": _rounded(outcome.seconds),
+        "envelope_batch_ids": outcome.stats.get("envelope_batch_ids", [])
+        if outcome.envelope_batch_ids is None
+        else outcome.envelope_batch_ids,
         "webhook": body,
     }
     client.put_object(

@@ -79,7 +79,7 @@ def _score(part: str, total: str) -> str:
     return f"coalesce(100.0 * ({part}) / nullif({total}, 0), 0)"
 
 
-_TOTAL = "t.total_actions + EXCLUDED.total_actions"
+_TOTAL = "coalesce(t.total_actions, 0) + EXCLUDED.total_actions"
 
 USERS = f"""
 INSERT INTO user_behavior_vectors AS t
@@ -90,22 +90,18 @@ SELECT user_id, coalesce(s.clicks, 0), coalesce(s.likes, 0), coalesce(s.bookmark
        coalesce(s.total, 0), {_score("s.clicks", "s.total")}, {_score("s.likes", "s.total")},
        {_score("s.bookmarks", "s.total")}, s.first_at, s.last_at,
        n.vector, coalesce(n.weight, 0), CASE WHEN n.user_id IS NOT NULL THEN now() END
-FROM (
-    SELECT user_id, sum(clicks) AS clicks, sum(likes) AS likes, sum(bookmarks) AS bookmarks, sum(other) AS other,
-           sum(clicks + likes + bookmarks + other) AS total, min(first_at) AS first_at, max(last_at) AS last_at
-    FROM batch_pairs GROUP BY user_id
-) s
+FROM (SELECT *, clicks + likes + bookmarks + other AS total FROM user_sums) s  -- held users have none
 FULL JOIN user_vectors_now n USING (user_id)
 WHERE s.user_id IS NOT NULL OR EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = n.user_id)
 ON CONFLICT (user_id) DO UPDATE SET
-    total_clicks = t.total_clicks + EXCLUDED.total_clicks,
-    total_likes = t.total_likes + EXCLUDED.total_likes,
-    total_bookmarks = t.total_bookmarks + EXCLUDED.total_bookmarks,
-    total_other = t.total_other + EXCLUDED.total_other,
-    total_actions = t.total_actions + EXCLUDED.total_actions,
-    click_score = {_score("t.total_clicks + EXCLUDED.total_clicks", _TOTAL)},
-    like_score = {_score("t.total_likes + EXCLUDED.total_likes", _TOTAL)},
-    bookmark_score = {_score("t.total_bookmarks + EXCLUDED.total_bookmarks", _TOTAL)},
+    total_clicks = coalesce(t.total_clicks, 0) + EXCLUDED.total_clicks,
+    total_likes = coalesce(t.total_likes, 0) + EXCLUDED.total_likes,
+    total_bookmarks = coalesce(t.total_bookmarks, 0) + EXCLUDED.total_bookmarks,
+    total_other = coalesce(t.total_other, 0) + EXCLUDED.total_other,
+    total_actions = coalesce(t.total_actions, 0) + EXCLUDED.total_actions,
+    click_score = {_score("coalesce(t.total_clicks, 0) + EXCLUDED.total_clicks", _TOTAL)},
+    like_score = {_score("coalesce(t.total_likes, 0) + EXCLUDED.total_likes", _TOTAL)},
+    bookmark_score = {_score("coalesce(t.total_bookmarks, 0) + EXCLUDED.total_bookmarks", _TOTAL)},
     first_action_date = least(t.first_action_date, EXCLUDED.first_action_date),
     last_action_date = greatest(t.last_action_date, EXCLUDED.last_action_date),
     behavior_vector = CASE WHEN EXCLUDED.vector_updated_at IS NULL THEN t.behavior_vector
@@ -150,8 +146,9 @@ CROSS JOIN LATERAL (
 ) x
 CROSS JOIN LATERAL (
     SELECT coalesce(b.content, p.content_vector) AS content,
-           b.place_id IS NOT NULL OR (p.content_model = %(model)s AND p.place_text_version = %(text_version)s)
-             AS content_in_space,
+           coalesce(b.place_id IS NOT NULL
+                    OR (p.content_model = %(model)s AND p.place_text_version = %(text_version)s), false)
+             AS content_in_space,  -- a legacy row's NULL model is another space, not "unknown"
            CASE WHEN v.place_id IS NOT NULL THEN v.behavior_vector ELSE p.behavior_vector END AS behavior,
            CASE WHEN v.place_id IS NOT NULL THEN v.behavior_weight ELSE coalesce(p.behavior_weight, 0) END
              AS behavior_weight
@@ -161,16 +158,17 @@ ON CONFLICT (place_id, place_category) DO UPDATE SET
     content_text_sha256 = coalesce(EXCLUDED.content_text_sha256, t.content_text_sha256),
     content_model = coalesce(EXCLUDED.content_model, t.content_model),
     place_text_version = coalesce(EXCLUDED.place_text_version, t.place_text_version),
-    total_clicks = t.total_clicks + EXCLUDED.total_clicks,
-    total_likes = t.total_likes + EXCLUDED.total_likes,
-    total_bookmarks = t.total_bookmarks + EXCLUDED.total_bookmarks,
-    total_other = t.total_other + EXCLUDED.total_other,
-    total_actions = t.total_actions + EXCLUDED.total_actions,
+    total_clicks = coalesce(t.total_clicks, 0) + EXCLUDED.total_clicks,
+    total_likes = coalesce(t.total_likes, 0) + EXCLUDED.total_likes,
+    total_bookmarks = coalesce(t.total_bookmarks, 0) + EXCLUDED.total_bookmarks,
+    total_other = coalesce(t.total_other, 0) + EXCLUDED.total_other,
+    total_actions = coalesce(t.total_actions, 0) + EXCLUDED.total_actions,
     vector_weight = {vector_weight_update},
-    unique_users = t.unique_users + EXCLUDED.unique_users,
-    popularity_score = least(2 * (t.total_likes + t.total_bookmarks + t.total_clicks
+    unique_users = coalesce(t.unique_users, 0) + EXCLUDED.unique_users,
+    popularity_score = least(2 * (coalesce(t.total_likes, 0) + coalesce(t.total_bookmarks, 0)
+                                  + coalesce(t.total_clicks, 0)
                                   + EXCLUDED.total_likes + EXCLUDED.total_bookmarks + EXCLUDED.total_clicks), 100),
-    engagement_score = least(5 * (t.total_likes + t.total_bookmarks
+    engagement_score = least(5 * (coalesce(t.total_likes, 0) + coalesce(t.total_bookmarks, 0)
                                   + EXCLUDED.total_likes + EXCLUDED.total_bookmarks), 100),
     first_action_date = least(t.first_action_date, EXCLUDED.first_action_date),
     last_action_date = greatest(t.last_action_date, EXCLUDED.last_action_date),

@@ -10,11 +10,12 @@ count, so no vector ever blends two models: a place embedded by another model co
 nothing until a batch re-embeds it, and then its users are recomputed. A batch's own places
 count with the content it brings (new, or the same bytes the database holds).
 
-Per batch, the users recomputed (in full, from their history) are the batch's users and the
-users of places whose content changed. A place's behaviour vector stays exact by deltas over
-exactly those users' pairs: b_p W_p += sum_u (w_new m_new - w_old m_old). Same actions, same
-vectors, whatever the batch boundaries (to float32 rounding, which a rebuild resets). When the
-space itself changes (another model, text version or weights) everything is recomputed.
+Per batch, the users recomputed (in full, from their history) are the batch's users, the users
+of places whose content changed, and held-back users the main server now knows (held_users.py).
+A place's behaviour vector stays exact by deltas over exactly those users' pairs:
+b_p W_p += sum_u (w_new m_new - w_old m_old). Same actions, same vectors, whatever the batch
+boundaries (to float32 rounding, which a rebuild resets). When the space itself changes
+(another model, text version or weights) everything is recomputed.
 
 This module only computes: it leaves `user_vectors_now` and `place_vectors_now` (temporary
 tables of new values) for upsert.py, which writes each touched row once. Sums use pgvector's
@@ -46,18 +47,23 @@ CREATE TEMP TABLE affected ON COMMIT DROP AS
 SELECT user_id FROM batch_pairs
 UNION
 SELECT i.user_id FROM user_place_interactions i JOIN changed_content c USING (place_category, place_id)
+UNION
+SELECT user_id FROM released_users
 """
 
+# everyone with history, and every vector of ours; an adopted row (weight 0: made by another
+# system) without history here keeps what it has until this pipeline has data for it
 AFFECTED_ALL = """
 CREATE TEMP TABLE affected ON COMMIT DROP AS
-SELECT user_id FROM user_place_interactions UNION SELECT user_id FROM user_behavior_vectors
+SELECT user_id FROM user_place_interactions UNION SELECT user_id FROM user_behavior_vectors WHERE vector_weight > 0
 """
 
-# what each affected user contributed before this batch: its stored vector (none without a row)
+# what each affected user gave places before this batch: its stored vector, if it is ours
 OLD_MEANS = """
 CREATE TEMP TABLE old_means ON COMMIT DROP AS
 SELECT u.user_id, u.behavior_vector AS vector
-FROM affected a JOIN user_behavior_vectors u USING (user_id) WHERE u.behavior_vector IS NOT NULL
+FROM affected a JOIN user_behavior_vectors u USING (user_id)
+WHERE u.behavior_vector IS NOT NULL AND u.vector_weight > 0
 """
 
 # every affected user's mean from its whole history; a user with no row (held back) has none.
@@ -83,7 +89,7 @@ LEFT JOIN (
         ) c
         WHERE {_w("i")} > 0 AND c.content IS NOT NULL
           AND (EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = i.user_id)
-               OR EXISTS (SELECT 1 FROM batch_pairs bp WHERE bp.user_id = i.user_id))
+               OR EXISTS (SELECT 1 FROM user_sums s WHERE s.user_id = i.user_id))  -- has, or gets, a row
         GROUP BY i.user_id, {_w("i")}
     ) g
     GROUP BY g.user_id
@@ -127,7 +133,11 @@ PLACE_VECTORS_NOW_ALL = f"""
 CREATE TEMP TABLE place_vectors_now ON COMMIT DROP AS
 SELECT k.place_category, k.place_id, coalesce(a.weight, 0) AS vector_weight, s.vector AS behavior_vector,
        coalesce(s.weight, 0) AS behavior_weight
-FROM (SELECT place_category, place_id FROM place_vectors UNION SELECT place_category, place_id FROM batch_places) k
+FROM (
+    SELECT place_category, place_id FROM user_place_interactions
+    UNION SELECT place_category, place_id FROM batch_places
+    UNION SELECT place_category, place_id FROM place_vectors WHERE behavior_weight > 0
+) k
 LEFT JOIN (
     SELECT place_category, place_id, sum({_w("i")}) AS weight FROM user_place_interactions i GROUP BY 1, 2
 ) a USING (place_category, place_id)

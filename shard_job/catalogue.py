@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from witple_batch.logs import event
-from witple_batch.place_text import CatalogueEntry
+from witple_batch.place_text import MAX_TEXT_CHARS, CatalogueEntry
 from witple_batch.s3 import parse_s3_uri
 from witple_batch.settings import ConfigError
 
@@ -61,7 +62,9 @@ class CatalogueSource:
 
     def relation(self) -> sql.Composable:
         if self.kind == "query":
-            return sql.SQL("({})").format(sql.SQL(self.target))  # type: ignore[arg-type] - the operator's own query
+            # the operator's own query, as a subquery: no trailing ';', and '%' is not a placeholder
+            query = self.target.rstrip().rstrip(";").replace("%", "%%")
+            return sql.SQL("({})").format(sql.SQL(query))  # type: ignore[arg-type]
         name = self.target if self.kind == "table" else DEFAULT_TABLE
         return sql.Identifier(*name.split(".", 1))
 
@@ -72,15 +75,19 @@ def _entry(row: dict[str, Any] | tuple[Any, ...]) -> CatalogueEntry:
 
 
 def from_database(conn: psycopg.Connection, source: CatalogueSource, keys: list[Key]) -> dict[Key, CatalogueEntry]:
+    # one row per place even when the catalogue repeats one (the same row whoever asks);
+    # overviews cut to what place_text keeps
     lookup = sql.SQL(
-        "SELECT k.n - 1, c.name, c.overview, c.region, c.city, c.category"
+        "SELECT DISTINCT ON (k.n) k.n - 1, c.name, left(c.overview::text, %(cap)s), c.region, c.city, c.category"
         " FROM unnest(%(categories)s::text[], %(ids)s::text[]) WITH ORDINALITY AS k(table_name, place_id, n)"
         " JOIN {} c ON c.table_name::text = k.table_name AND c.place_id::text = k.place_id"
+        " ORDER BY k.n, c.name, c.overview, c.region, c.city, c.category"
     ).format(source.relation())
     found: dict[Key, CatalogueEntry] = {}
     for start in range(0, len(keys), LOOKUP_CHUNK):
         chunk = keys[start : start + LOOKUP_CHUNK]
-        rows = conn.execute(lookup, {"categories": [c for c, _ in chunk], "ids": [p for _, p in chunk]}).fetchall()
+        params = {"categories": [c for c, _ in chunk], "ids": [p for _, p in chunk], "cap": MAX_TEXT_CHARS}
+        rows = conn.execute(lookup, params).fetchall()
         for row in rows:
             found[chunk[row[0]]] = _entry(tuple(row[1:]))
     return found
@@ -94,12 +101,13 @@ def _export_rows(body: Any) -> Iterator[dict[str, Any]]:
         raw = gzip.GzipFile(fileobj=raw)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     first = text.readline()
+    lines = itertools.chain([first], text)  # streamed: never the whole export at once
     if first.lstrip().startswith("{"):
-        for line in (first, *text):
+        for line in lines:
             if line.strip():
                 yield orjson.loads(line)
         return
-    yield from csv.DictReader((first, *text))
+    yield from csv.DictReader(lines)
 
 
 class _Prefixed(io.RawIOBase):
@@ -150,5 +158,11 @@ def lookup(
         with conn.transaction():
             return from_database(conn, source, keys)
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        if source.kind != "auto":  # a named catalogue that is not there is a mistake, not a fallback
+            raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
         event(log, "no catalogue to read; places get their fallback text", logging.WARNING, error=str(exc).strip())
         return {}
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"the shard's database role may not read the catalogue ({exc}); grant it SELECT (deploy/sql/roles.sql)"
+        ) from None

@@ -17,7 +17,7 @@ import psycopg
 
 from shard_job import catalogue
 from shard_job.config import ShardConfig
-from shard_job.fetch import ObjectGone, fetch_in_order
+from shard_job.fetch import FetchError, ObjectGone, fetch_in_order
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
 from shard_job.stored_content import StoredContent, stored_content
@@ -25,6 +25,7 @@ from witple_batch import run_state
 from witple_batch.aggregate import Aggregates, aggregate
 from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.embedder import Embedder
+from witple_batch.entrypoint import Terminated
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, sha256_file
@@ -192,9 +193,11 @@ def read_files(
                 set_aside(shard, item, data)
             else:
                 add_file(shard, item, data, config.limits, plan.planned_at_us)
-    finally:
-        # a failure handled here (an S3 error, SIGTERM) is not the file's doing: only a kill leaves a note
-        progress.reading(None)
+    except (FetchError, Terminated):
+        progress.reading(None)  # S3 or the scheduler, not the file: the next attempt reads it again
+        raise
+    # any other exception (one the file provokes in our code, MemoryError) leaves the note, as a kill does
+    progress.reading(None)
     return plan
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 import orjson
 
 from witple_batch.config import common_from_env, new_batch_id, validate_batch_id
-from witple_batch.entrypoint import run_job
+from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
 from witple_batch.settings import ConfigError, env_str
@@ -47,10 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     plan.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
     plan.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its files (default 8)")
     plan.add_argument(
-        "--refresh-places",
+        "--refresh-per-shard",
         type=int,
-        default=20_000,
-        help="at most this many places embedded by another model or text version re-embedded with the run",
+        default=2_000,
+        help="places embedded by another model or text version that each child re-embeds (default 2000)",
     )
     plan.add_argument("--dry-run", action="store_true", help="print the plan without claiming or writing")
     plan.add_argument(
@@ -64,7 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from shard_job.config import planned_content_model
     from shard_job.plan import PlanOptions, plan
     from shard_job.planning import parse_hour
 
@@ -81,8 +81,8 @@ def _plan(args: argparse.Namespace) -> int:
         until = parse_hour(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from None
-    if args.refresh_places < 0:
-        raise ConfigError("--refresh-places must be >= 0")
+    if args.refresh_per_shard < 0:
+        raise ConfigError("--refresh-per-shard must be >= 0")
     client = s3_client(config.region)
     options = PlanOptions(
         batch_id,
@@ -94,8 +94,7 @@ def _plan(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         use_ledger=not args.no_ledger,
         lease_hours=args.lease_hours,
-        content_model=planned_content_model(client),
-        refresh_places=args.refresh_places,
+        refresh_per_shard=args.refresh_per_shard,
     )
     result = plan(client, config, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
@@ -128,25 +127,20 @@ def _child() -> int:
     return 0
 
 
-def _child_failed(message: str, final: bool, seconds: float) -> None:
+def _child_failed(failure: Failure) -> None:
     """Batch never starts the reduce after a child fails for good, so the child reports the run failed."""
     from witple_batch.notices import on_job_failure
 
     index = env_str("AWS_BATCH_JOB_ARRAY_INDEX", "0") or "0"
-    on_job_failure("shard", f"shard {index}: {message}", final, seconds, {"shard": index})
-
-
-def _permanent_database_errors() -> tuple[type[BaseException], ...]:
-    import psycopg
-
-    # a wrong schema or a refused write fails the same way on every attempt
-    return (psycopg.ProgrammingError, psycopg.DataError, psycopg.IntegrityError)
+    on_job_failure("shard", replace(failure, message=f"shard {index}: {failure.message}"), {"shard": index})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from witple_batch.database import PERMANENT_DATABASE_ERRORS
+
     if args.command == "plan":
-        return run_job("shard_job.plan", lambda: _plan(args), permanent_errors=_permanent_database_errors())
+        return run_job("shard_job.plan", lambda: _plan(args), permanent_errors=PERMANENT_DATABASE_ERRORS)
     if args.command == "quarantine":
         return run_job("shard_job.quarantine", lambda: _quarantine(args))
-    return run_job("shard_job", _child, on_failure=_child_failed, permanent_errors=_permanent_database_errors())
+    return run_job("shard_job", _child, on_failure=_child_failed, permanent_errors=PERMANENT_DATABASE_ERRORS)

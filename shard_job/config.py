@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from shard_job.catalogue import CatalogueSource
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.input_files import InputLimits
-from witple_batch.model_files import MANIFEST_FILE, ModelError, read_manifest
-from witple_batch.s3 import get_bytes, parse_s3_uri
 from witple_batch.settings import ConfigError, env_int, env_str
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "model"
@@ -70,17 +65,3 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         else env_int("EMBED_THREADS", 1, env, minimum=1),
         catalogue=CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto", env) or "auto"),
     )
-
-
-def planned_content_model(client: Any, env: Mapping[str, str] | None = None) -> str | None:
-    """The model.onnx sha256 this image's children embed with (MODEL_URI's or MODEL_DIR's manifest),
-    so the planner can find places another model embedded; None when no model is reachable here."""
-    uri = env_str("MODEL_URI", env=env)
-    try:
-        if uri is not None:
-            bucket, key_prefix = parse_s3_uri(uri)
-            body = get_bytes(client, bucket, (key_prefix.rstrip("/") + "/" if key_prefix else "") + MANIFEST_FILE)
-            return None if body is None else str(orjson.loads(body)["onnx_sha256"])
-        return read_manifest(Path(env_str("MODEL_DIR", str(DEFAULT_MODEL_DIR), env) or DEFAULT_MODEL_DIR)).onnx_sha256
-    except (ModelError, KeyError, TypeError, orjson.JSONDecodeError):
-        return None

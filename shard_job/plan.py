@@ -23,7 +23,6 @@ from witple_batch import notices, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
 from witple_batch.logs import event
-from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
 from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
@@ -42,8 +41,7 @@ class PlanOptions:
     dry_run: bool = False
     use_ledger: bool = True
     lease_hours: float = 8.0
-    content_model: str | None = None  # sha256 of the shard image's model.onnx: places made by others are refreshed
-    refresh_places: int = 20_000
+    refresh_per_shard: int = 2_000  # places of another space re-embedded per child (bounded work per run)
 
 
 def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]:
@@ -119,7 +117,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
     with connect_for(config, "shard_job.plan") as conn:
         migrate(conn)
         if not options.dry_run:
-            settle_abandoned(conn, config)
+            settle_past_runs(conn, config)
         with conn.transaction():
             _plan_lock(conn)
             if (existing := run_state.get(conn, options.batch_id)) is not None:
@@ -129,7 +127,8 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 files = _unclaimed_preview(conn, candidates, options.max_files)
             else:
                 files = run_state.claim(conn, options.batch_id, candidates, options.max_files)
-            refresh = stale_places(conn, options.content_model, options.refresh_places) if files else []
+            shards = shard_count(files, options.shards, options.target_mb)
+            refresh = stale_places(conn, shards * options.refresh_per_shard)
             result = _finish(client, config, options, files, refresh, listed=len(listed), candidates=len(candidates))
             if options.dry_run or not result["shards"]:
                 raise psycopg.Rollback  # nothing claimed is worth keeping
@@ -143,14 +142,23 @@ def _plan_lock(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (run_state.PLAN_LOCK,))
 
 
-def settle_abandoned(conn: psycopg.Connection, config: CommonConfig) -> None:
-    """Runs whose lease ran out: recorded failed in a transaction of their own, then told (FAILED)."""
+OWED_NOTICE_QUIET_SECONDS = 600.0  # a job that just ended may still be sending its own notice
+OWED_NOTICES_PER_PLAN = 20
+
+
+def settle_past_runs(conn: psycopg.Connection, config: CommonConfig) -> None:
+    """Runs whose lease ran out: recorded failed in a transaction of their own, then told (FAILED).
+    Then the notices still owed by runs whose job died before sending one (killed at its timeout,
+    database away), so every ended run is told, at most once (notices.notify)."""
     with conn.transaction():
         _plan_lock(conn)
         abandoned = run_state.expire_abandoned(conn)
     for batch_id in abandoned:
         event(log, "abandoned run recorded failed (its lease expired)", batch_id=batch_id)
         notices.settle(config, batch_id, run_state.ABANDONED, 0.0, {"stage": "plan"})
+    for batch_id, error in run_state.owed_notices(conn, OWED_NOTICE_QUIET_SECONDS, OWED_NOTICES_PER_PLAN):
+        event(log, "sending a notice its run still owes", batch_id=batch_id)
+        notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
 def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
@@ -168,20 +176,22 @@ def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None
     return free[:limit] if limit else free
 
 
-def stale_places(conn: psycopg.Connection, content_model: str | None, limit: int) -> list[tuple[str, str]]:
-    """Places whose stored content another model or place text version made, most recently active first.
+def stale_places(conn: psycopg.Connection, limit: int) -> list[tuple[str, str]]:
+    """Places whose stored content was not made in the current space, most recently active first.
 
-    They ride along with a run's files (each child embeds its share), so after a new export or
-    text version every place reaches the new space within a few runs, not only the ones
+    The current space is the model and text version of the last batch applied (vector_space): a
+    new image's first batch switches it, the next runs bring these places along (each child
+    embeds its share), so every place reaches the new space within a few runs, not only those
     touched again; until then such a place counts in no vector (reduce_job/vectors.py).
     """
-    if content_model is None or limit == 0:
+    if limit == 0:
         return []
     rows = conn.execute(
-        "SELECT place_category, place_id FROM place_vectors"
-        " WHERE content_model IS DISTINCT FROM %s OR place_text_version IS DISTINCT FROM %s"
-        " ORDER BY last_action_date DESC NULLS LAST, place_category, place_id LIMIT %s",
-        (content_model, PLACE_TEXT_VERSION, limit),
+        "SELECT p.place_category, p.place_id FROM place_vectors p, vector_space s"
+        " WHERE p.content_model IS DISTINCT FROM s.content_model"
+        " OR p.place_text_version IS DISTINCT FROM s.place_text_version"
+        " ORDER BY p.last_action_date DESC NULLS LAST, p.place_category, p.place_id LIMIT %s",
+        (limit,),
     ).fetchall()
     return [(category, place_id) for category, place_id in rows]
 
@@ -196,7 +206,7 @@ def _finish(
     listed: int,
     candidates: int,
 ) -> dict[str, Any]:
-    n = shard_count(files, options.shards, options.target_mb)
+    n = shard_count(files, options.shards, options.target_mb)  # the same count plan() used for the refresh
     event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n, refresh=len(refresh))
     result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0}
     if n and not options.dry_run:

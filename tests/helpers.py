@@ -11,7 +11,7 @@ from typing import Any
 
 from local_stack.sample_data import SampleSet, ensure_bucket, upload
 from shard_job.child import run_shard
-from shard_job.config import planned_content_model, shard_config_from_env
+from shard_job.config import shard_config_from_env
 from shard_job.plan import PlanOptions, plan
 from witple_batch.config import common_from_env
 from witple_batch.partials import SUCCESS_FILE, ShardPartial, decode_partial, parse_success
@@ -54,8 +54,7 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         until=options.get("until"),
         max_files=options.get("max_files"),
         use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
-        content_model=planned_content_model(s3_client(config.region), env),
-        refresh_places=options.get("refresh_places", 20_000),
+        refresh_per_shard=options.get("refresh_per_shard", 2_000),
     )
     return plan(s3_client(config.region), config, opts)
 

@@ -477,6 +477,9 @@ def test_missing_database_url_is_a_configuration_error(s3_env, model_dir):
 
 
 def test_concurrent_migrations_apply_once(database_url):
+    """Three jobs start at once: held on the migration lock until pg_locks shows all three waiting."""
+    from witple_batch.schema import MIGRATION_LOCK
+
     errors = []
 
     def migrate_once() -> None:
@@ -486,12 +489,24 @@ def test_concurrent_migrations_apply_once(database_url):
         except Exception as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
 
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s"
+    )
     threads = [threading.Thread(target=migrate_once) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while query(database_url, waiting, (MIGRATION_LOCK,)) != [(3,)]:
+            if time.monotonic() > deadline:
+                pytest.fail("the three migrations never waited on the lock together")
+            time.sleep(0.05)
+        blocker.rollback()
     for thread in threads:
         thread.join()
     assert errors == []
-    shipped = [(version,) for version, _, _ in migrations()]
-    assert len(shipped) >= 4
+    shipped = [(m.version,) for m in migrations()]
+    assert len(shipped) >= 7
     assert query(database_url, "SELECT version FROM schema_migrations ORDER BY version") == shipped

@@ -210,6 +210,29 @@ def test_a_reduce_failing_after_its_commit_sends_succeeded_never_failed(
     assert_database_matches(database_url, _expected_of(sample.files[:6]))
 
 
+def test_a_reduce_killed_between_commit_and_notice_is_told_by_a_later_plan_once(
+    moto, s3_env, model_dir, database_url, receiver, sample
+):
+    env = _env(s3_env, model_dir, database_url, receiver)
+    _sharded(env, sample.files[:6], sample)
+    with FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "PUT" and "report.json" in path) as proxy:
+        reduce = _start("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url})
+        _wait_for(proxy.hung.is_set, "the reduce writing its report, after the commit")
+        reduce.send_signal(signal.SIGKILL)  # the timeout's SIGKILL: no notice from this job
+        reduce.wait()
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
+    assert plan_run(_batch(env), shards=1)["shards"] == 0
+    assert receiver.received == []  # within the quiet period the job may still be sending it
+    with psycopg.connect(database_url, autocommit=True) as conn:  # ... which has now passed
+        conn.execute("UPDATE batch_runs SET committed_at = committed_at - interval '11 minutes'")
+    for _ in range(2):
+        plan_run(_batch(env), shards=1)
+    [notice] = receiver.received
+    assert (notice.json["batch_id"], notice.json["job_status"]) == (env["BATCH_ID"], "SUCCEEDED")
+    assert notice.json["metadata"]["already_committed"] is True and notice.signature_valid(SECRET)
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("notified", "SUCCEEDED")]
+
+
 def test_a_broken_setting_on_50_children_sends_one_failed(s3_env, model_dir, database_url, receiver, sample):
     env = _env(s3_env, model_dir, database_url, receiver, MAX_RECORDS_PER_FILE="lots")
     seed(env, SampleSet(sample.files[:2], sample.expected))

@@ -173,7 +173,7 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     exported = {"MODEL_DIR": str(tmp_path / "b")}
     first_b = _batch(env, **exported)
     seed(first_b, SampleSet(files[:5], second.expected))
-    assert plan_run(first_b, shards=1, refresh_places=0)["refresh_places"] == 0
+    assert plan_run(first_b, shards=1, refresh_per_shard=0)["refresh_places"] == 0
     run_child(first_b, 0)
     reduce_in_process(first_b)
     models = stored(database_url).content_model
@@ -192,7 +192,7 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     _assert_follows_the_definition(database_url, new)
 
 
-def test_recommend_places_excludes_what_the_user_did_and_orders_by_its_score(s3_env, model_dir, database_url, sample):
+def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s3_env, model_dir, database_url, sample):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, sample, shards=2)
     [(user,)] = query(database_url, "SELECT user_id FROM user_behavior_vectors ORDER BY total_actions DESC LIMIT 1")
@@ -206,19 +206,38 @@ def test_recommend_places_excludes_what_the_user_did_and_orders_by_its_score(s3_
             "SELECT place_category, place_id, clicks * 2 + likes * 4 + bookmarks * 7 FROM user_place_interactions"
             " WHERE user_id = %s ORDER BY last_action_at DESC NULLS LAST, place_category DESC, place_id DESC",
             (user,),
-        ).fetchall()
-    behaviour = {(c, p): (None if v is None else v.to_numpy().astype(np.float64)) for c, p, v, _ in places}
-    profile = sum(w * behaviour[(c, p)] / np.linalg.norm(behaviour[(c, p)]) for c, p, w in recent[:8] if w > 0)
-    top = np.log(2 + max(u for *_, u in places))
-    acted = {(c, p) for c, p, _ in recent}
+        ).fetchall()[:5]
+        pairs = conn.execute("SELECT user_id, place_category, place_id FROM user_place_interactions").fetchall()
+    stored = {(c, p): v.to_numpy().astype(np.float64) for c, p, v, _ in places if v is not None}
+    unit = {key: v / np.linalg.norm(v) for key, v in stored.items()}
+    mean = np.mean(list(unit.values()), axis=0)
+    centred = {key: v - mean for key, v in unit.items()}
+    users_of = {(c, p): u for c, p, _, u in places}
+    profile = sum(w * centred[(c, p)] / np.linalg.norm(centred[(c, p)]) for c, p, w in recent if w > 0)
+    acted = {(c, p) for u, c, p in pairs if u == user}
+    visited: dict[str, set] = {}
+    for u, c, p in pairs:
+        if u != user:
+            visited.setdefault(u, set()).add((c, p))
+    knn: dict[tuple[str, str], float] = {}
+    for c, p, _ in recent:  # item-kNN over the other users who share each recent place
+        for theirs in (v for v in visited.values() if (c, p) in v):
+            for place in theirs - acted:
+                knn[place] = knn.get(place, 0.0) + 1 / np.sqrt(users_of[(c, p)] * users_of[place])
+    best = max(knn.values())
+    reach = np.log(2 + max(users_of.values()))
 
-    def cosine(v: np.ndarray | None) -> float:
+    def taste(key: tuple[str, str]) -> float:
+        v = centred.get(key)
         return 0.0 if v is None else float(v @ profile / np.linalg.norm(v) / np.linalg.norm(profile))
 
     scores = {
-        (c, p): cosine(behaviour[(c, p)]) + 0.02 * np.log1p(u) / top for c, p, _, u in places if (c, p) not in acted
+        key: knn.get(key, 0.0) / best + 0.25 * taste(key) + 0.02 * np.log1p(users_of[key]) / reach
+        for key in users_of
+        if key not in acted
     }
     wanted = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert len(knn) > 20 and len(rows) == 20  # the neighbour term reaches more than the top 20
     assert not {(c, p) for c, p, _ in rows} & acted
     assert [s for *_, s in rows] == sorted((s for *_, s in rows), reverse=True)
     np.testing.assert_allclose([s for *_, s in rows], [s for _, s in wanted], atol=1e-5)

@@ -23,6 +23,14 @@ LOCK_TIMEOUT_S = 10.0
 STATEMENT_TIMEOUT_S = 600.0
 
 
+# a wrong schema, a refused write or bad data fails the same way on every attempt: exit 2, no retry
+PERMANENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.ProgrammingError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+)
+
+
 class DatabaseUnavailable(Exception):
     """Connecting failed after every retry."""
 

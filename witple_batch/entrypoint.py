@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 from witple_batch.logs import LEVELS, configure, event, log_level, mask_secrets
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 
 class Terminated(Exception):
     """The process received SIGTERM."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a job's on_failure hears."""
+
+    message: str
+    seconds: float
+    final: bool  # Batch will not run this job again for the same cause
+    out_of_time: bool = False  # SIGTERM at the timeout: Batch kills the container about 30 s later
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
@@ -42,12 +53,12 @@ def _timeout_seconds() -> float:
 def run_job(
     job: str,
     work: Callable[[], int],
-    on_failure: Callable[[str, bool, float], None] | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
     permanent_errors: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """Run `work`; on failure call on_failure(message, final, seconds) and map the exit code.
+    """Run `work`; on failure call on_failure(Failure) and map the exit code.
 
-    `final` is true when Batch will not run this job again for the same cause: a PermanentError
+    A failure is final when Batch will not run this job again for the same cause: a PermanentError
     or one of `permanent_errors` (exit 2, which the retry strategy does not retry), or SIGTERM at
     the attempt's timeout. Otherwise the attempt count decides (notices.on_job_failure).
     """
@@ -63,7 +74,7 @@ def run_job(
         message = f"configuration error: {exc}" if isinstance(exc, ConfigError) else mask_secrets(str(exc))
         event(log, message, logging.ERROR)
         if on_failure:
-            on_failure(message, True, time.monotonic() - started)
+            on_failure(Failure(message, time.monotonic() - started, final=True))
         return EXIT_CONFIG
     except (Exception, Terminated) as exc:
         message = mask_secrets(f"{type(exc).__name__}: {exc}")
@@ -71,7 +82,7 @@ def run_job(
         elapsed = time.monotonic() - started
         timed_out = isinstance(exc, Terminated) and elapsed >= 0.9 * _timeout_seconds()
         if on_failure:
-            on_failure(message, timed_out, elapsed)
+            on_failure(Failure(message, elapsed, final=timed_out, out_of_time=timed_out))
         return 1
     finally:
         sys.stdout.flush()

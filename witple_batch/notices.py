@@ -8,7 +8,7 @@ follow, so no notice: the EventBridge rule on failed Batch jobs covers that case
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -16,6 +16,7 @@ import psycopg
 from witple_batch import run_state, webhook
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.database import DatabaseUnavailable, connect_for
+from witple_batch.entrypoint import Failure
 from witple_batch.logs import event, mask_secrets
 from witple_batch.run_layout import RunLayout
 from witple_batch.settings import ConfigError
@@ -33,7 +34,10 @@ METADATA = {
     "users": "users",
     "places": "places",
     "places_uncatalogued": "places_uncatalogued",
+    "users_held_back": "users_held_back",
+    "users_released": "users_released",
     "shard_count": "shards",
+    "envelope_batch_ids_total": "envelope_batch_ids_total",
 }
 
 
@@ -90,6 +94,7 @@ def success_body(
     """SUCCEEDED as the main server's contract has it, from a committed run's stats."""
     layout = RunLayout(common.work_bucket, common.work_prefix, batch_id)
     metadata = {name: stats.get(stat, 0) for name, stat in METADATA.items()}
+    metadata["envelope_batch_ids"] = stats.get("envelope_batch_ids", [])  # at most 1000: report.json has all
     return webhook.payload(
         job_id=common.job_id,
         job_name=common.job_name,
@@ -143,16 +148,23 @@ def settle(common: CommonConfig, batch_id: str, message: str, seconds: float, me
         return Delivery(False, None, "database unavailable")
 
 
-def on_job_failure(stage: str, message: str, final: bool, seconds: float, metadata: dict[str, Any]) -> None:
-    """What a failed job does: nothing when Batch will try again; on a final failure (`final`, or
-    the last attempt), settle the run and send its one notice."""
+def on_job_failure(stage: str, failure: Failure, metadata: dict[str, Any]) -> None:
+    """What a failed job does: nothing when Batch will try again; on a final failure (final, or
+    the last attempt), settle the run and send its one notice. Out of time, it makes one try at
+    each (Batch kills the container about 30 s after the SIGTERM); the planner sends what is
+    still owed on its next run (plan.settle_unnotified)."""
     try:
         common = common_from_env()
         batch_id = required_batch_id()
     except ConfigError as exc:  # the settings themselves are broken: no run to record, nowhere to send
         event(log, f"no notice: {exc}", logging.ERROR)
         return
-    if not (final or common.last_attempt):
+    if failure.out_of_time:
+        common = replace(
+            common, db_connect_attempts=1, webhook_attempts=1, webhook_timeout=min(common.webhook_timeout, 5.0)
+        )
+    message, seconds = failure.message, failure.seconds
+    if not (failure.final or common.last_attempt):
         event(
             log,
             "failure will be retried by Batch; no notice sent",

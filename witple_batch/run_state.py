@@ -78,6 +78,20 @@ def expire_abandoned(conn: psycopg.Connection) -> list[str]:
     return expired
 
 
+def owed_notices(conn: psycopg.Connection, quiet_seconds: float, limit: int) -> list[tuple[str, str]]:
+    """Runs that ended (committed or failed) at least `quiet_seconds` ago and never recorded a
+    notice: their job died before it could send one (killed at the timeout, database away).
+    Returns (batch_id, error) pairs, oldest first."""
+    rows = conn.execute(
+        "SELECT batch_id, coalesce(error, '') FROM batch_runs"
+        " WHERE notice IS NULL AND status IN ('committed', 'failed')"
+        " AND coalesce(failed_at, committed_at) < now() - make_interval(secs => %s)"
+        " ORDER BY coalesce(failed_at, committed_at) LIMIT %s",
+        (quiet_seconds, limit),
+    ).fetchall()
+    return [(batch_id, error) for batch_id, error in rows]
+
+
 _CLAIM = """
 WITH candidate AS (
     SELECT k.key FROM unnest(%(keys)s::text[]) WITH ORDINALITY AS k(key, n)

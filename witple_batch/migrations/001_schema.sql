@@ -93,4 +93,12 @@ CREATE TABLE IF NOT EXISTS batch_runs (
 );
 
 -- The main server searches places by vector; users are looked up by id (USER_VECTOR_INDEX adds one).
-CREATE INDEX IF NOT EXISTS place_vectors_content_hnsw ON place_vectors USING hnsw (content_vector vector_cosine_ops);
+-- A place_vectors the main server created still has double precision[] vectors: 003 adopts it
+-- and builds the index then.
+DO $$
+BEGIN
+    IF (SELECT udt_name FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'place_vectors' AND column_name = 'content_vector') = 'vector' THEN
+        CREATE INDEX IF NOT EXISTS place_vectors_content_hnsw ON place_vectors USING hnsw (content_vector vector_cosine_ops);
+    END IF;
+END $$;

@@ -17,6 +17,7 @@ UPDATE batch_runs SET notice = 'FAILED' WHERE status = 'failed';  -- the earlier
 ALTER TABLE batch_runs ADD CONSTRAINT batch_runs_status_check
     CHECK (status IN ('planned', 'sharded', 'committed', 'notified', 'failed'));
 CREATE INDEX IF NOT EXISTS batch_runs_live ON batch_runs (lease_expires_at) WHERE status IN ('planned', 'sharded');
+CREATE INDEX IF NOT EXISTS batch_runs_owed ON batch_runs (batch_id) WHERE notice IS NULL AND status IN ('committed', 'failed');
 
 -- A claim lives exactly as long as its run is planned or sharded: the commit and the failure of
 -- a run delete its claims, and a run whose lease (batch_runs.lease_expires_at) ends is failed.

@@ -1,0 +1,86 @@
+"""Users the main server does not know yet: held back, never a failed batch.
+
+On the main server's database user_behavior_vectors.user_id references users(user_id). A batch
+may hold actions of a user the main server has not created yet (sign-up lag, a deleted
+account); writing its row would fail the whole batch on the foreign key. So such a user's
+totals wait in pending_user_totals (its interactions are recorded as usual and count in place
+statistics), and the first batch after the user exists moves them into user_behavior_vectors
+and computes its vector from its whole history. Without the foreign key nothing is held.
+
+Leaves `user_sums` (the totals each user row receives in this batch: its own actions, or its
+released pending ones) and `released_users` for upsert and vectors.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+USER_SUMS = """
+CREATE TEMP TABLE user_sums ON COMMIT DROP AS
+SELECT user_id, sum(clicks) AS clicks, sum(likes) AS likes, sum(bookmarks) AS bookmarks, sum(other) AS other,
+       min(first_at) AS first_at, max(last_at) AS last_at
+FROM (
+    SELECT user_id, clicks, likes, bookmarks, other, first_at, last_at FROM batch_pairs
+    WHERE user_id NOT IN (SELECT user_id FROM held_users)
+    UNION ALL
+    SELECT user_id, clicks, likes, bookmarks, other, first_action_at, last_action_at FROM released_users
+) s
+GROUP BY user_id
+"""
+
+HOLD = """
+INSERT INTO pending_user_totals AS t (user_id, clicks, likes, bookmarks, other, first_action_at, last_action_at)
+SELECT user_id, sum(clicks), sum(likes), sum(bookmarks), sum(other), min(first_at), max(last_at)
+FROM batch_pairs WHERE user_id IN (SELECT user_id FROM held_users) GROUP BY user_id
+ON CONFLICT (user_id) DO UPDATE SET
+    clicks = t.clicks + EXCLUDED.clicks, likes = t.likes + EXCLUDED.likes, bookmarks = t.bookmarks + EXCLUDED.bookmarks,
+    other = t.other + EXCLUDED.other, first_action_at = least(t.first_action_at, EXCLUDED.first_action_at),
+    last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at), updated_at = now()
+"""
+
+
+def users_reference(conn: psycopg.Connection) -> tuple[str, str] | None:
+    """(table, column) that user_behavior_vectors.user_id must exist in, if a foreign key says so."""
+    row = conn.execute(
+        "SELECT c.confrelid::regclass::text, a.attname FROM pg_constraint c"
+        " JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = c.confkey[1]"
+        " WHERE c.contype = 'f' AND c.conrelid = 'user_behavior_vectors'::regclass AND array_length(c.conkey, 1) = 1"
+        " LIMIT 1"
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _known(reference: tuple[str, str], alias: str) -> sql.Composable:
+    """Whether the user of row `alias` exists where the foreign key points."""
+    table, column = reference  # table as regclass::text gives it: already quoted where it must be
+    return sql.SQL("EXISTS (SELECT 1 FROM {} r WHERE r.{}::text = {}.user_id)").format(
+        sql.SQL(table), sql.Identifier(column), sql.Identifier(alias)
+    )
+
+
+def hold_and_release(conn: psycopg.Connection) -> dict[str, int]:
+    """Hold this batch's unknown users, release the pending ones the main server now knows."""
+    reference = users_reference(conn)
+    conn.execute("CREATE TEMP TABLE held_users (user_id text PRIMARY KEY) ON COMMIT DROP")
+    conn.execute("CREATE TEMP TABLE released_users (LIKE pending_user_totals) ON COMMIT DROP")
+    if reference is not None:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO held_users SELECT DISTINCT b.user_id FROM batch_pairs b"
+                " WHERE NOT EXISTS (SELECT 1 FROM user_behavior_vectors u WHERE u.user_id = b.user_id) AND NOT {}"
+            ).format(_known(reference, "b"))
+        )
+        conn.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM pending_user_totals p WHERE {} RETURNING p.*)"
+                " INSERT INTO released_users SELECT * FROM gone"
+            ).format(_known(reference, "p"))
+        )
+        conn.execute(HOLD)
+    conn.execute(USER_SUMS)
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM held_users), (SELECT count(*) FROM released_users),"
+        " (SELECT count(*) FROM pending_user_totals)"
+    ).fetchone()
+    return {"users_held_back": int(row[0]), "users_released": int(row[1]), "users_pending": int(row[2])}  # type: ignore[index]
