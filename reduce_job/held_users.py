@@ -5,7 +5,10 @@ may hold actions of a user the main server has not created yet (sign-up lag, a d
 account); writing its row would fail the whole batch on the foreign key. So such a user's
 totals wait in pending_user_totals (its interactions are recorded as usual and count in place
 statistics), and the first batch after the user exists moves them into user_behavior_vectors
-and computes its vector from its whole history. Without the foreign key nothing is held.
+and computes its vector from its whole history. Without the foreign key nothing is held (and
+whatever waits is released). The users rows this batch writes for are locked FOR KEY SHARE
+until it commits, so an account deleted meanwhile waits for the commit instead of failing the
+batch on the foreign key. `users_pending` (in every report and notice) says how many wait.
 
 Leaves `user_sums` (the totals each user row receives in this batch: its own actions, or its
 released pending ones) and `released_users` for upsert and vectors.
@@ -51,11 +54,24 @@ def users_reference(conn: psycopg.Connection) -> tuple[str, str] | None:
     return None if row is None else (row[0], row[1])
 
 
-def _known(reference: tuple[str, str], alias: str) -> sql.Composable:
-    """Whether the user of row `alias` exists where the foreign key points."""
+def _known(reference: tuple[str, str] | None, alias: str) -> sql.Composable:
+    """Whether the user of row `alias` exists where the foreign key points (always, without one)."""
+    if reference is None:
+        return sql.SQL("true")
     table, column = reference  # table as regclass::text gives it: already quoted where it must be
     return sql.SQL("EXISTS (SELECT 1 FROM {} r WHERE r.{}::text = {}.user_id)").format(
         sql.SQL(table), sql.Identifier(column), sql.Identifier(alias)
+    )
+
+
+def _lock_known(conn: psycopg.Connection, reference: tuple[str, str]) -> None:
+    """FOR KEY SHARE on the users rows of this batch's and the pending users, until commit."""
+    table, column = reference
+    conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {} r WHERE r.{}::text IN"
+            " (SELECT user_id FROM batch_pairs UNION SELECT user_id FROM pending_user_totals) FOR KEY SHARE OF r) k"
+        ).format(sql.SQL(table), sql.Identifier(column))
     )
 
 
@@ -65,19 +81,20 @@ def hold_and_release(conn: psycopg.Connection) -> dict[str, int]:
     conn.execute("CREATE TEMP TABLE held_users (user_id text PRIMARY KEY) ON COMMIT DROP")
     conn.execute("CREATE TEMP TABLE released_users (LIKE pending_user_totals) ON COMMIT DROP")
     if reference is not None:
+        _lock_known(conn, reference)
         conn.execute(
             sql.SQL(
                 "INSERT INTO held_users SELECT DISTINCT b.user_id FROM batch_pairs b"
                 " WHERE NOT EXISTS (SELECT 1 FROM user_behavior_vectors u WHERE u.user_id = b.user_id) AND NOT {}"
             ).format(_known(reference, "b"))
         )
-        conn.execute(
-            sql.SQL(
-                "WITH gone AS (DELETE FROM pending_user_totals p WHERE {} RETURNING p.*)"
-                " INSERT INTO released_users SELECT * FROM gone"
-            ).format(_known(reference, "p"))
-        )
-        conn.execute(HOLD)
+    conn.execute(
+        sql.SQL(
+            "WITH gone AS (DELETE FROM pending_user_totals p WHERE {} RETURNING p.*)"
+            " INSERT INTO released_users SELECT * FROM gone"
+        ).format(_known(reference, "p"))
+    )
+    conn.execute(HOLD)
     conn.execute(USER_SUMS)
     row = conn.execute(
         "SELECT (SELECT count(*) FROM held_users), (SELECT count(*) FROM released_users),"

@@ -1,8 +1,9 @@
 """The HNSW indexes, kept valid for readers at every moment.
 
-The place index (content_vector) is created by the migrations and kept row by row: a batch
-replaces a content vector only for new places and changed texts, and every other update keeps
-the stored value, so it can be a HOT update that never touches the index. Nothing is dropped or
+The place index (content_vector) is kept row by row: a batch replaces a content vector only for
+new places and changed texts, and every other update keeps the stored value, so it can be a HOT
+update that never touches the index. 001 creates it on a fresh database; on the main server's
+adopted tables the first reduce builds it, CONCURRENTLY, after its commit. Nothing is dropped or
 rebuilt inside the reduce transaction: DROP INDEX takes an ACCESS EXCLUSIVE lock that would
 make the main server's place queries wait for the whole transaction.
 
@@ -14,6 +15,7 @@ invalid index behind and is tried again by the next reduce.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -22,7 +24,16 @@ from witple_batch.logs import event
 
 log = logging.getLogger(__name__)
 
-USER_INDEX = "user_behavior_vectors_hnsw"
+
+@dataclass(frozen=True)
+class VectorIndex:
+    name: str
+    table: str
+    column: str
+
+
+PLACE_INDEX = VectorIndex("place_vectors_content_hnsw", "place_vectors", "content_vector")
+USER_INDEX = VectorIndex("user_behavior_vectors_hnsw", "user_behavior_vectors", "behavior_vector")
 
 
 def _state(conn: psycopg.Connection, name: str) -> bool | None:
@@ -33,10 +44,10 @@ def _state(conn: psycopg.Connection, name: str) -> bool | None:
     return None if row is None else bool(row[0])
 
 
-def ensure_user_index(conn: psycopg.Connection, wanted: bool) -> str:
-    """Outside any transaction (autocommit): make the user index exist exactly when wanted."""
-    state = _state(conn, USER_INDEX)
-    name = sql.Identifier(USER_INDEX)
+def ensure_index(conn: psycopg.Connection, index: VectorIndex, wanted: bool) -> str:
+    """Outside any transaction (autocommit): make the index exist, valid, exactly when wanted."""
+    state = _state(conn, index.name)
+    name = sql.Identifier(index.name)
     if not wanted:
         if state is not None:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
@@ -48,15 +59,15 @@ def ensure_user_index(conn: psycopg.Connection, wanted: bool) -> str:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
     try:
         conn.execute(
-            sql.SQL(
-                "CREATE INDEX CONCURRENTLY {} ON user_behavior_vectors USING hnsw (behavior_vector vector_cosine_ops)"
-            ).format(name)
+            sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} USING hnsw ({} vector_cosine_ops)").format(
+                name, sql.Identifier(index.table), sql.Identifier(index.column)
+            )
         )
     except psycopg.errors.LockNotAvailable as exc:
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
         event(
             log,
-            "user vector index not built this time (lock timeout); the next reduce tries again",
+            f"{index.name} not built this time (lock timeout); the next reduce tries again",
             logging.WARNING,
             error=str(exc),
         )

@@ -8,12 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import psycopg
 
 from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
-from witple_batch import notices, run_state, webhook
+from witple_batch import notices, run_report, run_state
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb
@@ -34,7 +33,6 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     already_committed: bool = False
     notice: notices.Delivery | None = None
-    envelope_batch_ids: list[str] | None = None  # every one this run applied (None after a restart)
 
 
 class _AlreadyCommitted(Exception):
@@ -43,7 +41,7 @@ class _AlreadyCommitted(Exception):
 
 def stage_batch(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, manifest: RunManifest
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every partial verified and staged; returns (the batch's vector space, stats from the shards' metrics)."""
     markers = collect.success_markers(client, layout, len(manifest.shards))
     run_state.mark_sharded(conn, config.batch_id)
@@ -89,7 +87,7 @@ def stage_batch(
         "shard_peak_rss_mb": shard_rss,
         "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }
-    return space, stats, envelopes
+    return space, stats
 
 
 def apply(
@@ -162,17 +160,18 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
         else:
             manifest = load_manifest(client, layout)
             t = time.perf_counter()
-            space, stats, envelopes = stage_batch(conn, client, config, layout, manifest)
+            space, stats = stage_batch(conn, client, config, layout, manifest)
             seconds["stage"] = time.perf_counter() - t
             try:
                 apply(conn, config, space, stats, started, seconds)
-                outcome = Outcome(stats=stats, seconds=seconds, envelope_batch_ids=envelopes)
+                outcome = Outcome(stats=stats, seconds=seconds)
                 logged = {k: v for k, v in stats.items() if k != "envelope_batch_ids"}
                 event(log, "batch committed", batch_id=config.batch_id, **logged, seconds=_rounded(seconds))
             except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
                 outcome = _already(conn, config.batch_id, stats)
         outcome.notice = finish(conn, client, config, layout, outcome, time.monotonic() - clock)
-        indexes.ensure_user_index(conn, config.user_vector_index)
+        indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
+        indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
     return outcome
 
 
@@ -184,23 +183,8 @@ def finish(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, outcome: Outcome, elapsed: float
 ) -> notices.Delivery:
     """After commit: the report, then SUCCEEDED if the run's state still calls for it. Never raises on delivery."""
+    run_report.write(client, layout, conn, outcome.stats, outcome.seconds, written_by="reduce")
     body = notices.success_body(
         config.common, config.batch_id, outcome.stats, elapsed, already_committed=outcome.already_committed
-    )
-    report = {
-        "batch_id": config.batch_id,
-        "status": webhook.SUCCEEDED,
-        "stats": outcome.stats,
-        "seconds": _rounded(outcome.seconds),
-        "envelope_batch_ids": outcome.stats.get("envelope_batch_ids", [])
-        if outcome.envelope_batch_ids is None
-        else outcome.envelope_batch_ids,
-        "webhook": body,
-    }
-    client.put_object(
-        Bucket=layout.work_bucket,
-        Key=layout.report_key,
-        Body=orjson.dumps(report, option=orjson.OPT_INDENT_2),
-        ContentType="application/json",
     )
     return notices.notify(conn, config.common, config.batch_id, body)

@@ -17,7 +17,7 @@ import psycopg
 
 from shard_job import catalogue
 from shard_job.config import ShardConfig
-from shard_job.fetch import FetchError, ObjectGone, fetch_in_order
+from shard_job.fetch import ObjectGone, fetch_in_order
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
 from shard_job.stored_content import StoredContent, stored_content
@@ -186,17 +186,22 @@ def read_files(
         config.read_ahead_bytes,
         before_wait=lambda item: progress.reading(item.key),
     )
+    parsing = False
     try:
         for item, data in fetched:
             if isinstance(data, ObjectGone):
                 event(log, "file left to the next plan", key=item.key, reason=data.reason, level=logging.WARNING)
                 set_aside(shard, item, data)
             else:
+                parsing = True
                 add_file(shard, item, data, config.limits, plan.planned_at_us)
-    except (FetchError, Terminated):
-        progress.reading(None)  # S3 or the scheduler, not the file: the next attempt reads it again
+                parsing = False
+    except Exception as exc:
+        # an exception the file provokes in our code (MemoryError included) leaves the note, as a
+        # kill does; anything else (S3, the note's own PUT, a Spot SIGTERM) is not the file's doing
+        if not parsing or isinstance(exc, Terminated):
+            progress.reading(None)
         raise
-    # any other exception (one the file provokes in our code, MemoryError) leaves the note, as a kill does
     progress.reading(None)
     return plan
 

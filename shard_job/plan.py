@@ -19,7 +19,7 @@ import psycopg
 from botocore.exceptions import ClientError
 
 from shard_job.planning import balance, select_files, shard_count
-from witple_batch import notices, run_state
+from witple_batch import notices, run_report, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
 from witple_batch.logs import event
@@ -111,13 +111,14 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
     candidates = select_files(listed, since=options.since, until=options.until)
     if not options.use_ledger:
         files = candidates[: options.max_files] if options.max_files else candidates
-        return _finish(client, config, options, files, [], listed=len(listed), candidates=len(candidates))
+        shards = shard_count(files, options.shards, options.target_mb)
+        return _finish(client, config, options, files, shards, [], listed=len(listed), candidates=len(candidates))
     if config.database_url is None:
         raise ConfigError("DATABASE_URL is required to plan (files are claimed in the ledger); or pass --no-ledger")
     with connect_for(config, "shard_job.plan") as conn:
         migrate(conn)
         if not options.dry_run:
-            settle_past_runs(conn, config)
+            settle_past_runs(conn, client, config)
         with conn.transaction():
             _plan_lock(conn)
             if (existing := run_state.get(conn, options.batch_id)) is not None:
@@ -129,7 +130,9 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 files = run_state.claim(conn, options.batch_id, candidates, options.max_files)
             shards = shard_count(files, options.shards, options.target_mb)
             refresh = stale_places(conn, shards * options.refresh_per_shard)
-            result = _finish(client, config, options, files, refresh, listed=len(listed), candidates=len(candidates))
+            result = _finish(
+                client, config, options, files, shards, refresh, listed=len(listed), candidates=len(candidates)
+            )
             if options.dry_run or not result["shards"]:
                 raise psycopg.Rollback  # nothing claimed is worth keeping
             plan_stats = {k: result[k] for k in ("files", "bytes", "shards")}
@@ -146,10 +149,11 @@ OWED_NOTICE_QUIET_SECONDS = 600.0  # a job that just ended may still be sending 
 OWED_NOTICES_PER_PLAN = 20
 
 
-def settle_past_runs(conn: psycopg.Connection, config: CommonConfig) -> None:
+def settle_past_runs(conn: psycopg.Connection, client: Any, config: CommonConfig) -> None:
     """Runs whose lease ran out: recorded failed in a transaction of their own, then told (FAILED).
     Then the notices still owed by runs whose job died before sending one (killed at its timeout,
-    database away), so every ended run is told, at most once (notices.notify)."""
+    database away): a committed run's report first (its reduce may have died before writing it),
+    then its notice, so every ended run is told (notices.notify records each notice once)."""
     with conn.transaction():
         _plan_lock(conn)
         abandoned = run_state.expire_abandoned(conn)
@@ -158,6 +162,10 @@ def settle_past_runs(conn: psycopg.Connection, config: CommonConfig) -> None:
         notices.settle(config, batch_id, run_state.ABANDONED, 0.0, {"stage": "plan"})
     for batch_id, error in run_state.owed_notices(conn, OWED_NOTICE_QUIET_SECONDS, OWED_NOTICES_PER_PLAN):
         event(log, "sending a notice its run still owes", batch_id=batch_id)
+        run = run_state.get(conn, batch_id)
+        if run is not None and run.status == "committed":
+            layout = RunLayout(config.work_bucket, config.work_prefix, batch_id)
+            run_report.write(client, layout, conn, run.stats, {}, written_by="planner")
         notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
@@ -201,12 +209,12 @@ def _finish(
     config: CommonConfig,
     options: PlanOptions,
     files: list[InputFile],
+    n: int,
     refresh: list[tuple[str, str]],
     *,
     listed: int,
     candidates: int,
 ) -> dict[str, Any]:
-    n = shard_count(files, options.shards, options.target_mb)  # the same count plan() used for the refresh
     event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n, refresh=len(refresh))
     result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0}
     if n and not options.dry_run:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +11,7 @@ from local_stack.fault_proxy import FaultProxy
 from local_stack.moto_s3 import free_port
 from local_stack.postgres import LOCAL_PASSWORD, LocalPostgres
 from local_stack.sample_data import SampleSet, generate
-from tests.helpers import REPO, fresh_env, plan_run, query, run_child, run_module, seed, work_objects
+from tests.helpers import fresh_env, plan_run, query, run_child, run_module, seed, start_module, work_objects
 from tests.test_reduce_job import assert_database_matches
 
 pytestmark = pytest.mark.slow
@@ -23,17 +20,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sample() -> SampleSet:
     return generate(actions=1_500, users=120, places=50, seed=21, batch_size=40)
-
-
-def _start(module: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _shard_files(env: dict[str, str], index: int = 0) -> dict[str, bytes]:
@@ -84,7 +70,7 @@ def test_a_shard_killed_mid_upload_reruns_to_identical_bytes(moto, s3_env, model
     with FaultProxy.running(
         moto.endpoint, hang_when=lambda method, path: method == "PUT" and "pairs.counts" in path
     ) as proxy:
-        child = _start("shard_job", {**client_env, "AWS_ENDPOINT_URL": proxy.url})
+        child = start_module("shard_job", {**client_env, "AWS_ENDPOINT_URL": proxy.url})
         assert proxy.hung.wait(120), "the child never reached the upload"
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -107,7 +93,7 @@ def test_reduce_killed_after_commit_sends_the_webhook_once(s3_env, model_dir, da
     seed(env, sample)
     plan_run(env, shards=1)
     run_child(env, 0)
-    reduce = _start("reduce_job", env)
+    reduce = start_module("reduce_job", env)
     deadline = time.monotonic() + 120
     while not receiver.received and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -159,7 +145,7 @@ def test_postgres_stopped_during_the_reduce_leaves_nothing_half_applied(s3_env, 
         run_child(later, 0)
         blocker = psycopg.connect(pg.url)
         blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
-        reduce = _start("reduce_job", later)
+        reduce = start_module("reduce_job", later)
         deadline = time.monotonic() + 60
         while (
             time.monotonic() < deadline

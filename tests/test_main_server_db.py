@@ -16,9 +16,20 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
+from local_stack import main_server
 from local_stack.sample_data import SampleSet, catalogue, generate, install_catalogue
-from tests import main_server
-from tests.helpers import REPO, fresh_env, pipeline, query, run_module
+from tests.helpers import (
+    REPO,
+    fresh_env,
+    pipeline,
+    plan_run,
+    query,
+    run_child,
+    run_module,
+    seed,
+    start_module,
+    wait_for,
+)
 from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
 
@@ -44,18 +55,21 @@ def _seed_main_server(url: str, users: list[str]) -> None:
         for user in users:
             if known(user):
                 conn.execute("INSERT INTO users (user_id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))
-        # rows the original batch wrote: one good vector, one too short, one with NaN, NULL totals
+        # rows the original batch wrote: one good vector, one too short, one with NaN, one empty, NULL totals
         conn.execute(
             "INSERT INTO user_behavior_vectors (user_id, behavior_vector, total_actions, total_clicks, total_likes)"
-            " VALUES ('user-000001', %s, 10, 10, 0), ('user-000002', %s, 4, 4, 0), ('user-000004', %s, NULL, NULL, 2)",
+            " VALUES ('user-000001', %s, 10, 10, 0), ('user-000002', %s, 4, 4, 0), ('user-000004', %s, NULL, NULL, 2),"
+            " ('user-000005', '{}', 1, 1, 0)",
             (VALID, VALID[:383], [math.nan, *VALID[1:]]),
         )
-        # the original inserted a row per run: place 100000 twice; one vector of a wrong length
+        conn.execute("UPDATE user_behavior_vectors SET vector_updated_at = now() - interval '3 days'")
+        # the original inserted a row per run: place 100000 twice, the newer with a value float4
+        # cannot hold; one vector of a wrong length
         conn.execute(
             "INSERT INTO place_vectors (place_id, place_category, content_vector, total_clicks, total_likes,"
-            " unique_users) VALUES ('100000', 'restaurants', %s, 3, 1, 2), ('100000', 'restaurants', %s, 4, 0, 3),"
-            " ('100001', 'accommodation', %s, 5, 0, 1)",
-            (VALID, VALID, VALID[:10]),
+            " unique_users, vector_updated_at) VALUES ('100000', 'restaurants', %s, 3, 1, 2, '2025-01-01'),"
+            " ('100000', 'restaurants', %s, 4, 0, 3, '2025-01-02'), ('100001', 'accommodation', %s, 5, 0, 1, now())",
+            (VALID, [1e39, *VALID[1:]], VALID[:10]),
         )
 
 
@@ -74,16 +88,27 @@ def test_dry_run_changes_nothing_and_prints_the_plan(s3_env, model_dir, database
     assert result.returncode == 0, result.stderr[-2000:]
     plan = result.stdout
     assert "003 adopt_main_server_tables" in plan
-    assert (
-        "user_behavior_vectors.behavior_vector: 2 rows with a wrong length, NaN or infinity become NULL [2 rows]"
-        in plan
-    )
-    assert "place_vectors.content_vector: 1 rows with a wrong length, NaN or infinity become NULL [1 rows]" in plan
+    assert "behavior_vector: double precision[] -> vector(384): 1 rows convert, 3 become NULL (empty," in plan
+    assert "content_vector: double precision[] -> vector(384): 1 rows convert, 2 become NULL (empty," in plan
     assert "place_vectors: 1 duplicate (place_id, place_category) rows merge into the oldest [1 rows]" in plan
-    assert "user_behavior_vectors.total_clicks: integer -> bigint" in plan
+    assert "total_clicks: integer -> bigint, 1 NULL totals become 0" in plan
+    assert "user_behavior_vectors: one ALTER TABLE, one rewrite of 4 rows:" in plan
+    assert "place_vectors: one ALTER TABLE, one rewrite of 3 rows:" in plan
     assert main_server.column_types(database_url) == types_before
     assert query(database_url, "SELECT count(*), sum(total_clicks) FROM place_vectors") == rows_before
     assert query(database_url, "SELECT to_regclass('schema_migrations') IS NULL") == [(True,)]
+
+    applied = run_module("reduce_job", _env(s3_env, model_dir, database_url), "migrate")
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        vectors = conn.execute("SELECT user_id, behavior_vector FROM user_behavior_vectors ORDER BY user_id").fetchall()
+        [(merged, clicks)] = conn.execute(
+            "SELECT content_vector, total_clicks FROM place_vectors WHERE place_id = '100000'"
+        ).fetchall()
+    assert [u for u, v in vectors if v is not None] == ["user-000001"]  # the other three became NULL
+    np.testing.assert_allclose(merged.to_numpy(), VALID, atol=1e-6)  # the newest duplicate's was unusable
+    assert clicks == 7
 
 
 def test_a_deployment_onto_the_main_server_database_works_the_first_time(
@@ -107,7 +132,7 @@ def test_a_deployment_onto_the_main_server_database_works_the_first_time(
     assert not unknown & set(rows)  # held back, not failed
     for user in users:
         if known(user):
-            before = {"user-000001": 10, "user-000002": 4}.get(user, 0)
+            before = {"user-000001": 10, "user-000002": 4, "user-000005": 1}.get(user, 0)
             assert rows[user] == before + sample.expected.users[user]["click"], user  # kept and merged
     assert query(database_url, "SELECT total_likes FROM user_behavior_vectors WHERE user_id = 'user-000004'") == [
         (2 + sample.expected.users["user-000004"]["like"],)
@@ -148,6 +173,36 @@ def test_a_deployment_onto_the_main_server_database_works_the_first_time(
     assert receiver.delivered()[-1].json["metadata"]["users_released"] == len(unknown)
 
 
+def test_an_account_deleted_while_the_reduce_runs_is_held_back_not_a_failed_batch(
+    s3_env, model_dir, database_url, receiver, sample
+):
+    users = sorted(sample.expected.users)
+    _seed_main_server(database_url, users)
+    leaving = next(
+        u for u in users if known(u) and u not in {"user-000001", "user-000002", "user-000004", "user-000005"}
+    )
+    env = _env(s3_env, model_dir, database_url, receiver)
+    seed(env, sample)
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    with psycopg.connect(database_url) as deleting:  # the main server deletes the account, not yet committed
+        deleting.execute("DELETE FROM users WHERE user_id = %s", (leaving,))
+        reduce = start_module("reduce_job", env)
+        wait_for(
+            lambda: query(database_url, "SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0] > 0,
+            "the reduce waiting for the deleted account's row",
+        )
+        deleting.commit()
+    _, err = reduce.communicate(timeout=120)
+    assert reduce.returncode == 0, err[-2000:]
+    assert query(database_url, "SELECT count(*) FROM user_behavior_vectors WHERE user_id = %s", (leaving,)) == [(0,)]
+    assert query(database_url, "SELECT clicks FROM pending_user_totals WHERE user_id = %s", (leaving,)) == [
+        (sample.expected.users[leaving]["click"],)
+    ]
+    [notice] = receiver.delivered()
+    assert notice.json["job_status"] == "SUCCEEDED"
+
+
 def test_the_main_server_reads_still_work(s3_env, model_dir, database_url, sample):
     _seed_main_server(database_url, sorted(sample.expected.users))
     pipeline(_env(s3_env, model_dir, database_url), sample, shards=1)
@@ -165,12 +220,13 @@ def test_the_main_server_reads_still_work(s3_env, model_dir, database_url, sampl
     as_list = vector.to_list()
     assert len(as_list) == 384 and np.isfinite(as_list).all()
     assert np.allclose(as_list, parsed, atol=1e-6)
-    # its status page counts vectors updated within a day: ours are
+    assert not np.allclose(as_list, VALID, atol=1e-3)  # ours, not the adopted one
+    # its status page counts vectors updated within a day: every user of the batch it knows
     [(fresh,)] = query(
         database_url, "SELECT count(*) FROM user_behavior_vectors WHERE vector_updated_at > now() - interval '1 day'"
     )
     [(ours,)] = query(database_url, "SELECT count(*) FROM user_behavior_vectors WHERE vector_weight > 0")
-    assert fresh >= ours > 0
+    assert fresh == ours == sum(known(user) for user in sample.expected.users)
 
 
 def test_a_long_read_makes_the_migration_fail_fast_and_change_nothing(s3_env, model_dir, database_url, sample):

@@ -5,13 +5,9 @@ waiters), not hoped for; processes are killed at chosen points."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 
 import orjson
 import psycopg
@@ -19,7 +15,18 @@ import pytest
 
 from local_stack.fault_proxy import FaultProxy
 from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
-from tests.helpers import REPO, fresh_env, plan_run, query, reduce_in_process, run_child, run_module, seed, work_objects
+from tests.helpers import (
+    fresh_env,
+    plan_run,
+    query,
+    reduce_in_process,
+    run_child,
+    run_module,
+    seed,
+    start_module,
+    wait_for,
+    work_objects,
+)
 from tests.test_reduce_job import assert_database_matches
 from witple_batch.run_state import PLAN_LOCK
 from witple_batch.schema import REDUCE_LOCK
@@ -41,26 +48,6 @@ def _env(s3_env, model_dir, database_url, receiver=None, **extra):
 
 def _batch(env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**env, "BATCH_ID": f"b-{uuid.uuid4().hex[:10]}", **extra}
-
-
-def _start(module: str, env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"never happened: {what}")
 
 
 def _advisory_waiters(url: str, key: int) -> int:
@@ -96,8 +83,8 @@ def test_two_planners_at_once_claim_disjoint_files(s3_env, model_dir, database_u
     plan_run(_batch(env), shards=1, max_files=1)  # migrates the schema; takes the oldest file
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK,))
-        planners = [_start("shard_job", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)]
-        _wait_for(lambda: _advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
+        planners = [start_module("shard_job", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)]
+        wait_for(lambda: _advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
         blocker.rollback()
     outputs = [json.loads(p.communicate(timeout=120)[0]) for p in planners]
     assert [o["files"] for o in outputs] == [10, 10]
@@ -158,8 +145,8 @@ def test_a_planner_killed_before_its_commit_holds_nothing(moto, s3_env, model_di
     plan_run(_batch(env), shards=1, max_files=1)  # schema in place
     batch = _batch(env)
     with FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "PUT" and "manifest.json" in path) as proxy:
-        planner = _start("shard_job", {**batch, "AWS_ENDPOINT_URL": proxy.url}, "plan", "--shards", "2")
-        _wait_for(proxy.hung.is_set, "the planner writing its manifest")
+        planner = start_module("shard_job", {**batch, "AWS_ENDPOINT_URL": proxy.url}, "plan", "--shards", "2")
+        wait_for(proxy.hung.is_set, "the planner writing its manifest")
         planner.send_signal(signal.SIGKILL)
         planner.wait()
     assert query(database_url, "SELECT count(*) FROM file_claims WHERE batch_id = %s", (batch["BATCH_ID"],)) == [(0,)]
@@ -216,8 +203,8 @@ def test_a_reduce_killed_between_commit_and_notice_is_told_by_a_later_plan_once(
     env = _env(s3_env, model_dir, database_url, receiver)
     _sharded(env, sample.files[:6], sample)
     with FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "PUT" and "report.json" in path) as proxy:
-        reduce = _start("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url})
-        _wait_for(proxy.hung.is_set, "the reduce writing its report, after the commit")
+        reduce = start_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url})
+        wait_for(proxy.hung.is_set, "the reduce writing its report, after the commit")
         reduce.send_signal(signal.SIGKILL)  # the timeout's SIGKILL: no notice from this job
         reduce.wait()
     assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
@@ -231,6 +218,16 @@ def test_a_reduce_killed_between_commit_and_notice_is_told_by_a_later_plan_once(
     assert (notice.json["batch_id"], notice.json["job_status"]) == (env["BATCH_ID"], "SUCCEEDED")
     assert notice.json["metadata"]["already_committed"] is True and notice.signature_valid(SECRET)
     assert query(database_url, "SELECT status, notice FROM batch_runs") == [("notified", "SUCCEEDED")]
+    report = orjson.loads(
+        work_objects(env, f"batch-work/runs/{env['BATCH_ID']}/report.json")[
+            f"batch-work/runs/{env['BATCH_ID']}/report.json"
+        ]
+    )  # the reduce died before writing it: the planner wrote it from the database
+    assert (
+        report["written_by"] == "planner"
+        and report["stats"]["records_accepted"] == _expected_of(sample.files[:6]).actions
+    )
+    assert len(report["envelope_batch_ids"]) == 6 == notice.json["metadata"]["envelope_batch_ids_total"]
 
 
 def test_a_broken_setting_on_50_children_sends_one_failed(s3_env, model_dir, database_url, receiver, sample):
@@ -239,7 +236,7 @@ def test_a_broken_setting_on_50_children_sends_one_failed(s3_env, model_dir, dat
     plan_run(env, shards=1)
     children = []
     for index in range(50):
-        children.append(_start("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}))
+        children.append(start_module("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}))
         if len(children) % 10 == 0:
             for child in children[-10:]:
                 child.communicate(timeout=120)
@@ -286,9 +283,9 @@ def test_a_file_that_stops_two_attempts_is_quarantined_by_the_third(moto, s3_env
     # attempt 1 died without a trace (out of memory); attempt 2 notes each file and dies on the poison one
     hang = FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "GET" and poison.split("/")[-1] in path)
     with hang as proxy:
-        child = _start("shard_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "2"})
-        _wait_for(proxy.hung.is_set, "attempt 2 reading the poison file")
-        _wait_for(
+        child = start_module("shard_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "2"})
+        wait_for(proxy.hung.is_set, "attempt 2 reading the poison file")
+        wait_for(
             lambda: (
                 poison.encode() in b"".join(work_objects(env, f"batch-work/runs/{env['BATCH_ID']}/progress/").values())
             ),
@@ -313,8 +310,8 @@ def test_readers_are_never_blocked_by_a_reduce(s3_env, model_dir, database_url, 
     with psycopg.connect(database_url) as blocker:
         # hold one user row: the reduce stops inside its transaction after writing every place
         blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
-        reduce = _start("reduce_job", second)
-        _wait_for(
+        reduce = start_module("reduce_job", second)
+        wait_for(
             lambda: (
                 query(
                     database_url,
@@ -385,8 +382,8 @@ def test_the_reduce_lock_serialises_two_reduces_of_the_same_batch(s3_env, model_
     _sharded(env, sample.files[:10], sample)
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-        reduces = [_start("reduce_job", env) for _ in range(2)]
-        _wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 2, "both reduces waiting on the reduce lock")
+        reduces = [start_module("reduce_job", env) for _ in range(2)]
+        wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 2, "both reduces waiting on the reduce lock")
         blocker.rollback()
     for reduce in reduces:
         _, err = reduce.communicate(timeout=120)
@@ -405,8 +402,8 @@ def test_a_planner_never_expires_a_run_while_it_commits(s3_env, model_dir, datab
     with psycopg.connect(database_url) as blocker:
         # the reduce stops at its first write, inside its transaction, holding its run's row
         blocker.execute("LOCK TABLE user_place_interactions IN SHARE MODE")
-        reduce = _start("reduce_job", env)
-        _wait_for(
+        reduce = start_module("reduce_job", env)
+        wait_for(
             lambda: (
                 query(
                     database_url,
@@ -435,8 +432,8 @@ def test_sigterm_is_final_only_at_the_attempt_timeout(
     _sharded(env, sample.files[:4], sample)
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-        reduce = _start("reduce_job", env)
-        _wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 1, "the reduce waiting on the reduce lock")
+        reduce = start_module("reduce_job", env)
+        wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 1, "the reduce waiting on the reduce lock")
         if final:
             time.sleep(1.0)  # past the whole (1 s) attempt budget: this SIGTERM is Batch's timeout
         reduce.send_signal(signal.SIGTERM)

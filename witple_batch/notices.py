@@ -3,6 +3,11 @@ failed for good. Notices follow states, never the other way round: under the run
 lock the sender reads the state, sends only what it allows (SUCCEEDED from committed, FAILED
 from failed, once), and records what happened. Without the database there is no state to
 follow, so no notice: the EventBridge rule on failed Batch jobs covers that case.
+
+A job killed before it records its notice leaves it owed, and the next plan sends it: so a
+notice delivered just before such a kill is sent again. Delivery is at least once, never
+contradicting the database; the Idempotency-Key (`<batch_id>:<status>`) lets the receiver drop
+the repeat.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ METADATA = {
     "places_uncatalogued": "places_uncatalogued",
     "users_held_back": "users_held_back",
     "users_released": "users_released",
+    "users_pending": "users_pending",
     "shard_count": "shards",
     "envelope_batch_ids_total": "envelope_batch_ids_total",
 }
@@ -108,7 +114,9 @@ def success_body(
     )
 
 
-def failure_body(common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]) -> dict:
+def failure_body(
+    common: CommonConfig, batch_id: str, message: str, seconds: float, metadata: dict[str, Any]
+) -> dict[str, Any]:
     return webhook.payload(
         job_id=common.job_id,
         job_name=common.job_name,
@@ -152,7 +160,7 @@ def on_job_failure(stage: str, failure: Failure, metadata: dict[str, Any]) -> No
     """What a failed job does: nothing when Batch will try again; on a final failure (final, or
     the last attempt), settle the run and send its one notice. Out of time, it makes one try at
     each (Batch kills the container about 30 s after the SIGTERM); the planner sends what is
-    still owed on its next run (plan.settle_unnotified)."""
+    still owed on its next run (plan.settle_past_runs)."""
     try:
         common = common_from_env()
         batch_id = required_batch_id()

@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS batch_runs (
 
 -- The main server searches places by vector; users are looked up by id (USER_VECTOR_INDEX adds one).
 -- A place_vectors the main server created still has double precision[] vectors: 003 adopts it
--- and builds the index then.
+-- and the reduce builds the index after its commit, CONCURRENTLY (reduce_job/indexes.py).
 DO $$
 BEGIN
     IF (SELECT udt_name FROM information_schema.columns WHERE table_schema = current_schema()

@@ -14,10 +14,12 @@
 --   + p_popularity * ln(1 + users(p)) / ln(2 + the most users of any place).
 -- Places the user already acted on are left out; a user with no history gets the most popular.
 --
--- Bounded per call whatever the tables hold: together() is counted over at most `p_neighbours`
--- other users per recent place and `p_neighbour_places` places per such user (index scans with
--- LIMIT: p_recent * p_neighbours * p_neighbour_places rows at most), plus two passes over
--- place_vectors (the mean; the taste and popularity terms).
+-- Cost per call: together() is counted over at most `p_neighbours` other users per recent place
+-- (the first by user_id) and `p_neighbour_places` places per such user (the first by key), index
+-- scans with LIMIT, so at most p_recent * p_neighbours * p_neighbour_places rows whatever the
+-- history; and three scans of place_vectors (the mean, the largest popularity, the scores), so
+-- linear in the number of places. Rows adopted from the main server's tables (behavior_weight
+-- 0: vectors made by another system) count in no taste; their popularity counts.
 DROP FUNCTION IF EXISTS recommend_places(text, integer, integer, double precision);  -- the first signature
 CREATE OR REPLACE FUNCTION recommend_places(
     p_user_id text,
@@ -45,6 +47,7 @@ WITH weights AS (
     FROM recent r CROSS JOIN LATERAL (
         SELECT i.user_id FROM user_place_interactions i
         WHERE i.place_category = r.place_category AND i.place_id = r.place_id AND i.user_id <> p_user_id
+        ORDER BY i.user_id
         LIMIT p_neighbours
     ) n
 ), together AS (
@@ -52,6 +55,7 @@ WITH weights AS (
     FROM neighbours n CROSS JOIN LATERAL (
         SELECT i.place_category, i.place_id FROM user_place_interactions i
         WHERE i.user_id = n.user_id
+        ORDER BY i.place_category, i.place_id
         LIMIT p_neighbour_places
     ) t
     GROUP BY 1, 2, 3, 4
@@ -69,18 +73,21 @@ WITH weights AS (
 ), best AS (
     SELECT max(s) AS top FROM knn
 ), centre AS (
-    SELECT avg(l2_normalize(behavior_vector)) AS mean FROM place_vectors WHERE behavior_vector IS NOT NULL
+    SELECT avg(l2_normalize(behavior_vector)) AS mean FROM place_vectors
+    WHERE behavior_vector IS NOT NULL AND behavior_weight > 0
 ), profile AS (
     SELECT sum(witple_scale(l2_normalize(l2_normalize(p.behavior_vector) - c.mean), r.weight)) AS taste
     FROM recent r JOIN place_vectors p USING (place_category, place_id) CROSS JOIN centre c
-    WHERE p.behavior_vector IS NOT NULL AND r.weight > 0
+    WHERE p.behavior_vector IS NOT NULL AND p.behavior_weight > 0 AND r.weight > 0
 ), reach AS (
     SELECT ln(2 + coalesce(max(unique_users), 0)) AS top FROM place_vectors
 ), scored AS (
     SELECT p.place_category::text AS place_category, p.place_id::text AS place_id,
            coalesce(knn.s / nullif(best.top, 0), 0)
            -- NaN: a zero vector (a place alone, or no profile) adds no taste
-           + p_taste * coalesce(1 - nullif((l2_normalize(p.behavior_vector) - centre.mean) <=> profile.taste, 'NaN'), 0)
+           + p_taste * CASE WHEN p.behavior_weight > 0 THEN
+                 coalesce(1 - nullif((l2_normalize(p.behavior_vector) - centre.mean) <=> profile.taste, 'NaN'), 0)
+             ELSE 0 END
            + p_popularity * ln(1 + greatest(p.unique_users, 0)) / reach.top AS score
     FROM place_vectors p
     CROSS JOIN centre CROSS JOIN profile CROSS JOIN reach CROSS JOIN best
@@ -94,3 +101,9 @@ SELECT s.place_category, s.place_id, s.score FROM scored s
 ORDER BY s.score DESC, s.place_category, s.place_id
 LIMIT k
 $$;
+
+-- the neighbours of a place in user_id order, straight from the index (user_id never changes, so
+-- updates of a pair stay HOT); it serves every lookup the (place_category, place_id) index did
+CREATE INDEX IF NOT EXISTS user_place_interactions_place_user
+    ON user_place_interactions (place_category, place_id, user_id);
+DROP INDEX IF EXISTS user_place_interactions_place;

@@ -1,4 +1,4 @@
-"""The main server's database as its SQLAlchemy models create it (MAIN_SERVER.md), for adoption tests."""
+"""The main server's database as its SQLAlchemy models create it (MAIN_SERVER.md): for adoption tests and benchmarks."""
 
 from __future__ import annotations
 
