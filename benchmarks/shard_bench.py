@@ -22,7 +22,7 @@ import orjson
 from local_stack.moto_s3 import MotoS3
 from local_stack.sample_data import ensure_bucket, generate, upload
 from shard_job.fetch import fetch_in_order
-from witple_batch.config import DEFAULT_WORK_PREFIX
+from witple_batch.config import DEFAULT_WORK_PREFIX, common_from_env
 from witple_batch.partials import METRICS_FILE
 from witple_batch.run_layout import RunLayout, load_shard_plan
 from witple_batch.s3 import s3_client
@@ -67,7 +67,7 @@ def main() -> None:
         layout = RunLayout("bench-input", DEFAULT_WORK_PREFIX, "shard-bench")
         metrics_key = layout.shard_prefix(0) + METRICS_FILE
         metrics = orjson.loads(client.get_object(Bucket=layout.work_bucket, Key=metrics_key)["Body"].read())
-        files = list(load_shard_plan(client, layout, 0).files)
+        files = list(load_shard_plan(client, layout, 0, common_from_env(env).partials_key).files)
         started = time.perf_counter()
         for _ in fetch_in_order(client, "bench-input", files, 16, 128 << 20):
             pass

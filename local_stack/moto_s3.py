@@ -12,6 +12,9 @@ from typing import Any
 REGION = "ap-northeast-2"
 # moto accepts any credentials; fixed fake ones keep real ones out of local runs.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# the run key of local runs (plans and markers are signed, witple_batch/signing.py); a deployment
+# takes its own from Secrets Manager
+LOCAL_PARTIALS_SECRET = "local-stack-partials-secret-not-for-deployment"
 
 
 def free_port() -> int:
@@ -45,4 +48,5 @@ class MotoS3:
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             **FAKE_CREDENTIALS,
+            "PARTIALS_SECRET": LOCAL_PARTIALS_SECRET,
         }

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from witple_batch.partials import Sliceable
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-CHUNK_ROWS = 65_536
+CHUNK_BYTES = 8 << 20  # one chunk of COPY rows, whatever their width
 
 
 @dataclass(frozen=True)
 class Column:
     kind: str  # bool | int4 | int8 | float8 | vector | bytea (fixed width)
-    values: np.ndarray  # (n,) or (n, width) for vector and bytea
+    values: Sliceable  # (n,) or (n, width) for vector and bytea, read a chunk of rows at a time
 
     def dtype(self) -> list[tuple[str, str | tuple[str, int]]]:
         if self.kind == "bool":
@@ -49,8 +51,9 @@ def rows(columns: Sequence[Column]) -> Iterator[bytes]:
         fields += [(f"len{i}", np.dtype(">i4")), (f"col{i}", np.dtype(column.dtype()))]
     record = np.dtype(fields)  # packed: numpy adds no padding without align=True
     yield HEADER
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
+    step = max(1, CHUNK_BYTES // record.itemsize)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
         out = np.empty(stop - start, dtype=record)
         out["count"] = len(columns)
         for i, column in enumerate(columns):
@@ -62,3 +65,42 @@ def rows(columns: Sequence[Column]) -> Iterator[bytes]:
             target["value"] = column.values[start:stop]
         yield out.tobytes()
     yield TRAILER
+
+
+class Repeat:
+    """`value` n times, made a chunk at a time (a shard number on every staged row)."""
+
+    def __init__(self, value: int, n: int, dtype: str = "int32") -> None:
+        self.value, self.shape, self.dtype = value, (n,), np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(len(self))
+        return np.full(max(stop - start, 0), self.value, self.dtype)
+
+
+class RowNumber(Repeat):
+    """0, 1, ... n-1, a chunk at a time (each staged row's index in its shard's list)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(0, n)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(len(self))
+        return np.arange(start, stop, dtype=self.dtype)
+
+
+class ColumnOf:
+    """Column `j` of a 2-d array read by rows."""
+
+    def __init__(self, array: Sliceable, j: int) -> None:
+        self.array, self.j = array, j
+        self.shape, self.dtype = (len(array),), array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.array[rows][:, self.j]

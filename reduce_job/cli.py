@@ -1,4 +1,5 @@
-"""`python -m reduce_job [rebuild-vectors]`: apply the partials of BATCH_ID to PostgreSQL, then report and notify."""
+"""`python -m reduce_job [check | status | migrate | rebuild-vectors]`: apply the partials of
+BATCH_ID to PostgreSQL, then report and notify; and the operators' views of it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ notice. Rerunning a committed batch changes nothing and does not resend a delive
 
 rebuild-vectors: recomputes every user and place vector from the interaction table and the
 current content vectors (after changing ACTION_WEIGHTS, or to reset float32 drift).
+
+check [--local]: settings, reading and writing the work prefix, the database reachable and
+migrated; one line each, exit 0 or 2. --local: settings only (the image's HEALTHCHECK).
+
+status [--last N] [--json]: the last runs as batch_runs holds them (state, notice, files,
+actions, rejects, users, places, seconds per stage, webhook outcome, quarantined files).
 
 migrate [--dry-run]: applies the pending migrations (every job also does at start), or prints
 what they would change and how many rows, changing nothing. On the main server's database the
@@ -75,6 +82,32 @@ def _migrate(dry_run: bool) -> int:
     return 0
 
 
+def _check(local: bool) -> int:
+    from reduce_job.config import reduce_config_from_env
+    from witple_batch import preflight
+
+    common, settings = preflight.settings_check(lambda env: reduce_config_from_env(env).common)
+    if common is None or local:
+        return preflight.report([settings])
+    client = s3_client(common.region, max_attempts=2)
+    checks = [
+        *preflight.s3_checks(client, common, list_input=False, write_work=True),
+        preflight.database_check(common, "reduce_job.check"),
+    ]
+    return preflight.report([settings, *preflight.run_checks(checks)])
+
+
+def _status(last: int, as_json: bool) -> int:
+    from reduce_job.status import recent_runs, table
+    from witple_batch.config import common_from_env
+    from witple_batch.database import connect_for
+
+    with connect_for(common_from_env(), "reduce_job.status") as conn:
+        runs = recent_runs(conn, last)
+    sys.stdout.write((orjson.dumps(runs).decode() if as_json else table(runs)) + "\n")
+    return 0
+
+
 def _failed(failure: Failure) -> None:
     """Before commit: on the last attempt or a permanent error, the run is failed and FAILED is sent once."""
     from witple_batch.notices import on_job_failure
@@ -90,11 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rebuild-vectors", help="recompute every vector from the tables (prints one JSON line)")
     migrate = sub.add_parser("migrate", help="apply pending migrations, or print what they would change")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan (steps, rows) and change nothing")
+    check = sub.add_parser("check", help="settings, S3 work prefix and database as the reduce needs them (exit 0 or 2)")
+    check.add_argument("--local", action="store_true", help="settings only, no network (HEALTHCHECK)")
+    status = sub.add_parser("status", help="the last runs from batch_runs: state, counts, seconds, webhook")
+    status.add_argument("--last", type=int, default=10, help="how many runs, newest first (default 10)")
+    status.add_argument("--json", action="store_true", help="one JSON array instead of the table")
     args = parser.parse_args(argv)
     from witple_batch.database import PERMANENT_DATABASE_ERRORS
 
     if args.command == "migrate":
         return run_job("reduce_job.migrate", lambda: _migrate(args.dry_run), permanent_errors=PERMANENT_DATABASE_ERRORS)
+    if args.command == "check":
+        return run_job("reduce_job.check", lambda: _check(args.local))
+    if args.command == "status":
+        if not 1 <= args.last <= 1000:
+            parser.error("--last must be between 1 and 1000")
+        return run_job("reduce_job.status", lambda: _status(args.last, args.json))
     if args.command == "rebuild-vectors":
         return run_job("reduce_job.rebuild", _rebuild, permanent_errors=PERMANENT_DATABASE_ERRORS)
     return run_job("reduce_job", _work, on_failure=_failed, permanent_errors=PERMANENT_DATABASE_ERRORS)

@@ -1,30 +1,34 @@
 """Fetching and checking shard partials: every marker present, every checksum right, every planned file reported.
 
-Partials are fetched a few shards ahead on a thread pool (checksums verified as each file
-arrives) while the caller stages the previous one, so memory holds at most `ahead` shards,
-whatever their number.
+Partials are fetched a few shards ahead on a thread pool, each streamed to local disk with its
+checksum verified on the way and its arrays checked a chunk at a time (spool.py), while the
+caller stages the previous one: memory holds a few chunks per shard in flight and disk at most
+`ahead` + 1 shards, whatever their size and number.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from reduce_job.spool import NpyFile, download
 from witple_batch.logs import event
 from witple_batch.partials import (
+    FILES_FILE,
     METRICS_FILE,
     SUCCESS_FILE,
     PartialError,
-    ShardPartial,
-    decode_partial,
+    check_arrays,
+    file_rows,
     parse_success,
-    verify_checksum,
 )
 from witple_batch.run_layout import RunLayout, RunManifest, load_shard_plan
 from witple_batch.s3 import get_bytes
@@ -32,15 +36,25 @@ from witple_batch.s3 import get_bytes
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedShard:
+    """One shard's partial, checked, on local disk until `close()`."""
+
     index: int
-    partial: ShardPartial
+    arrays: dict[str, NpyFile]
+    files: list[dict[str, Any]]
     metrics: dict[str, Any]
+    scratch: tempfile.TemporaryDirectory[str]
+    where: str
+
+    def close(self) -> None:
+        for array in self.arrays.values():
+            array.close()
+        self.scratch.cleanup()
 
 
-def success_markers(client: Any, layout: RunLayout, shards: int) -> list[dict[str, Any]]:
-    """Every shard's parsed `_SUCCESS.json`; fails naming all shards without one."""
+def success_markers(client: Any, layout: RunLayout, shards: int, key: bytes) -> list[dict[str, Any]]:
+    """Every shard's `_SUCCESS.json`, parsed and its signature checked; fails naming all shards without one."""
     markers: list[dict[str, Any]] = []
     missing = []
     for index in range(shards):
@@ -48,7 +62,12 @@ def success_markers(client: Any, layout: RunLayout, shards: int) -> list[dict[st
         if data is None:
             missing.append(index)
         else:
-            markers.append(parse_success(data, f"shard {index}"))
+            where = layout.uri(layout.shard_prefix(index) + SUCCESS_FILE)
+            marker = parse_success(data, where, key)
+            if marker.get("batch_id") != layout.batch_id or marker.get("shard") != index:
+                owner = f"batch {marker.get('batch_id')!r} shard {marker.get('shard')}"
+                raise PartialError(f"{where} is the marker of {owner}, not of this shard")
+            markers.append(marker)
     if missing:
         shown = missing[:20]
         raise PartialError(
@@ -65,30 +84,44 @@ def success_markers(client: Any, layout: RunLayout, shards: int) -> list[dict[st
 
 
 def fetch_shard(
-    client: Any, layout: RunLayout, manifest: RunManifest, index: int, marker: dict[str, Any]
+    client: Any, layout: RunLayout, manifest: RunManifest, index: int, marker: dict[str, Any], key: bytes
 ) -> LoadedShard:
-    """One shard's files, each checksum-verified before a byte is parsed, and its coverage of its plan."""
+    """One shard's files streamed to disk, each checksum-verified before a byte is parsed, its
+    arrays checked a chunk at a time, and its coverage of its plan."""
     where = f"shard {index}"
-    files = {}
-    for name in marker["files"]:
-        data = get_bytes(client, layout.work_bucket, layout.shard_prefix(index) + name)
-        if data is None:
-            raise PartialError(f"{where}: {name} is missing")
-        verify_checksum(name, data, marker, where)
-        files[name] = data
-    partial = decode_partial(files, marker, where)
-    plan = load_shard_plan(client, layout, index, sha256=manifest.shards[index]["sha256"])
-    planned = {f.key for f in plan.files}
-    reported = [f["key"] for f in partial.files]
-    if len(reported) != len(set(reported)) or planned != set(reported):
-        missing = sorted(planned - set(reported))[:10]
-        extra = sorted(set(reported) - planned)[:10]
-        raise PartialError(f"{where}: files do not match its plan (missing {missing}, not planned {extra})")
-    return LoadedShard(index, partial, orjson.loads(files[METRICS_FILE]))
+    scratch = tempfile.TemporaryDirectory(prefix=f"partial-{index}-")
+    arrays: dict[str, NpyFile] = {}
+    try:
+        for name, sha256 in sorted(marker["files"].items()):
+            path = Path(scratch.name) / Path(name).name
+            download(client, layout.work_bucket, layout.shard_prefix(index) + name, path, sha256, where)
+            if name.endswith(".npy"):
+                arrays[name[: -len(".npy")]] = NpyFile(path, where)
+        check_arrays(arrays, where)
+        directory = Path(scratch.name)
+        files = file_rows(_read(directory / FILES_FILE), where)
+        metrics = orjson.loads(_read(directory / METRICS_FILE) or b"{}")
+        plan = load_shard_plan(client, layout, index, key, sha256=manifest.shards[index]["sha256"])
+        planned = {f.key for f in plan.files}
+        reported = [f["key"] for f in files]
+        if len(reported) != len(set(reported)) or planned != set(reported):
+            missing = sorted(planned - set(reported))[:10]
+            extra = sorted(set(reported) - planned)[:10]
+            raise PartialError(f"{where}: files do not match its plan (missing {missing}, not planned {extra})")
+        return LoadedShard(index, arrays, files, metrics, scratch, where)
+    except BaseException:
+        for array in arrays.values():
+            array.close()
+        scratch.cleanup()
+        raise
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
 
 
 def partials(
-    client: Any, layout: RunLayout, manifest: RunManifest, markers: list[dict[str, Any]], ahead: int = 4
+    client: Any, layout: RunLayout, manifest: RunManifest, markers: list[dict[str, Any]], key: bytes, ahead: int = 4
 ) -> Iterator[LoadedShard]:
     """Shard by shard in index order, fetched `ahead` shards in advance; every bad shard named at the end."""
     bad: dict[int, str] = {}
@@ -97,14 +130,16 @@ def partials(
     with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="partial") as pool:
         try:
             for index in indexes:
-                window.append((index, pool.submit(fetch_shard, client, layout, manifest, index, markers[index])))
+                window.append((index, pool.submit(fetch_shard, client, layout, manifest, index, markers[index], key)))
                 if len(window) >= ahead:
                     yield from _next(window, bad)
             while window:
                 yield from _next(window, bad)
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # every fetch still running ends first
             for _, future in window:
-                future.cancel()
+                if not future.cancelled() and future.exception() is None:
+                    future.result().close()
     if bad:
         raise PartialError(f"corrupt partials in shards {sorted(bad)}: " + "; ".join(bad.values()))
 
@@ -120,9 +155,14 @@ def _next(window: deque[tuple[int, Future[LoadedShard]]], bad: dict[int, str]) -
         log,
         "partial loaded",
         shard=index,
-        users=len(shard.partial.user_ids),
-        places=len(shard.partial.place_ids),
-        pairs=len(shard.partial.pair_user),
+        users=len(shard.arrays["users.id_offsets"]) - 1,
+        places=len(shard.arrays["places.catalogued"]),
+        pairs=len(shard.arrays["pairs.user"]),
     )
-    if not bad:
+    if bad:
+        shard.close()
+        return
+    try:
         yield shard
+    finally:
+        shard.close()

@@ -23,6 +23,7 @@ def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig
     common = common_from_env(env)
     if common.database_url is None:
         raise ConfigError("DATABASE_URL is required but not set")
+    common.partials_key  # noqa: B018 - required: validated here, once, at start
     return ReduceConfig(
         common=common,
         database_url=common.database_url,

@@ -12,7 +12,7 @@ import psycopg
 
 from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
-from witple_batch import notices, run_report, run_state
+from witple_batch import metrics, notices, run_report, run_state
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb
@@ -43,14 +43,16 @@ def stage_batch(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, manifest: RunManifest
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every partial verified and staged; returns (the batch's vector space, stats from the shards' metrics)."""
-    markers = collect.success_markers(client, layout, len(manifest.shards))
+    key = config.common.partials_key
+    markers = collect.success_markers(client, layout, len(manifest.shards), key)
     run_state.mark_sharded(conn, config.batch_id)
     staging.create(conn)
     totals = dict.fromkeys(SUMMED_METRICS, 0)
     shard_rss = 0.0
     shard_seconds: dict[str, float] = {}
-    for shard in collect.partials(client, layout, manifest, markers, ahead=config.partials_ahead):
-        staging.stage_partial(conn, shard.index, shard.partial)
+    for shard in collect.partials(client, layout, manifest, markers, key, ahead=config.partials_ahead):
+        staging.stage_partial(conn, shard.index, shard.arrays, shard.where)
+        staging.stage_files(conn, shard.files)
         for name in SUMMED_METRICS:
             totals[name] += int(shard.metrics.get(name, 0))
         shard_rss = max(shard_rss, float(shard.metrics.get("peak_rss_mb", 0.0)))
@@ -154,25 +156,59 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
         migrate(conn)
         run = run_state.get(conn, config.batch_id)
         if run is not None and run.status == "failed":
+            restore_place_index(conn)  # an attempt that died between its drop and rebuild
             raise run_state.RunFailed(f"batch {config.batch_id} was recorded failed ({run.error}); nothing applied")
         if run is not None and run.status in ("committed", "notified"):
             outcome = _already(conn, config.batch_id, {})
         else:
-            manifest = load_manifest(client, layout)
+            manifest = load_manifest(client, layout, config.common.partials_key)
             t = time.perf_counter()
             space, stats = stage_batch(conn, client, config, layout, manifest)
+            if indexes.bulk_content_change(conn, space["model"]):
+                stats["place_index"] = indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=False)
             seconds["stage"] = time.perf_counter() - t
             try:
                 apply(conn, config, space, stats, started, seconds)
                 outcome = Outcome(stats=stats, seconds=seconds)
                 logged = {k: v for k, v in stats.items() if k != "envelope_batch_ids"}
                 event(log, "batch committed", batch_id=config.batch_id, **logged, seconds=_rounded(seconds))
+                emit_committed(stats, seconds)
             except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
                 outcome = _already(conn, config.batch_id, stats)
+            except BaseException:
+                if stats.get("place_index") == "dropped":
+                    restore_place_index(conn)  # readers keep their index whatever stopped the apply
+                raise
         outcome.notice = finish(conn, client, config, layout, outcome, time.monotonic() - clock)
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
     return outcome
+
+
+def restore_place_index(conn: psycopg.Connection) -> None:
+    """Build the place index again after a failed apply; a failure here must not hide the first."""
+    try:
+        indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
+    except (psycopg.Error, OSError) as exc:
+        event(log, "place index not rebuilt; the next reduce builds it", logging.WARNING, error=str(exc))
+
+
+def emit_committed(stats: dict[str, Any], seconds: dict[str, float]) -> None:
+    accepted, rejected = int(stats.get("records_accepted", 0)), int(stats.get("records_rejected", 0))
+    metrics.emit(
+        "reduce",
+        {
+            "Files": stats.get("files", 0),
+            "FilesQuarantined": stats.get("files_quarantined", 0),
+            "Actions": accepted,
+            "Rejects": rejected,
+            "RejectShare": metrics.reject_share(accepted, rejected),
+            "Users": stats.get("users", 0),
+            "Places": stats.get("places", 0),
+            "Seconds": sum(seconds.values()),
+            "PeakRssMb": stats.get("reduce_peak_rss_mb", 0.0),
+        },
+    )
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

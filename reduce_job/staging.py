@@ -2,21 +2,20 @@
 
 Rows are staged as the shards wrote them (pairs refer to their shard's user and place lists by
 index); summing across shards is the database's job (upsert.BATCH_TABLES), so the reduce holds
-one shard's arrays at a time, whatever the batch's distinct users and shard count. Pairs and
-content vectors go as binary COPY built with numpy; ids as text COPY.
+one chunk of one shard's arrays at a time, whatever the batch's distinct users, places and shard
+count. Pairs and content vectors go as binary COPY built with numpy; ids as text COPY.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import orjson
 import psycopg
 
-from reduce_job.binary_copy import Column, rows
-from witple_batch.partials import ShardPartial
+from reduce_job.binary_copy import Column, ColumnOf, Repeat, RowNumber, rows
+from witple_batch.partials import Sliceable, iter_strings
 
 STAGING_DDL = """
 CREATE TEMP TABLE stage_user_keys (shard int NOT NULL, idx int NOT NULL, user_id text NOT NULL);
@@ -61,55 +60,62 @@ def _copy_binary(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None
             copy.write(chunk)
 
 
-def stage_partial(conn: psycopg.Connection, shard: int, partial: ShardPartial) -> None:
+def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sliceable], where: str) -> None:
+    """One checked partial into staging, read a chunk at a time (arrays in memory or on disk)."""
+
+    def ids(name: str) -> Iterator[str]:
+        return iter_strings(arrays[f"{name}_offsets"], arrays[f"{name}_utf8"], where)
+
     with conn.cursor() as cur:
         _copy_text(
             cur,
             "stage_user_keys",
-            (f"{shard}\t{i}\t{user.translate(_TEXT_ESCAPES)}\n" for i, user in enumerate(partial.user_ids)),
+            (f"{shard}\t{i}\t{user.translate(_TEXT_ESCAPES)}\n" for i, user in enumerate(ids("users.id"))),
         )
         _copy_text(
             cur,
             "stage_place_keys",
             (
                 f"{shard}\t{i}\t{category.translate(_TEXT_ESCAPES)}\t{place.translate(_TEXT_ESCAPES)}\n"
-                for i, (category, place) in enumerate(zip(partial.place_categories, partial.place_ids, strict=True))
+                for i, (category, place) in enumerate(zip(ids("places.category"), ids("places.id"), strict=True))
             ),
         )
-        n_places = len(partial.place_ids)
+        n_places = len(arrays["places.catalogued"])
         _copy_binary(
             cur,
             "stage_place_content",
             [
-                Column("int4", np.full(n_places, shard, np.int32)),
-                Column("int4", np.arange(n_places, dtype=np.int32)),
-                Column("vector", partial.place_content),
-                Column("bytea", partial.place_text_sha256),
-                Column("bool", partial.place_catalogued),
+                Column("int4", Repeat(shard, n_places)),
+                Column("int4", RowNumber(n_places)),
+                Column("vector", arrays["places.content"]),
+                Column("bytea", arrays["places.text_sha256"]),
+                Column("bool", arrays["places.catalogued"]),
             ],
         )
-        n_pairs = len(partial.pair_user)
-        counts = partial.pair_counts
+        n_pairs = len(arrays["pairs.user"])
+        counts = arrays["pairs.counts"]
         _copy_binary(
             cur,
             "stage_pairs",
             [
-                Column("int4", np.full(n_pairs, shard, np.int32)),
-                Column("int4", partial.pair_user),
-                Column("int4", partial.pair_place),
-                *(Column("int8", counts[:, column]) for column in range(counts.shape[1])),
-                Column("int8", partial.pair_first_us),
-                Column("int8", partial.pair_last_us),
+                Column("int4", Repeat(shard, n_pairs)),
+                Column("int4", arrays["pairs.user"]),
+                Column("int4", arrays["pairs.place"]),
+                *(Column("int8", ColumnOf(counts, column)) for column in range(counts.shape[1])),
+                Column("int8", arrays["pairs.first_us"]),
+                Column("int8", arrays["pairs.last_us"]),
             ],
         )
-        stage_files(cur, partial.files)
 
 
-def stage_files(cur: psycopg.Cursor, files: list[dict[str, Any]]) -> None:
+def stage_files(conn: psycopg.Connection, files: list[dict[str, Any]]) -> None:
     columns = ("key", "etag", "size", "status", "reason", "records", "accepted", "rejected")
-    with cur.copy(
-        f"COPY stage_files ({', '.join(columns)}, rejects_by_reason, envelope_batch_id) FROM STDIN"  # type: ignore[arg-type]
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            f"COPY stage_files ({', '.join(columns)}, rejects_by_reason, envelope_batch_id) FROM STDIN"  # type: ignore[arg-type]
+        ) as copy,
+    ):
         for f in files:
             copy.write_row(
                 [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -134,6 +135,8 @@ def main() -> int:
         env.setdefault(
             "AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
         )
+        # the run key that signs plans and markers: yours, the moto stack's, or one for this run
+        env.setdefault("PARTIALS_SECRET", os.environ.get("PARTIALS_SECRET") or secrets.token_hex(32))
         if "DATABASE_URL" not in env:
             pg = services.enter_context(LocalPostgres.running(args.pg_data))
             env["DATABASE_URL"] = pg.url
@@ -223,7 +226,8 @@ def main() -> int:
         if args.keep:
             say(
                 f"\nservices are up. psql: {env['DATABASE_URL']}\nS3: AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
-                f"aws s3 ls s3://{env['S3_BUCKET']}/\nCtrl-C stops them."
+                f"aws s3 ls s3://{env['S3_BUCKET']}/\nruns: DATABASE_URL={env['DATABASE_URL']} "
+                ".venv/bin/python -m reduce_job status\nCtrl-C stops them."
             )
             try:
                 while True:

@@ -28,6 +28,7 @@ from witple_batch.embedder import Embedder
 from witple_batch.entrypoint import Terminated
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
+from witple_batch.metrics import emit, reject_share
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, sha256_file
 from witple_batch.partials import (
     METRICS_FILE,
@@ -164,7 +165,7 @@ def read_files(
 ) -> ShardPlan:
     """Every planned file into the shard: read, or set aside (over the listed-size limit, it stopped
     earlier attempts, or it changed after planning). Returns the plan it read."""
-    plan = load_shard_plan(client, layout, config.array_index)
+    plan = load_shard_plan(client, layout, config.array_index, config.common.partials_key)
     progress = Progress.load(client, layout, config.array_index, config.attempt)
     readable = []
     for item in plan.files:
@@ -207,9 +208,9 @@ def read_files(
 
 
 def write_partial(
-    client: Any, layout: RunLayout, index: int, partial: ShardPartial, rejects: Path, metrics: dict
+    client: Any, layout: RunLayout, index: int, partial: ShardPartial, rejects: Path, metrics: dict, key: bytes
 ) -> None:
-    """Every file, then `_SUCCESS.json` with their sha256: the shard is done exactly when it exists."""
+    """Every file, then `_SUCCESS.json` with their sha256, signed: the shard is done exactly when it exists."""
     prefix = layout.shard_prefix(index)
     digests: dict[str, str] = {}
     for name, data in encode_partial(partial):
@@ -220,7 +221,8 @@ def write_partial(
     metrics_body = orjson.dumps(metrics, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     client.put_object(Bucket=layout.work_bucket, Key=prefix + METRICS_FILE, Body=metrics_body)
     digests[METRICS_FILE] = sha256_hex(metrics_body)
-    client.put_object(Bucket=layout.work_bucket, Key=prefix + SUCCESS_FILE, Body=success_marker(partial, digests))
+    marker = success_marker(partial, digests, key, layout.batch_id, index)
+    client.put_object(Bucket=layout.work_bucket, Key=prefix + SUCCESS_FILE, Body=marker)
 
 
 def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
@@ -267,9 +269,21 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
-        write_partial(client, layout, config.array_index, partial, rejects.path, metrics)
+        write_partial(client, layout, config.array_index, partial, rejects.path, metrics, config.common.partials_key)
     metrics["seconds"].update(
         write=round(time.perf_counter() - write_started, 3), total=round(time.perf_counter() - started, 3)
     )
     event(log, "shard finished", **metrics)
+    emit(
+        "shard",
+        {
+            "Files": metrics["files"],
+            "FilesQuarantined": metrics["files_quarantined"],
+            "Actions": metrics["records_accepted"],
+            "Rejects": metrics["records_rejected"],
+            "RejectShare": reject_share(metrics["records_accepted"], metrics["records_rejected"]),
+            "Seconds": metrics["seconds"]["total"],
+            "PeakRssMb": metrics["peak_rss_mb"],
+        },
+    )
     return metrics

@@ -1,4 +1,5 @@
-"""`python -m shard_job [plan | quarantine]`: the array child, the planner, the operators' quarantine view."""
+"""`python -m shard_job [plan | submit | check | quarantine]`: the array child, the planner, the
+coordinator, the preflight check, the operators' quarantine view."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -13,7 +15,12 @@ from witple_batch.config import common_from_env, new_batch_id, validate_batch_id
 from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
-from witple_batch.settings import ConfigError, env_str
+from witple_batch.settings import ConfigError, env_str, prefix
+
+if TYPE_CHECKING:
+    from shard_job.config import ShardConfig
+    from shard_job.plan import PlanOptions
+    from witple_batch.config import CommonConfig
 
 DESCRIPTION = """\
 Array child (default): reads its file list runs/<BATCH_ID>/plan/<index>.json, processes
@@ -23,6 +30,15 @@ runs/<BATCH_ID>/shards/<index>/ on the work location.
 plan: lists s3://$S3_BUCKET/$S3_PREFIX, claims the files no run holds and the ledger
 does not have (DATABASE_URL required unless --no-ledger), splits them into shards balanced
 by bytes and writes the plan; prints {batch_id, shards, files, bytes, manifest_uri}.
+
+submit: the coordinator. Plans (resuming the plan of a BATCH_ID planned before), then
+submits the shard job (an array for N > 1, a plain job for 1, nothing for 0) and the reduce
+depending on it on $JOB_QUEUE, each once per BATCH_ID; prints the plan with both job ids.
+BATCH_ID defaults to one derived from AWS_BATCH_JOB_ID, so Batch's retries resume.
+
+check [--local]: settings, model files against their sha256, listing the input, writing the
+work prefix, the database reachable and migrated; one line each, exit 0 or 2. --local:
+settings and model files only (the image's HEALTHCHECK).
 
 quarantine: lists the files set aside (over a limit, or they stopped a child), or releases
 one so the next plan reads it again.
@@ -37,26 +53,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sub = parser.add_subparsers(dest="command")
     plan = sub.add_parser("plan", help="plan a run (prints one JSON line)")
-    size = plan.add_mutually_exclusive_group()
-    size.add_argument("--shards", type=int, help="number of shards (array size)")
-    size.add_argument(
-        "--target-mb-per-shard", type=float, default=64.0, help="bytes per shard when --shards is not given"
-    )
-    plan.add_argument("--since", help="first partition hour to include, e.g. 2025-01-15T14 (inclusive)")
-    plan.add_argument("--until", help="partition hour to stop before (exclusive)")
-    plan.add_argument("--max-files", type=int, help="take at most this many files (oldest keys first)")
-    plan.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
-    plan.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its files (default 8)")
-    plan.add_argument(
-        "--refresh-per-shard",
-        type=int,
-        default=2_000,
-        help="places embedded by another model or text version that each child re-embeds (default 2000)",
-    )
-    plan.add_argument("--dry-run", action="store_true", help="print the plan without claiming or writing")
+    _plan_arguments(plan)
     plan.add_argument(
         "--no-ledger", action="store_true", help="plan without the database: nothing excluded, nothing claimed"
     )
+    submit = sub.add_parser("submit", help="plan, then submit the shard array and the dependent reduce (JOB_QUEUE)")
+    _plan_arguments(submit)
+    main_server = submit.add_argument_group("the main server's submit_job parameters (Ref:: in the job definition)")
+    main_server.add_argument("--input-bucket", help="read this bucket instead of $S3_BUCKET")
+    main_server.add_argument("--input-prefix", help="read this prefix instead of $S3_PREFIX")
+    main_server.add_argument(
+        "--output-table",
+        help="the table the main server asks for: only user_behavior_vectors (the one this job writes)",
+    )
+    check = sub.add_parser("check", help="settings, model files, S3 and database as a child needs them (exit 0 or 2)")
+    check.add_argument("--local", action="store_true", help="settings and model files only, no network (HEALTHCHECK)")
     quarantine = sub.add_parser("quarantine", help="list or release quarantined files (DATABASE_URL)")
     what = quarantine.add_mutually_exclusive_group(required=True)
     what.add_argument("--list", action="store_true", help="print every quarantined file as one JSON line")
@@ -64,12 +75,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from shard_job.plan import PlanOptions, plan
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--shards", type=int, help="number of shards (array size)")
+    size.add_argument(
+        "--target-mb-per-shard", type=float, default=64.0, help="bytes per shard when --shards is not given"
+    )
+    parser.add_argument("--since", help="first partition hour to include, e.g. 2025-01-15T14 (inclusive)")
+    parser.add_argument("--until", help="partition hour to stop before (exclusive)")
+    parser.add_argument("--max-files", type=int, help="take at most this many files (oldest keys first)")
+    parser.add_argument(
+        "--max-records",
+        help="take files until their names' action counts reach this many (the main server's maxRecords; 0: all)",
+    )
+    parser.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
+    parser.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its files (default 8)")
+    parser.add_argument(
+        "--refresh-per-shard",
+        type=int,
+        default=2_000,
+        help="places embedded by another model or text version that each child re-embeds (default 2000)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="list every key under the prefix, not only the hours since the last plan (e.g. once a day)",
+    )
+    parser.add_argument(
+        "--lookback-hours",
+        type=float,
+        default=24.0,
+        help="hours before the watermark listed again, for files written late (default 24)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan without claiming or writing")
+
+
+def _given(value: str | None) -> str | None:
+    """A Batch parameter the submitter left out reaches the command as the literal `Ref::name`."""
+    return None if value is None or value.startswith("Ref::") or not value.strip() else value.strip()
+
+
+def _max_records(value: str | None) -> int | None:
+    if _given(value) is None:
+        return None
+    try:
+        count = int(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ConfigError(f"--max-records (maxRecords) must be a whole number, got {value!r}") from None
+    if count < 0:
+        raise ConfigError("--max-records (maxRecords) must be >= 0")
+    return count or None
+
+
+def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
+    from shard_job.plan import PlanOptions
     from shard_job.planning import parse_hour
 
-    config = common_from_env()
-    batch_id = validate_batch_id(args.batch_id or env_str("BATCH_ID") or new_batch_id())
     if args.shards is not None and not 1 <= args.shards <= 10_000:
         raise ConfigError("--shards must be between 1 and 10000")
     if args.max_files is not None and args.max_files < 1:
@@ -83,8 +144,9 @@ def _plan(args: argparse.Namespace) -> int:
         raise ConfigError(f"--since/--until: {exc}") from None
     if args.refresh_per_shard < 0:
         raise ConfigError("--refresh-per-shard must be >= 0")
-    client = s3_client(config.region)
-    options = PlanOptions(
+    if not 0 <= args.lookback_hours <= 24 * 31:
+        raise ConfigError("--lookback-hours must be between 0 and 744")
+    return PlanOptions(
         batch_id,
         args.shards,
         args.target_mb_per_shard,
@@ -92,28 +154,106 @@ def _plan(args: argparse.Namespace) -> int:
         until,
         args.max_files,
         dry_run=args.dry_run,
-        use_ledger=not args.no_ledger,
+        use_ledger=not getattr(args, "no_ledger", False),
         lease_hours=args.lease_hours,
         refresh_per_shard=args.refresh_per_shard,
+        full=args.full,
+        lookback_hours=args.lookback_hours,
+        max_records=_max_records(args.max_records),
     )
-    result = plan(client, config, options)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from shard_job.plan import plan
+
+    config = common_from_env()
+    if not args.dry_run:
+        config.partials_key  # noqa: B018 - required to sign the plan: checked before anything is claimed
+    batch_id = validate_batch_id(args.batch_id or env_str("BATCH_ID") or new_batch_id())
+    result = plan(s3_client(config.region), config, _plan_options(args, batch_id))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from shard_job.submit import (
+        batch_client,
+        coordinator_batch_id,
+        job_settings_from_env,
+        parse_output_table,
+        submit,
+    )
+
+    deployed = common_from_env()
+    bucket, input_prefix = _given(args.input_bucket), _given(args.input_prefix)
+    # the ledger knows files by key, and the job roles may read only the deployed input: another
+    # bucket, or a prefix outside S3_PREFIX, is refused here rather than half-read later
+    if bucket is not None and bucket != deployed.s3_bucket:
+        raise ConfigError(f"inputBucket must be the deployed input bucket {deployed.s3_bucket!r}, got {bucket!r}")
+    if input_prefix is not None and not input_prefix.startswith(deployed.s3_prefix):
+        raise ConfigError(f"inputPrefix must be under the deployed S3_PREFIX {deployed.s3_prefix!r}: {input_prefix!r}")
+    config = replace(deployed, s3_prefix=prefix(input_prefix)) if input_prefix is not None else deployed
+    parse_output_table(_given(args.output_table))
+    if not args.dry_run:
+        config.partials_key  # noqa: B018 - required to sign the plans: checked before anything is claimed
+    settings = job_settings_from_env()
+    batch_id = validate_batch_id(
+        args.batch_id or env_str("BATCH_ID") or coordinator_batch_id(config.job_id) or new_batch_id()
+    )
+    options = replace(_plan_options(args, batch_id), resume=True)
+    for warning in config.warnings():  # after every setting is known good: a bad one is the only line
+        event(log, warning, logging.WARNING)
+    batch = batch_client(config.region)
+    result = submit(s3_client(config.region), batch, config, settings, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
 
 def _quarantine(args: argparse.Namespace) -> int:
+    from shard_job import watermark
     from witple_batch import run_state
     from witple_batch.database import connect_for
 
-    with connect_for(common_from_env(), "shard_job.quarantine") as conn:
+    config = common_from_env()
+    with connect_for(config, "shard_job.quarantine") as conn:
         if args.list:
             for row in run_state.quarantined(conn):
                 sys.stdout.write(orjson.dumps(row).decode() + "\n")
             return 0
-        if not run_state.release(conn, args.release):
-            raise ConfigError(f"{args.release} is not quarantined")
-        event(log, "released from quarantine; the next plan reads it again", key=args.release)
+        with conn.transaction():
+            if not run_state.release(conn, args.release):
+                raise ConfigError(f"{args.release} is not quarantined")
+            listed = watermark.rewind(conn, watermark.source_of(config.s3_bucket, config.s3_prefix), args.release)
+        event(
+            log,
+            "released from quarantine; the next plan reads it again"
+            if listed
+            else "released from quarantine; outside the hour partitions, the next `plan --full` reads it",
+            key=args.release,
+        )
     return 0
+
+
+def _check(local: bool) -> int:
+    from shard_job.config import shard_config_from_env
+    from witple_batch import preflight
+
+    shard: list[ShardConfig] = []
+
+    def build(env: dict[str, str]) -> CommonConfig:
+        shard.append(shard_config_from_env(env))
+        return shard[0].common
+
+    common, settings = preflight.settings_check(build)
+    if common is None:
+        return preflight.report([settings])
+    checks = [preflight.model_check(shard[0].model_dir)]
+    if not local:
+        client = s3_client(common.region, max_attempts=2)
+        checks += preflight.s3_checks(client, common, list_input=True, write_work=True)
+        if common.database_url is not None:
+            checks.append(preflight.database_check(common, "shard_job.check"))
+    return preflight.report([settings, *preflight.run_checks(checks)])
 
 
 def _child() -> int:
@@ -141,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "plan":
         return run_job("shard_job.plan", lambda: _plan(args), permanent_errors=PERMANENT_DATABASE_ERRORS)
+    if args.command == "submit":
+        return run_job("shard_job.submit", lambda: _submit(args), permanent_errors=PERMANENT_DATABASE_ERRORS)
+    if args.command == "check":
+        return run_job("shard_job.check", lambda: _check(args.local))
     if args.command == "quarantine":
         return run_job("shard_job.quarantine", lambda: _quarantine(args))
     return run_job("shard_job", _child, on_failure=_child_failed, permanent_errors=PERMANENT_DATABASE_ERRORS)

@@ -49,6 +49,7 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
     model_uri = env_str("MODEL_URI", env=env)
     if model_uri is not None and not model_uri.startswith("s3://"):
         raise ConfigError("MODEL_URI must be an s3:// URI")
+    common.partials_key  # noqa: B018 - required: validated here, once, at start
     size = env_str("AWS_BATCH_JOB_ARRAY_SIZE", env=env)
     return ShardConfig(
         common=common,

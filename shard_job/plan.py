@@ -1,24 +1,28 @@
 """`python -m shard_job plan`: list the input, claim what no run holds, write the plan create-only.
 
-With the ledger (the default), planning is one transaction under a planner lock: runs whose
-lease expired are recorded abandoned, the oldest files that are neither in the ledger nor in a
-live claim are claimed for this run, the run is recorded `planned`, and the shard file lists
-and the manifest are written with If-None-Match before the transaction commits. Two planners
-at once, or a planner during a run in flight, therefore never put a file in two runs.
+With the ledger (the default), the planner lists the hour partitions since its watermark (minus
+a lookback; everything on the first plan or with --full, shard_job/listing.py), keeping only
+files neither in the ledger nor claimed, a chunk at a time. Then one transaction under a planner
+lock: the oldest of those are claimed for this run, the watermark moves (never past a file that
+may still need planning, shard_job/watermark.py), the run is recorded `planned`, and the shard
+file lists and the manifest are written with If-None-Match before the transaction commits. Two
+planners at once, or a planner during a run in flight, therefore never put a file in two runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import psycopg
 from botocore.exceptions import ClientError
 
-from shard_job.planning import balance, select_files, shard_count
+from shard_job import watermark
+from shard_job.listing import list_batch_files
+from shard_job.planning import actions_in_key, balance, file_limit, shard_count
 from witple_batch import notices, run_report, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
@@ -42,13 +46,11 @@ class PlanOptions:
     use_ledger: bool = True
     lease_hours: float = 8.0
     refresh_per_shard: int = 2_000  # places of another space re-embedded per child (bounded work per run)
-
-
-def list_input(client: Any, bucket: str, key_prefix: str) -> Iterator[InputFile]:
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
-        for obj in page.get("Contents", []):
-            yield InputFile(key=obj["Key"], size=int(obj["Size"]), etag=obj["ETag"].strip('"'))
+    full: bool = False  # list every key under the prefix, not the hours since the watermark
+    lookback_hours: float = 24.0  # hours before the watermark listed again, for files that arrive late
+    max_records: int | None = None  # actions per run, by the counts in the files' names (maxRecords)
+    resume: bool = False  # a BATCH_ID planned before returns its recorded plan (a retried coordinator)
+    settle: bool = True  # record expired runs failed and send owed notices first
 
 
 def put_create_only(client: Any, bucket: str, key: str, body: bytes, *, replace_orphan: bool) -> None:
@@ -86,13 +88,14 @@ def write_plan(
     for index, files in enumerate(shards):
         stale = tuple(refresh[index :: len(shards)])  # spread evenly: each child embeds its share
         plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files), stale)
-        body = plan.to_json()
+        body = plan.to_json(config.partials_key)
         put_create_only(client, layout.work_bucket, layout.shard_plan_key(index), body, replace_orphan=replace_orphan)
         entries.append(shard_entry(plan, body))
     manifest = RunManifest(
         batch_id, config.s3_bucket, config.s3_prefix, now.isoformat(timespec="seconds"), tuple(entries)
     )
-    put_create_only(client, layout.work_bucket, layout.manifest_key, manifest.to_json(), replace_orphan=replace_orphan)
+    body = manifest.to_json(config.partials_key)
+    put_create_only(client, layout.work_bucket, layout.manifest_key, body, replace_orphan=replace_orphan)
     return layout.uri(layout.manifest_key)
 
 
@@ -102,42 +105,101 @@ def _result(options: PlanOptions, files: list[InputFile], shards: int) -> dict[s
         "shards": shards,
         "files": len(files),
         "bytes": sum(f.size for f in files),
+        "actions_named": sum(actions_in_key(f.key) for f in files),  # by the counts in the file names
         "manifest_uri": None,
     }
 
 
 def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, Any]:
-    listed = list(list_input(client, config.s3_bucket, config.s3_prefix))
-    candidates = select_files(listed, since=options.since, until=options.until)
+    now = datetime.now(UTC).replace(tzinfo=None)
     if not options.use_ledger:
-        files = candidates[: options.max_files] if options.max_files else candidates
+        listed = list_batch_files(
+            client, config.s3_bucket, config.s3_prefix, start=None, end=now, since=options.since, until=options.until
+        )
+        files = list(islice(listed, options.max_files))
+        files = files[: file_limit(files, options.max_files, options.max_records)]
         shards = shard_count(files, options.shards, options.target_mb)
-        return _finish(client, config, options, files, shards, [], listed=len(listed), candidates=len(candidates))
+        return _finish(client, config, options, files, shards, [], listing="full")
     if config.database_url is None:
         raise ConfigError("DATABASE_URL is required to plan (files are claimed in the ledger); or pass --no-ledger")
     with connect_for(config, "shard_job.plan") as conn:
         migrate(conn)
-        if not options.dry_run:
+        if options.resume and (existing := run_state.get(conn, options.batch_id)) is not None:
+            return _resumed(existing)  # before any listing: a retried coordinator only needs the record
+        if options.settle and not options.dry_run:
             settle_past_runs(conn, client, config)
+        source = watermark.source_of(config.s3_bucket, config.s3_prefix)
+        recorded = watermark.read(conn, source)
+        start = None if options.full else watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
+        candidates, listed_all, seen_claimed = new_files(conn, client, config, options, start, now)
         with conn.transaction():
             _plan_lock(conn)
             if (existing := run_state.get(conn, options.batch_id)) is not None:
+                if options.resume:
+                    return _resumed(existing)
                 raise ConfigError(f"BATCH_ID {options.batch_id} is already {existing.status}; choose a new one")
-            lease = options.lease_hours * 3600
+            limit = file_limit(candidates, options.max_files, options.max_records)
             if options.dry_run:
-                files = _unclaimed_preview(conn, candidates, options.max_files)
+                files = candidates[:limit]  # what it would claim now
             else:
-                files = run_state.claim(conn, options.batch_id, candidates, options.max_files)
+                files = run_state.claim(conn, options.batch_id, candidates, limit)
             shards = shard_count(files, options.shards, options.target_mb)
             refresh = stale_places(conn, shards * options.refresh_per_shard)
-            result = _finish(
-                client, config, options, files, shards, refresh, listed=len(listed), candidates=len(candidates)
-            )
-            if options.dry_run or not result["shards"]:
-                raise psycopg.Rollback  # nothing claimed is worth keeping
-            plan_stats = {k: result[k] for k in ("files", "bytes", "shards")}
-            run_state.record_planned(conn, options.batch_id, lease, plan_stats)
+            listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
+            result = _finish(client, config, options, files, shards, refresh, listing=listing)
+            result["more"] = not listed_all or len(candidates) > len(files)  # new files left for another run
+            if options.dry_run:
+                raise psycopg.Rollback  # nothing claimed, nothing moved
+            if options.since is None and options.until is None:  # a window says nothing of other hours
+                watermark.advance(conn, source, now, seen_claimed)
+            if result["shards"]:
+                plan_stats = {k: result[k] for k in ("files", "bytes", "shards", "actions_named")}
+                run_state.record_planned(conn, options.batch_id, options.lease_hours * 3600, plan_stats)
     return result
+
+
+def _resumed(run: run_state.Run) -> dict[str, Any]:
+    """What a run planned before holds, as a plan's result (its files stay claimed by it)."""
+    recorded = {k: int(run.plan.get(k, 0)) for k in ("shards", "files", "bytes", "actions_named")}
+    return {"batch_id": run.batch_id, **recorded, "manifest_uri": None, "resumed": run.status, "more": True}
+
+
+def new_files(
+    conn: psycopg.Connection,
+    client: Any,
+    config: CommonConfig,
+    options: PlanOptions,
+    start: datetime | None,
+    now: datetime,
+) -> tuple[list[InputFile], bool, list[str]]:
+    """Listed batch files no run has taken, oldest first, checked against the ledger a chunk at a
+    time: memory follows the new files (at most a run's worth of them), not the input's history.
+    Also whether the listing was read to its end (False: stopped once a run's worth was found),
+    and the keys left out because a live run claimed them (bounded by the live claims)."""
+    listed = list_batch_files(
+        client,
+        config.s3_bucket,
+        config.s3_prefix,
+        start=start,
+        end=now + timedelta(hours=1),
+        since=options.since,
+        until=options.until,
+    )
+    found: list[InputFile] = []
+    seen_claimed: list[str] = []
+    seen = 0
+    listed_all = True
+    while chunk := list(islice(listed, run_state.CLAIM_CHUNK)):
+        seen += len(chunk)
+        untaken, claimed = run_state.untaken(conn, chunk)
+        found += untaken
+        seen_claimed += claimed
+        limit = file_limit(found, options.max_files, options.max_records)
+        if limit is not None and len(found) >= limit:
+            listed_all = False  # enough: the rest stay after the watermark (it holds at the oldest claimed)
+            break
+    event(log, "input listed", listed=seen, new=len(found), listing="full" if start is None else "hours")
+    return found, listed_all, seen_claimed
 
 
 def _plan_lock(conn: psycopg.Connection) -> None:
@@ -169,21 +231,6 @@ def settle_past_runs(conn: psycopg.Connection, client: Any, config: CommonConfig
         notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
-def _unclaimed_preview(conn: Any, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
-    """What a plan would claim now, without claiming (--dry-run)."""
-    keys = [f.key for f in candidates]
-    taken = {
-        row[0]
-        for row in conn.execute(
-            "SELECT key FROM processed_files WHERE key = ANY(%(k)s)"
-            " UNION SELECT key FROM file_claims WHERE key = ANY(%(k)s)",
-            {"k": keys},
-        ).fetchall()
-    }
-    free = [f for f in candidates if f.key not in taken]
-    return free[:limit] if limit else free
-
-
 def stale_places(conn: psycopg.Connection, limit: int) -> list[tuple[str, str]]:
     """Places whose stored content was not made in the current space, most recently active first.
 
@@ -212,11 +259,10 @@ def _finish(
     n: int,
     refresh: list[tuple[str, str]],
     *,
-    listed: int,
-    candidates: int,
+    listing: str,
 ) -> dict[str, Any]:
-    event(log, "input listed", listed=listed, candidates=candidates, planned=len(files), shards=n, refresh=len(refresh))
-    result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0}
+    event(log, "planned", files=len(files), shards=n, refresh=len(refresh), listing=listing)
+    result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0, "listing": listing}
     if n and not options.dry_run:
         result["manifest_uri"] = write_plan(
             client, config, options.batch_id, balance(files, n), refresh, replace_orphan=options.use_ledger

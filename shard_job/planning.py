@@ -5,13 +5,13 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from witple_batch.run_layout import InputFile
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array size limit
 _BATCH_NAME = re.compile(r"^batch-[^/]*\.json(\.gz)?$")
+_ACTION_COUNT = re.compile(r"^batch-\d+-(\d+)-")  # batch-<epoch ms>-<action count>-<uuid>.json
 _PARTITION = re.compile(r"year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/hour=(\d{1,2})/")
 
 
@@ -40,21 +40,33 @@ def parse_hour(text: str) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def select_files(
-    listed: Iterable[InputFile], *, since: datetime | None = None, until: datetime | None = None
-) -> list[InputFile]:
-    """Batch files inside [since, until) by partition, oldest keys first."""
-    chosen = []
-    for item in listed:
-        if not is_batch_file(item.key):
-            continue
-        if since is not None or until is not None:
-            hour = partition_hour(item.key)
-            if hour is None or (since is not None and hour < since) or (until is not None and hour >= until):
-                continue
-        chosen.append(item)
-    chosen.sort(key=lambda f: f.key)
-    return chosen
+def in_window(key: str, since: datetime | None, until: datetime | None) -> bool:
+    """Whether a batch file's partition hour is inside [since, until) (always, without bounds)."""
+    if since is None and until is None:
+        return True
+    hour = partition_hour(key)
+    return hour is not None and (since is None or hour >= since) and (until is None or hour < until)
+
+
+def actions_in_key(key: str) -> int:
+    """The action count the collection server writes into a batch file's name (1 without one)."""
+    match = _ACTION_COUNT.match(key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else 1
+
+
+def file_limit(files: list[InputFile], max_files: int | None, max_records: int | None) -> int | None:
+    """How many of `files` (oldest first) one run takes: at most `max_files`, and no more files
+    than fit `max_records` actions by their names (always at least one). None: no limit yet."""
+    limit = max_files
+    if max_records is not None:
+        total = 0
+        for n, item in enumerate(files):
+            total += actions_in_key(item.key)
+            if total > max_records:
+                fit = max(n, 1)
+                limit = fit if limit is None else min(limit, fit)
+                break
+    return limit
 
 
 def shard_count(files: list[InputFile], shards: int | None, target_mb: float) -> int:

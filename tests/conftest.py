@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sys
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.webhook_receiver import WebhookReceiver
+from tests.helpers import fresh_env
 from witple_batch.model_files import ModelError, verify_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,3 +68,65 @@ def database_url(postgres: LocalPostgres) -> Iterator[str]:
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver.running() as server:
         yield server
+
+
+@pytest.fixture
+def batch_env(moto, s3_env, model_dir, database_url):
+    """A Batch queue on the moto server (jobs succeed at once, nothing runs: use_docker off) and the
+    settings deploy.sh and the coordinator need, with the real AWS CLI on PATH."""
+    request = urllib.request.Request(
+        f"{moto.endpoint}/moto-api/config",
+        data=json.dumps({"batch": {"use_docker": False}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request).read()
+    tag = uuid.uuid4().hex[:8]
+    session = boto3.session.Session(region_name=s3_env["AWS_REGION"])
+    iam = session.client("iam")
+    role = iam.create_role(RoleName=f"batch-{tag}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    ec2 = session.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"sg-{tag}", Description="batch", VpcId=vpc)["GroupId"]
+    batch = session.client("batch")
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"ce-{tag}",
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={"type": "FARGATE", "maxvCpus": 16, "subnets": [subnet], "securityGroupIds": [group]},
+        serviceRole=role,
+    )["computeEnvironmentArn"]
+    queue = batch.create_job_queue(
+        jobQueueName=f"queue-{tag}",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+    )["jobQueueArn"]
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)  # the planner claims files in the ledger
+    return {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "NAME_PREFIX": f"wb-{tag}",
+        "JOB_QUEUE": queue,
+        "COORDINATOR_JOB_DEFINITION": f"wb-{tag}-vectorization-job",
+        "JOB_ROLE_ARN": role,
+        "EXECUTION_ROLE_ARN": role,
+        "DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:db",
+        "SHARD_DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:db-reader",
+        "PARTIALS_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:partials",
+        "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:hook",
+        "WEBHOOK_URL": "https://main.example/batch-complete",
+        "ACCOUNT_ID": "123456789012",
+        "IMAGE_TAG": "test",
+        "PYTHON": sys.executable,
+    }
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port bound and never listened on for the whole test: connections are refused, and no
+    other process can start listening there meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

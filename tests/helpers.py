@@ -59,6 +59,8 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         max_files=options.get("max_files"),
         use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
         refresh_per_shard=options.get("refresh_per_shard", 2_000),
+        full=options.get("full", False),
+        lookback_hours=options.get("lookback_hours", 24.0),
     )
     return plan(s3_client(config.region), config, opts)
 
@@ -86,7 +88,8 @@ def partial_files(env: dict[str, str], index: int) -> dict[str, bytes]:
 
 def load_partial(env: dict[str, str], index: int) -> ShardPartial:
     files = partial_files(env, index)
-    return decode_partial(files, parse_success(files[SUCCESS_FILE], f"shard {index}"), f"shard {index}")
+    marker = parse_success(files[SUCCESS_FILE], f"shard {index}/{SUCCESS_FILE}", common_from_env(env).partials_key)
+    return decode_partial(files, marker, f"shard {index}")
 
 
 def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -147,3 +150,44 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
             return
         time.sleep(0.05)
     pytest.fail(f"never happened: {what}")
+
+
+def run_script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/<name> with `env` over this process's environment."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / name), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+
+
+def batch_client(env: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=env["AWS_REGION"]).client("batch")
+
+
+def run_as_batch(env: dict[str, str], job_id: str) -> subprocess.CompletedProcess[str]:
+    """Run a submitted job's container the way Batch would (moto records jobs, never runs them):
+    the image's entrypoint with the definition's command, `Ref::` parameters filled from the
+    definition's defaults and the submitted ones, the definition's environment and the job id."""
+    batch = batch_client(env)
+    [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
+    [definition] = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]
+    parameters = {**definition.get("parameters", {}), **job.get("parameters", {})}
+    command = [
+        parameters.get(word[5:], word) if word.startswith("Ref::") else word
+        for word in definition["containerProperties"]["command"]
+    ]
+    container_env = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
+    return subprocess.run(
+        [sys.executable, "-m", "shard_job", *command],
+        env={**os.environ, **env, **container_env, "AWS_BATCH_JOB_ID": job_id, "BATCH_ID": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )

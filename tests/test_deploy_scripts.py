@@ -3,93 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import urllib.request
-import uuid
-from pathlib import Path
 
 import boto3
-import pytest
 
 from local_stack.sample_data import SampleSet, generate
-from tests.helpers import REPO, fresh_env, seed
-
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-@pytest.fixture
-def batch_env(moto, s3_env, model_dir, database_url):
-    request = urllib.request.Request(
-        f"{moto.endpoint}/moto-api/config",
-        data=json.dumps({"batch": {"use_docker": False}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(request).read()
-    tag = uuid.uuid4().hex[:8]
-    session = boto3.session.Session(region_name=s3_env["AWS_REGION"])
-    iam = session.client("iam")
-    role = iam.create_role(RoleName=f"batch-{tag}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    ec2 = session.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName=f"sg-{tag}", Description="batch", VpcId=vpc)["GroupId"]
-    batch = session.client("batch")
-    environment = batch.create_compute_environment(
-        computeEnvironmentName=f"ce-{tag}",
-        type="MANAGED",
-        state="ENABLED",
-        computeResources={"type": "FARGATE", "maxvCpus": 16, "subnets": [subnet], "securityGroupIds": [group]},
-        serviceRole=role,
-    )["computeEnvironmentArn"]
-    queue = batch.create_job_queue(
-        jobQueueName=f"queue-{tag}",
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-    )["jobQueueArn"]
-    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)  # the planner claims files in the ledger
-    return {
-        **env,
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-        "NAME_PREFIX": f"wb-{tag}",
-        "JOB_QUEUE": queue,
-        "JOB_ROLE_ARN": role,
-        "EXECUTION_ROLE_ARN": role,
-        "DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:db",
-        "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:hook",
-        "WEBHOOK_URL": "https://main.example/batch-complete",
-        "ACCOUNT_ID": "123456789012",
-        "IMAGE_TAG": "test",
-        "PYTHON": sys.executable,
-    }
-
-
-def _script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(REPO / "scripts" / name), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-
-
-def _batch(env):
-    return boto3.session.Session(region_name=env["AWS_REGION"]).client("batch")
+from tests.helpers import batch_client, run_script, seed
 
 
 def test_deploy_registers_both_job_definitions_from_the_templates(batch_env):
-    result = _script("deploy.sh", batch_env, "--skip-images")
+    result = run_script("deploy.sh", batch_env, "--skip-images")
     assert result.returncode == 0, result.stderr
-    definitions = _batch(batch_env).describe_job_definitions(status="ACTIVE")["jobDefinitions"]
+    definitions = batch_client(batch_env).describe_job_definitions(status="ACTIVE")["jobDefinitions"]
     mine = {
         d["jobDefinitionName"]: d for d in definitions if d["jobDefinitionName"].startswith(batch_env["NAME_PREFIX"])
     }
-    assert set(mine) == {f"{batch_env['NAME_PREFIX']}-shard", f"{batch_env['NAME_PREFIX']}-reduce"}
+    assert set(mine) == {
+        f"{batch_env['NAME_PREFIX']}-shard",
+        f"{batch_env['NAME_PREFIX']}-reduce",
+        batch_env["COORDINATOR_JOB_DEFINITION"],
+    }
+    coordinator = mine[batch_env["COORDINATOR_JOB_DEFINITION"]]
+    assert coordinator["containerProperties"]["command"][0] == "submit"
+    assert coordinator["parameters"] == {
+        "inputBucket": batch_env["S3_BUCKET"],
+        "inputPrefix": "user-actions/",
+        "outputTable": "user_behavior_vectors",
+        "maxRecords": "0",
+    }
     shard = mine[f"{batch_env['NAME_PREFIX']}-shard"]
     assert shard["platformCapabilities"] == ["FARGATE"]
     assert shard["retryStrategy"]["attempts"] == 3
@@ -101,25 +41,33 @@ def test_deploy_registers_both_job_definitions_from_the_templates(batch_env):
     assert {r["type"]: r["value"] for r in container["resourceRequirements"]} == {"VCPU": "2", "MEMORY": "4096"}
     assert {e["name"]: e["value"] for e in container["environment"]}["S3_BUCKET"] == batch_env["S3_BUCKET"]
     assert container["logConfiguration"]["options"]["awslogs-group"] == "/aws/batch/job"
-    # shards read stored content vectors; both secrets come from Secrets Manager, never the environment
+    # secrets come from Secrets Manager, never the environment; the shards get the read-only database role
     assert {x["name"]: x["valueFrom"] for x in container["secrets"]} == {
-        "DATABASE_URL": batch_env["DATABASE_URL_SECRET_ARN"],
+        "DATABASE_URL": batch_env["SHARD_DATABASE_URL_SECRET_ARN"],
         "WEBHOOK_SECRET": batch_env["WEBHOOK_SECRET_ARN"],
+        "PARTIALS_SECRET": batch_env["PARTIALS_SECRET_ARN"],
     }
+    for writer in (f"{batch_env['NAME_PREFIX']}-reduce", batch_env["COORDINATOR_JOB_DEFINITION"]):
+        secrets = {x["name"]: x["valueFrom"] for x in mine[writer]["containerProperties"]["secrets"]}
+        assert secrets["DATABASE_URL"] == batch_env["DATABASE_URL_SECRET_ARN"]
+        assert secrets["PARTIALS_SECRET"] == batch_env["PARTIALS_SECRET_ARN"]
     logs = boto3.session.Session(region_name=batch_env["AWS_REGION"]).client("logs")
     assert "/aws/batch/job" in {g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]}
 
 
 def test_deploy_refuses_missing_settings_and_dry_run_prints_the_calls(batch_env):
-    missing = _script("deploy.sh", {**batch_env, "JOB_ROLE_ARN": ""}, "--skip-images")
+    missing = run_script("deploy.sh", {**batch_env, "JOB_ROLE_ARN": ""}, "--skip-images")
     assert missing.returncode == 2
     assert "JOB_ROLE_ARN is required" in missing.stderr
-    dry = _script("deploy.sh", batch_env, "--dry-run")
+    shared = run_script("deploy.sh", {**batch_env, "WORK_BUCKET": batch_env["S3_BUCKET"]}, "--skip-images")
+    assert shared.returncode == 2
+    assert "WORK_BUCKET must not be the input bucket" in shared.stderr
+    dry = run_script("deploy.sh", batch_env, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "+ docker build -f" in dry.stdout
     assert "+ aws batch register-job-definition --cli-input-json file://" in dry.stdout
     assert f"{batch_env['NAME_PREFIX']}-shard" not in {
-        d["jobDefinitionName"] for d in _batch(batch_env).describe_job_definitions()["jobDefinitions"]
+        d["jobDefinitionName"] for d in batch_client(batch_env).describe_job_definitions()["jobDefinitions"]
     }
 
 
@@ -129,13 +77,12 @@ def _submitted(env, result):
 
 
 def test_submit_array_submits_the_planned_size_and_a_dependent_reduce(batch_env):
-    assert _script("deploy.sh", batch_env, "--skip-images").returncode == 0
+    assert run_script("deploy.sh", batch_env, "--skip-images").returncode == 0
     seed(batch_env, generate(actions=600, users=50, places=20, batch_size=20, malformed_files=0))
-    out = _submitted(batch_env, _script("submit_array.sh", batch_env, "--", "--shards", "3"))
+    out = _submitted(batch_env, run_script("submit_array.sh", batch_env, "--", "--shards", "3"))
     assert out["shards"] == 3
-    jobs = {
-        j["jobId"]: j for j in _batch(batch_env).describe_jobs(jobs=[out["shard_job_id"], out["reduce_job_id"]])["jobs"]
-    }
+    described = batch_client(batch_env).describe_jobs(jobs=[out["shard_job_id"], out["reduce_job_id"]])["jobs"]
+    jobs = {j["jobId"]: j for j in described}
     shard, reduce = jobs[out["shard_job_id"]], jobs[out["reduce_job_id"]]
     assert shard["arrayProperties"]["size"] == 3
     assert {"name": "BATCH_ID", "value": out["batch_id"]} in shard["container"]["environment"]
@@ -144,26 +91,27 @@ def test_submit_array_submits_the_planned_size_and_a_dependent_reduce(batch_env)
 
 
 def test_one_shard_is_a_plain_job_and_zero_submits_nothing(batch_env):
-    assert _script("deploy.sh", batch_env, "--skip-images").returncode == 0
+    assert run_script("deploy.sh", batch_env, "--skip-images").returncode == 0
     sample = generate(actions=200, users=20, places=10, batch_size=50, malformed_files=0)
     seed(batch_env, SampleSet(sample.files[:2], sample.expected))
-    out = _submitted(batch_env, _script("submit_array.sh", batch_env, "--", "--shards", "1"))
+    out = _submitted(batch_env, run_script("submit_array.sh", batch_env, "--", "--shards", "1"))
     assert out["shards"] == 1
-    [shard] = _batch(batch_env).describe_jobs(jobs=[out["shard_job_id"]])["jobs"]
+    [shard] = batch_client(batch_env).describe_jobs(jobs=[out["shard_job_id"]])["jobs"]
     assert "arrayProperties" not in shard or not shard["arrayProperties"].get("size")
     empty = {**batch_env, "S3_PREFIX": "nothing-here/", "BATCH_ID": ""}
-    none = _submitted(empty, _script("submit_array.sh", empty))
+    none = _submitted(empty, run_script("submit_array.sh", empty))
     assert none["shards"] == 0
     assert none["shard_job_id"] is None and none["reduce_job_id"] is None
 
 
 def test_submit_dry_run_prints_the_calls_and_writes_nothing(batch_env):
     seed(batch_env, generate(actions=400, users=40, places=10, batch_size=20, malformed_files=0))
-    result = _script("submit_array.sh", batch_env, "--dry-run", "--", "--shards", "2")
-    out = _submitted(batch_env, result)
-    assert "+ aws batch submit-job --job-name" in result.stderr
-    assert "--array-properties size=2" in result.stderr
-    assert "--depends-on jobId=dry-run-" in result.stderr
+    out = _submitted(batch_env, run_script("submit_array.sh", batch_env, "--dry-run", "--", "--shards", "2"))
+    shard, reduce = out["would_submit"]
+    assert shard["arrayProperties"] == {"size": 2}
+    assert shard["jobDefinition"] == f"{batch_env['NAME_PREFIX']}-shard"
+    assert reduce["dependsOn"] == [{"jobId": "<shard job id>"}]
+    assert {"name": "BATCH_ID", "value": out["batch_id"]} in reduce["containerOverrides"]["environment"]
     listed = (
         boto3.session.Session(region_name=batch_env["AWS_REGION"])
         .client("s3")
@@ -171,3 +119,5 @@ def test_submit_dry_run_prints_the_calls_and_writes_nothing(batch_env):
     )
     assert listed.get("KeyCount", 0) == 0
     assert out["shards"] == 2
+    mine = [{"name": "JOB_NAME", "values": [f"{batch_env['NAME_PREFIX']}*"]}]
+    assert batch_client(batch_env).list_jobs(jobQueue=batch_env["JOB_QUEUE"], filters=mine)["jobSummaryList"] == []

@@ -1,8 +1,10 @@
-"""The images' recipes: every COPY source exists; each runtime set installs and imports without torch."""
+"""The images' recipes: every COPY source exists; each runtime stage, built from exactly what it
+copies, installs and imports without torch (a module the image forgets to copy fails here)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -16,6 +18,16 @@ DOCKERFILES = ("Dockerfile.shard", "Dockerfile.reduce")
 def copy_sources(dockerfile: Path) -> list[str]:
     sources = []
     for line in dockerfile.read_text().splitlines():
+        if re.match(r"^\s*COPY\s", line) and "--from=" not in line:
+            sources.extend(line.split()[1:-1])
+    return sources
+
+
+def runtime_sources(dockerfile: Path) -> list[str]:
+    """What the last stage (the image that ships) copies from the build context."""
+    last_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[-1]
+    sources = []
+    for line in last_stage.splitlines():
         if re.match(r"^\s*COPY\s", line) and "--from=" not in line:
             sources.extend(line.split()[1:-1])
     return sources
@@ -35,20 +47,32 @@ def test_every_copied_file_exists(name: str) -> None:
     [
         (
             "shard",
-            "import shard_job.child, shard_job.plan, witple_batch.embedder",
-            ("torch", "transformers", "optimum"),
+            "import shard_job.child, shard_job.plan, shard_job.submit, witple_batch.embedder, witple_batch.preflight",
+            ("torch", "transformers", "optimum", "reduce_job", "local_stack"),
         ),
-        ("reduce", "import reduce_job.run, reduce_job.cli", ("torch", "transformers", "onnxruntime")),
+        (
+            "reduce",
+            "import reduce_job.run, reduce_job.cli, reduce_job.status, witple_batch.preflight",
+            ("torch", "transformers", "onnxruntime", "shard_job", "local_stack"),
+        ),
     ],
 )
 def test_runtime_set_installs_and_imports_without_torch(
     tmp_path: Path, extra: str, imports: str, absent: tuple
 ) -> None:
+    context = tmp_path / "context"  # the build context as the image's last stage sees it
+    context.mkdir()
+    for source in runtime_sources(REPO / f"Dockerfile.{extra}"):
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / source, context / source)
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     python = str(target / "bin" / "python")
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"), f"{REPO}[{extra}]"],
+        [python, "-m", "pip", "install", "--quiet", "-c", str(context / "constraints.txt"), f"{context}[{extra}]"],
         capture_output=True,
         text=True,
         timeout=900,

@@ -83,5 +83,6 @@ def test_upload_copies_the_three_files(model_dir: Path, s3_env: dict[str, str]) 
     assert result.returncode == 0, result.stderr
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="models")["Contents"]}
     assert keys == {f"minilm/v1/{name}" for name in MODEL_FILES}
-    body = client.get_object(Bucket="models", Key="minilm/v1/model.onnx")["Body"].read()
-    assert len(body) == (model_dir / "model.onnx").stat().st_size
+    for name in MODEL_FILES:
+        body = client.get_object(Bucket="models", Key=f"minilm/v1/{name}")["Body"].read()
+        assert body == (model_dir / name).read_bytes(), name  # the bytes, not only the length

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from local_stack.fault_proxy import FaultProxy
-from local_stack.moto_s3 import free_port
 from local_stack.postgres import LOCAL_PASSWORD, LocalPostgres
 from local_stack.sample_data import SampleSet, generate
-from tests.helpers import fresh_env, plan_run, query, run_child, run_module, seed, start_module, work_objects
+from tests.helpers import (
+    fresh_env,
+    plan_run,
+    query,
+    run_child,
+    run_module,
+    seed,
+    start_module,
+    wait_for,
+    work_objects,
+)
 from tests.test_reduce_job import assert_database_matches
 
 pytestmark = pytest.mark.slow
@@ -94,12 +102,11 @@ def test_reduce_killed_after_commit_sends_the_webhook_once(s3_env, model_dir, da
     plan_run(env, shards=1)
     run_child(env, 0)
     reduce = start_module("reduce_job", env)
-    deadline = time.monotonic() + 120
-    while not receiver.received and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert receiver.received, "the reduce never reached the webhook"
-    reduce.send_signal(signal.SIGKILL)
-    reduce.wait()
+    try:
+        wait_for(lambda: bool(receiver.received), "the reduce reached the webhook", timeout=120)
+    finally:
+        reduce.send_signal(signal.SIGKILL)
+        reduce.wait()
     assert query(database_url, "SELECT status, webhook_status FROM batch_runs") == [("committed", None)]
     snapshot = query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors")
     for _ in range(2):
@@ -110,13 +117,13 @@ def test_reduce_killed_after_commit_sends_the_webhook_once(s3_env, model_dir, da
     assert_database_matches(database_url, sample.expected)
 
 
-def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, sample):
+def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, sample, dead_port):
     env = fresh_env(
         s3_env,
         model_dir,
         CATALOGUE_SOURCE="none",  # the child goes on without the database; the reduce cannot
         DB_CONNECT_ATTEMPTS="2",
-        DATABASE_URL=f"postgresql://app:{LOCAL_PASSWORD}@127.0.0.1:{free_port()}/witple",
+        DATABASE_URL=f"postgresql://app:{LOCAL_PASSWORD}@127.0.0.1:{dead_port}/witple",
     )
     seed(env, SampleSet(sample.files[:3], sample.expected))
     plan_run({k: v for k, v in env.items() if k != "DATABASE_URL"}, shards=1)
@@ -146,18 +153,23 @@ def test_postgres_stopped_during_the_reduce_leaves_nothing_half_applied(s3_env, 
         blocker = psycopg.connect(pg.url)
         blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
         reduce = start_module("reduce_job", later)
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and not query(
-                pg.url,
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reduce_job' "
-                "AND wait_event_type = 'Lock'",
-            )[0][0]
-        ):
-            time.sleep(0.2)
-        pg.stop("fast")
-        _, err = reduce.communicate(timeout=120)
+        try:
+            # inside its transaction: it wrote interactions and waits on the row the blocker holds
+            wait_for(
+                lambda: (
+                    query(
+                        pg.url,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reduce_job' "
+                        "AND wait_event_type = 'Lock' AND state = 'active' AND xact_start IS NOT NULL",
+                    )[0][0]
+                    > 0
+                ),
+                "the reduce waiting inside its transaction",
+            )
+            pg.stop("fast")
+            _, err = reduce.communicate(timeout=120)
+        finally:
+            reduce.kill()
         blocker.close()
         assert reduce.returncode == 1
         # psycopg's AdminShutdown (57P01) is an OperationalError; either name is in the one error line
@@ -168,3 +180,4 @@ def test_postgres_stopped_during_the_reduce_leaves_nothing_half_applied(s3_env, 
         )
         assert run_module("reduce_job", later).returncode == 0
         assert query(pg.url, "SELECT count(DISTINCT batch_id) FROM processed_files") == [(2,)]
+        assert_database_matches(pg.url, sample.expected)  # the rerun's totals are the whole sample's

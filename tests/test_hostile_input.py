@@ -17,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reduce_job.spool import NpyFile
 from shard_job.read_shard import RejectsFile, ShardInput, add_file
 from witple_batch.actions import Action, validate
 from witple_batch.input_files import FileReader, FileRejected, InputLimits
-from witple_batch.partials import PartialError, decode_partial, parse_success, verify_checksum
+from witple_batch.partials import PartialError, chunks, decode_partial, parse_success, verify_checksum
 from witple_batch.run_layout import InputFile
+from witple_batch.signing import SignatureError, sign
 
 LIMIT = 1 << 20
 LIMITS = InputLimits(max_object_bytes=LIMIT, max_decompressed_bytes=LIMIT, max_records=100_000, max_record_bytes=LIMIT)
@@ -197,13 +199,39 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+def test_the_reduce_reads_npy_files_by_slices_and_refuses_what_np_load_would(tmp_path: Path) -> None:
+    content = np.random.default_rng(3).standard_normal((1_000, 384)).astype(np.float32)
+    (tmp_path / "places.content.npy").write_bytes(_npy(content))
+    on_disk = NpyFile(tmp_path / "places.content.npy", "shard 1")
+    assert on_disk.shape == (1_000, 384) and len(on_disk) == 1_000
+    assert np.array_equal(on_disk[10:700], content[10:700])
+    assert np.array_equal(np.concatenate(list(chunks(on_disk))), content)
+    on_disk.close()
+    (tmp_path / "pickled.npy").write_bytes(_npy(np.array(["a", 1], dtype=object), allow_pickle=True))
+    with pytest.raises(PartialError, match="cannot be loaded without pickle"):
+        NpyFile(tmp_path / "pickled.npy", "shard 1")
+    (tmp_path / "short.npy").write_bytes(_npy(content)[:-4])
+    with pytest.raises(PartialError, match="size does not match its header"):
+        NpyFile(tmp_path / "short.npy", "shard 1")
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file at all")
+    with pytest.raises(PartialError, match=r"junk\.npy is not a valid \.npy file"):
+        NpyFile(tmp_path / "junk.npy", "shard 1")
+
+
 def test_a_marker_that_does_not_say_what_made_its_vectors_is_refused() -> None:
+    key = b"k" * 32
     marker = {"format": "witple-partial-v3", "files": {}, "place_text_version": "place-text-v1"}
     with pytest.raises(PartialError, match="does not say which model and place text made its vectors"):
-        parse_success(orjson.dumps(marker), "shard 2")
+        parse_success(orjson.dumps(sign(marker, key)), "shard 2/_SUCCESS.json", key)
     older = {**marker, "format": "witple-partial-v2", "content_model": "0" * 64}
     with pytest.raises(PartialError, match="is not a witple-partial-v3 marker"):
-        parse_success(orjson.dumps(older), "shard 2")
+        parse_success(orjson.dumps(sign(older, key)), "shard 2/_SUCCESS.json", key)
+    complete = {**marker, "content_model": "0" * 64}
+    with pytest.raises(SignatureError, match=r"shard 2/_SUCCESS\.json is not signed"):
+        parse_success(orjson.dumps(complete), "shard 2/_SUCCESS.json", key)
+    with pytest.raises(SignatureError, match=r"shard 2/_SUCCESS\.json has a wrong signature"):
+        parse_success(orjson.dumps(sign(complete, b"another key, not the run's own!")), "shard 2/_SUCCESS.json", key)
+    assert parse_success(orjson.dumps(sign(complete, key)), "shard 2/_SUCCESS.json", key)["content_model"] == "0" * 64
 
 
 def test_tampered_arrays_are_refused() -> None:
@@ -227,3 +255,49 @@ def test_tampered_arrays_are_refused() -> None:
     }
     with pytest.raises(PartialError, match="do not describe"):
         decode_partial(lying_offsets, marker, "shard 0")
+
+
+def test_hostile_records_end_to_end_are_rejected_alone_and_ids_stored_byte_for_byte(s3_env, model_dir, database_url):
+    """One file through S3, the shard, the reduce and the database: each bad record rejected with its
+    reason (the file and its neighbours kept), ids stored exactly, the ledger agreeing with the rejects file."""
+    from local_stack.sample_data import SampleFile, SampleSet
+    from tests.helpers import fresh_env, pipeline, query, work_objects
+
+    def action(user: str) -> str:
+        return f'{{"user_id": {user}, "place_category": "restaurants", "place_id": "p1", "action_type": "click"}}'
+
+    korean, emoji, arabic, longest = "김민수", "🧳traveler", "مسافر", "x" * 256
+    records = [
+        action('"\\ud800"'),  # a lone surrogate: not valid JSON text for this record
+        '{"user_id": "u1", "place_category": "restaurants", "place_id": "p1", "action_type": "click",'
+        ' "action_value": 1e400}',  # a number that is infinity
+        *(action(orjson.dumps(name).decode()) for name in (korean, emoji, arabic)),
+        action("42"),
+        action('"42"'),
+        action('" 42"'),  # one user, three spellings
+        action(orjson.dumps(longest).decode()),  # 256 characters: kept
+        action(orjson.dumps("y" * 257).decode()),  # 257: rejected
+        action('"a\\u0000b"'),  # a NUL
+    ]
+    body = ('{"batch_id": "hostile-1", "count": 11, "actions": [' + ", ".join(records) + "]}").encode()
+    key = "user-actions/year=2025/month=01/day=15/hour=14/batch-1736950000000-11-hostile1.json"
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url, CATALOGUE_SOURCE="none")
+    pipeline(env, SampleSet([SampleFile(key, body)], None), shards=1)  # type: ignore[arg-type]
+    users = dict(query(database_url, "SELECT user_id, total_actions FROM user_behavior_vectors"))
+    assert users == {korean: 1, emoji: 1, arabic: 1, "42": 3, longest: 1}
+    stored = query(database_url, "SELECT convert_to(user_id, 'UTF8') FROM user_behavior_vectors ORDER BY 1")
+    assert sorted(bytes(b) for (b,) in stored) == sorted(u.encode() for u in users)  # byte for byte
+    [(status, records_read, accepted, rejected, by_reason)] = query(
+        database_url, "SELECT status, records, accepted, rejected, rejects_by_reason FROM processed_files"
+    )
+    assert (status, records_read, accepted, rejected) == ("processed", 11, 7, 4)
+    rejects_key = next(k for k in work_objects(env) if k.endswith("rejects.jsonl.gz"))
+    lines = [orjson.loads(line) for line in gzip.decompress(work_objects(env)[rejects_key]).splitlines()]
+    [summary] = [line for line in lines if "by_reason" in line]
+    assert summary == {"key": key, "rejected": 4, "by_reason": by_reason}  # the ledger agrees with the file
+    assert by_reason == {  # one record each, each with its own reason
+        "record is not valid JSON: no low surrogate in string": 1,
+        "record is not valid JSON: number is infinity when parsed as double": 1,
+        "user_id is longer than 256 characters": 1,
+        "user_id contains control characters": 1,
+    }

@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
-from shard_job.planning import balance, is_batch_file, parse_hour, select_files, shard_count
+from shard_job.planning import actions_in_key, balance, file_limit, in_window, is_batch_file, parse_hour, shard_count
 from witple_batch.run_layout import InputFile
 
 
@@ -43,10 +43,24 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count([], 5, 64.0) == 0
 
 
-def test_since_until_and_order() -> None:
+def test_since_until() -> None:
     files = _files(48)
-    chosen = select_files(reversed(files), since=parse_hour("2025-01-15T08"), until=datetime(2025, 1, 15, 12))
+    chosen = [f for f in files if in_window(f.key, parse_hour("2025-01-15T08"), datetime(2025, 1, 15, 12))]
     hours = [int(f.key.split("hour=")[1][:2]) for f in chosen]
     assert sorted(set(hours)) == [8, 9, 10, 11]
-    assert [f.key for f in chosen] == sorted(f.key for f in chosen)  # oldest keys first
+    assert not in_window("user-actions/batch-1-1-a.json", None, datetime(2025, 1, 15, 12))  # no partition: out
+    assert in_window("user-actions/batch-1-1-a.json", None, None)
     assert parse_hour("2025-01-15T23:30+09:00") == datetime(2025, 1, 15, 14)
+
+
+def test_max_records_counts_the_actions_in_the_file_names() -> None:
+    prefix = "user-actions/year=2025/month=01/day=15/hour=14/"
+    assert actions_in_key(prefix + "batch-1736950123354-250-560396de.json") == 250
+    assert actions_in_key(prefix + "batch-1736950123354-7-560396de.json.gz") == 7
+    assert actions_in_key(prefix + "batch-odd-name.json") == 1  # no count in the name: one action
+    files = [InputFile(prefix + f"batch-17369501233{i:02d}-100-abcdef{i:02d}.json", 10, "e") for i in range(10)]
+    assert file_limit(files, None, None) is None
+    assert file_limit(files, None, 350) == 3  # 300 fit, the fourth file would make 400
+    assert file_limit(files, 2, 350) == 2
+    assert file_limit(files, None, 50) == 1  # a file larger than the cap still goes, alone
+    assert file_limit(files, None, 5_000) is None  # all fit: no limit from records

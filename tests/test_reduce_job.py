@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import subprocess
 import sys
 import threading
@@ -13,11 +15,24 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
+from local_stack.moto_s3 import LOCAL_PARTIALS_SECRET
 from local_stack.sample_data import Expected, SampleSet, generate
-from tests.helpers import REPO, fresh_env, pipeline, plan_run, query, reduce_in_process, run_child, run_module, seed
+from tests.helpers import (
+    REPO,
+    fresh_env,
+    pipeline,
+    plan_run,
+    query,
+    reduce_in_process,
+    run_child,
+    run_module,
+    seed,
+    work_objects,
+)
 from witple_batch.actions import validate
 from witple_batch.s3 import s3_client
 from witple_batch.schema import REDUCE_LOCK, migrate, migrations
+from witple_batch.signing import sign
 
 SECRET = "webhook-test-secret"
 
@@ -141,6 +156,49 @@ def test_one_batch_matches_an_independent_recomputation(s3_env, model_dir, datab
     assert combined == [(0,)]
 
 
+def test_a_first_load_rebuilds_the_place_index_instead_of_inserting_into_it(s3_env, model_dir, database_url):
+    many = generate(actions=6_000, users=300, places=3_000, seed=77, batch_size=120, malformed_files=0)
+    assert len(many.expected.places) > 1_000
+    env = _env(s3_env, model_dir, database_url, CATALOGUE_SOURCE="none")
+    seed(env, many)
+    for index in range(plan_run(env, shards=2)["shards"]):
+        run_child(env, index)
+    assert reduce_in_process(env).stats["place_index"] == "dropped"  # > 1,000 new places: built after the commit
+    assert query(
+        database_url,
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'place_vectors_content_hnsw'",
+    ) == [(True,)]
+    assert_database_matches(database_url, many.expected)
+    later = {**env, "BATCH_ID": "later"}
+    seed(later, generate(actions=300, users=300, places=3_000, seed=78, batch_size=80))
+    plan_run(later, shards=1)
+    run_child(later, 0)
+    assert "place_index" not in reduce_in_process(later).stats  # a few new places go in one by one
+
+
+def test_an_apply_refused_after_the_bulk_index_drop_builds_the_index_again(s3_env, model_dir, database_url):
+    many = generate(actions=6_000, users=300, places=3_000, seed=77, batch_size=120, malformed_files=0)
+    env = _env(s3_env, model_dir, database_url, CATALOGUE_SOURCE="none")
+    seed(env, many)
+    holder = _new_batch(env)
+    plan_run(holder, shards=1, max_files=1)  # another run holds the oldest file
+    plan_run(env, shards=2, use_ledger=False)  # this one was planned around the claims: it has that file too
+    for index in range(2):
+        run_child(env, index)
+    index_row = (
+        "SELECT c.oid, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'place_vectors_content_hnsw'"
+    )
+    [(before, _)] = query(database_url, index_row)
+    refused = run_module("reduce_job", env)
+    assert refused.returncode == 2
+    assert "claimed by batch " + holder["BATCH_ID"] in refused.stderr
+    [(after, valid)] = query(database_url, index_row)
+    assert valid and after != before  # dropped for the bulk apply, built again when the apply was refused
+    assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
+
+
 def test_two_batches_accumulate_and_vectors_stay_exact(s3_env, model_dir, database_url, first_sample, second_sample):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, first_sample)
@@ -173,20 +231,26 @@ def test_two_batches_merge_as_exact_weighted_means(s3_env, model_dir, postgres, 
 def test_rerunning_a_committed_batch_changes_nothing(s3_env, model_dir, database_url, receiver, first_sample):
     env = _env(s3_env, model_dir, database_url, receiver)
     pipeline(env, first_sample)
-    snapshot = query(
-        database_url, "SELECT user_id, total_actions, behavior_vector::text FROM user_behavior_vectors ORDER BY user_id"
-    )
+    snapshot = _every_table(database_url)
     result = run_module("reduce_job", env)
     assert result.returncode == 0, result.stderr
     assert "already committed" in result.stderr
-    assert (
-        query(
-            database_url,
-            "SELECT user_id, total_actions, behavior_vector::text FROM user_behavior_vectors ORDER BY user_id",
-        )
-        == snapshot
-    )
+    assert _every_table(database_url) == snapshot
     assert len(receiver.delivered()) == 1  # delivered once per committed batch, not per run
+
+
+def _every_table(url: str) -> dict[str, list[tuple]]:
+    """What a batch writes, row by row: users, places, interactions, the ledger, the run."""
+    return {
+        table: query(url, f"SELECT * FROM {table} ORDER BY {order}")
+        for table, order in (
+            ("user_behavior_vectors", "user_id"),
+            ("place_vectors", "place_category, place_id"),
+            ("user_place_interactions", "user_id, place_category, place_id"),
+            ("processed_files", "key"),
+            ("batch_runs", "batch_id"),
+        )
+    }
 
 
 def test_a_batch_holding_an_already_processed_file_is_refused_whole(
@@ -211,6 +275,66 @@ def test_a_batch_holding_an_already_processed_file_is_refused_whole(
     failed = [r.json for r in receiver.received if r.json["batch_id"] == overlapping["BATCH_ID"]]
     assert failed[-1]["job_status"] == "FAILED"
     assert "already processed" in failed[-1]["error_message"]
+
+
+def test_a_partly_overlapping_batch_is_refused_then_its_new_files_are_planned_alone(s3_env, model_dir, database_url):
+    env = _env(s3_env, model_dir, database_url)
+    sample = generate(actions=1_200, users=60, places=25, batch_size=30, malformed_files=0, single_rate=0.0)
+    keys = sorted(f.key for f in sample.files)
+    assert len(keys) >= 40
+    first, rest = keys[:20], keys[20:40]
+    by_key = {f.key: f for f in sample.files}
+    seed(env, SampleSet([by_key[k] for k in keys[:40]], sample.expected))
+    a = plan_run(env, shards=1, max_files=20)  # batch A: F[0:20]
+    assert a["files"] == 20
+    run_child(env, 0)
+    reduce_in_process(env)
+    b = _new_batch(env)
+    plan_run(b, shards=1, use_ledger=False)  # batch B, planned around the ledger: F[0:40], half of it A's
+    client = s3_client(env["AWS_REGION"])
+    plan_key = f"batch-work/runs/{b['BATCH_ID']}/plan/00000.json"
+    listed = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=plan_key)["Body"].read())
+    assert sorted(f["key"] for f in listed["files"]) == keys[:40]
+    run_child(b, 0)
+    refused = run_module("reduce_job", b)
+    assert refused.returncode == 2
+    assert "already processed or claimed by batch " + env["BATCH_ID"] in refused.stderr
+    assert any(key in refused.stderr for key in first)  # the overlapping keys are named ...
+    assert not any(key in refused.stderr for key in rest)  # ... and only those
+    ledger = {k for (k,) in query(database_url, "SELECT key FROM processed_files")}
+    assert ledger == set(first)  # nothing of F[20:40]
+    c = _new_batch(env)
+    planned = plan_run(c, shards=1)
+    assert planned["files"] == 20
+    run_child(c, 0)
+    reduce_in_process(c)
+    assert {k for (k,) in query(database_url, "SELECT key FROM processed_files")} == set(first) | set(rest)
+    upto_40 = sum(len(_actions_of(by_key[k])) for k in keys[:40])  # parsed here, not by the jobs
+    assert query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors") == [(upto_40,)]
+
+
+def test_the_user_vector_index_is_built_and_used_when_asked_for(s3_env, model_dir, database_url, first_sample):
+    env = _env(s3_env, model_dir, database_url, USER_VECTOR_INDEX="hnsw")
+    pipeline(env, first_sample)
+    [(valid,)] = query(
+        database_url,
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'user_behavior_vectors_hnsw'",
+    )
+    assert valid
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "EXPLAIN SELECT user_id FROM user_behavior_vectors"
+                " ORDER BY behavior_vector <=> (SELECT behavior_vector FROM user_behavior_vectors LIMIT 1) LIMIT 5"
+            ).fetchall()
+        )
+    assert "user_behavior_vectors_hnsw" in plan
+    off = {**env, "USER_VECTOR_INDEX": "none", "BATCH_ID": f"test-{uuid.uuid4().hex[:10]}"}
+    pipeline(off, generate(actions=100, users=10, places=5, seed=9, batch_size=50, malformed_files=0))
+    assert query(database_url, "SELECT count(*) FROM pg_class WHERE relname = 'user_behavior_vectors_hnsw'") == [(0,)]
 
 
 @pytest.mark.parametrize("stage", ["waiting_for_the_reduce_lock", "during_the_upsert"])
@@ -249,9 +373,9 @@ def test_sigkill_mid_transaction_leaves_the_database_unchanged(
             time.sleep(0.2)
         else:
             pytest.fail("the reduce never reached the locked row")
+    finally:
         process.kill()
         process.wait()
-    finally:
         blocker.rollback()
         blocker.close()
     assert query(database_url, "SELECT sum(total_actions), count(*) FROM user_behavior_vectors") == before
@@ -295,9 +419,13 @@ def test_concurrent_reduces_of_disjoint_batches_give_exact_totals(
         )
         for batch in (a, b)
     ]
-    for process in processes:
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            process.kill()
     assert_database_matches(database_url, first_sample.expected.merge(second_sample.expected))
     assert_vectors_follow_stored_content(database_url)
 
@@ -352,14 +480,12 @@ def test_webhook_4xx_is_not_retried(s3_env, model_dir, database_url, receiver, f
     assert query(database_url, "SELECT webhook_status, webhook_error FROM batch_runs") == [("failed", "HTTP 400")]
 
 
-def test_a_dead_receiver_leaves_the_data_committed(s3_env, model_dir, database_url, first_sample):
-    from local_stack.moto_s3 import free_port
-
+def test_a_dead_receiver_leaves_the_data_committed(s3_env, model_dir, database_url, first_sample, dead_port):
     env = _env(
         s3_env,
         model_dir,
         database_url,
-        WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hook",
+        WEBHOOK_URL=f"http://127.0.0.1:{dead_port}/hook",
         WEBHOOK_ATTEMPTS="2",
         WEBHOOK_TIMEOUT_SECONDS="1",
     )
@@ -414,12 +540,17 @@ def test_missing_success_markers_are_named(s3_env, model_dir, database_url, rece
     assert receiver.received[-1].json["job_status"] == "FAILED"
 
 
-def _reduce_after_changing(env, sample, name: str, change) -> subprocess.CompletedProcess[str]:
-    """Two shards run, shard 1's `name` is rewritten on S3 by `change`, then the reduce runs."""
+def _two_shards_done(env: dict[str, str], sample: SampleSet) -> None:
+    """The sample planned into two shards, both children run: the reduce's input is on S3."""
     seed(env, sample)
     plan_run(env, shards=2)
     for index in range(2):
         run_child(env, index)
+
+
+def _reduce_after_changing(env, sample, name: str, change) -> subprocess.CompletedProcess[str]:
+    """Two shards run, shard 1's `name` is rewritten on S3 by `change`, then the reduce runs."""
+    _two_shards_done(env, sample)
     key = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/{name}"
     client = s3_client(env["AWS_REGION"])
     data = client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read()
@@ -441,13 +572,92 @@ def test_a_tampered_npy_on_s3_is_refused_and_nothing_applied(s3_env, model_dir, 
 
 def test_shards_from_two_models_are_refused_and_nothing_applied(s3_env, model_dir, database_url, first_sample):
     def other_export(data: bytes) -> bytes:  # as if shard 1 ran an image with another model export
-        return orjson.dumps({**orjson.loads(data), "content_model": "f" * 64})
+        return orjson.dumps(sign({**orjson.loads(data), "content_model": "f" * 64}, LOCAL_PARTIALS_SECRET.encode()))
 
     env = _env(s3_env, model_dir, database_url)
     result = _reduce_after_changing(env, first_sample, "_SUCCESS.json", other_export)
     assert result.returncode == 2
     assert "shards disagree on what made their content vectors" in result.stderr
     assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
+
+
+@pytest.mark.parametrize("signature", ["kept", "absent", "another key"])
+def test_a_forged_partial_without_the_key_is_refused_and_nothing_applied(
+    s3_env, model_dir, database_url, first_sample, signature
+):
+    env = _env(s3_env, model_dir, database_url)
+    _two_shards_done(env, first_sample)
+    client = s3_client(env["AWS_REGION"])
+    prefix = f"batch-work/runs/{env['BATCH_ID']}/shards/00001/"
+    stored = client.get_object(Bucket=env["WORK_BUCKET"], Key=prefix + "pairs.counts.npy")["Body"].read()
+    counts = np.load(io.BytesIO(stored))
+    counts[0, 0] += 1_000  # a thousand clicks nobody made
+    forged = io.BytesIO()
+    np.save(forged, counts)
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=prefix + "pairs.counts.npy", Body=forged.getvalue())
+    marker = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=prefix + "_SUCCESS.json")["Body"].read())
+    marker["files"]["pairs.counts.npy"] = hashlib.sha256(forged.getvalue()).hexdigest()  # the checksum agrees
+    if signature == "absent":
+        marker.pop("hmac")
+    elif signature == "another key":
+        marker = sign(marker, b"a key the forger made up, long enough")
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=prefix + "_SUCCESS.json", Body=orjson.dumps(marker))
+    result = run_module("reduce_job", env)
+    assert result.returncode == 2, result.stderr
+    named = f"s3://{env['WORK_BUCKET']}/{prefix}_SUCCESS.json"
+    assert f"{named} {'is not signed' if signature == 'absent' else 'has a wrong signature'}" in result.stderr
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
+    assert query(database_url, "SELECT count(*) FROM user_place_interactions") == [(0,)]
+
+
+def test_a_genuine_partial_of_another_run_copied_into_this_one_is_refused(s3_env, model_dir, database_url):
+    env = _env(s3_env, model_dir, database_url)
+    sample = generate(actions=600, users=40, places=20, batch_size=30, malformed_files=0)
+    files = sorted(sample.files, key=lambda f: f.key)
+    seed(env, SampleSet(files[:8], sample.expected))
+    plan_run(env, shards=1)
+    run_child(env, 0)  # run A: signed with the run key, as genuine as partials get
+    other = _new_batch(env)
+    seed(other, SampleSet(files[8:], sample.expected))
+    plan_run(other, shards=1)
+    run_child(other, 0)
+    client = s3_client(env["AWS_REGION"])
+    source = f"batch-work/runs/{env['BATCH_ID']}/shards/00000/"
+    target = f"batch-work/runs/{other['BATCH_ID']}/shards/00000/"
+    for key, data in work_objects(env, source).items():  # A's partial replayed as B's shard 0
+        client.put_object(Bucket=env["WORK_BUCKET"], Key=target + key[len(source) :], Body=data)
+    result = run_module("reduce_job", other)
+    assert result.returncode == 2
+    assert f"{target}_SUCCESS.json is the marker of batch {env['BATCH_ID']!r} shard 0" in result.stderr
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
+
+
+def test_a_shard_plan_rewritten_after_planning_is_refused_by_its_child(s3_env, model_dir, database_url, first_sample):
+    env = _env(s3_env, model_dir, database_url)
+    seed(env, first_sample)
+    plan_run(env, shards=2)
+    client = s3_client(env["AWS_REGION"])
+    key = f"batch-work/runs/{env['BATCH_ID']}/plan/00000.json"
+    plan = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=key)["Body"].read())
+    plan["files"] = plan["files"][:1]  # the other files would never be read, yet marked processed
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=key, Body=orjson.dumps(plan))
+    child = run_module("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": "0", "JOB_ATTEMPTS": "9"})
+    assert child.returncode == 2
+    assert f"s3://{env['WORK_BUCKET']}/{key} has a wrong signature" in child.stderr
+    assert not any("/shards/00000/" in k for k in work_objects(env))
+
+
+def test_a_manifest_rewritten_after_planning_is_refused_by_the_reduce(s3_env, model_dir, database_url, first_sample):
+    env = _env(s3_env, model_dir, database_url)
+    _two_shards_done(env, first_sample)
+    client = s3_client(env["AWS_REGION"])
+    manifest_key = f"batch-work/runs/{env['BATCH_ID']}/manifest.json"
+    manifest = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=manifest_key)["Body"].read())
+    client.put_object(Bucket=env["WORK_BUCKET"], Key=manifest_key, Body=orjson.dumps({**manifest, "files": 1}))
+    reduce = run_module("reduce_job", {**env, "JOB_ATTEMPTS": "9"})
+    assert reduce.returncode == 2
+    assert f"s3://{env['WORK_BUCKET']}/{manifest_key} has a wrong signature" in reduce.stderr
+    assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
 
 
 def test_sql_looking_ids_are_stored_verbatim(s3_env, model_dir, database_url):

@@ -66,9 +66,11 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
     assert json.loads(result.stdout) == {
         "batch_id": env["BATCH_ID"],
         "shards": 0,
+        "actions_named": 0,
         "files": 0,
         "bytes": 0,
         "manifest_uri": None,
+        "listing": "full",
         "refresh_places": 0,
     }
 
@@ -329,13 +331,11 @@ def test_vectors_of_another_model_are_neither_reused_nor_kept(s3_env, model_dir,
             assert content_model == "an-older-export"
 
 
-def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample, caplog):
-    from local_stack.moto_s3 import free_port
-
+def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample, caplog, dead_port):
     env = fresh_env(s3_env, model_dir, CATALOGUE_SOURCE="none", DB_CONNECT_ATTEMPTS="1")
     seed(env, SampleSet(sample.files[:3], sample.expected))
     plan_run(env, shards=1)
-    url = f"postgresql://batch:hunter2@127.0.0.1:{free_port()}/witple"
+    url = f"postgresql://batch:hunter2@127.0.0.1:{dead_port}/witple"
     metrics = run_child({**env, "DATABASE_URL": url}, 0)
     categories = set(load_partial(env, 0).place_categories)
     assert metrics["places_reused"] == 0 and metrics["texts_embedded"] == len(categories) > 0  # category words
@@ -344,14 +344,12 @@ def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample,
     assert "127.0.0.1" in warnings[0].fields["error"] and "hunter2" not in warnings[0].fields["error"]
 
 
-def test_an_unreachable_catalogue_database_fails_the_child_for_a_retry(s3_env, model_dir, sample):
+def test_an_unreachable_catalogue_database_fails_the_child_for_a_retry(s3_env, model_dir, sample, dead_port):
     """Without the catalogue every place would get its fallback text: better a retry than churned vectors."""
-    from local_stack.moto_s3 import free_port
-
     env = fresh_env(s3_env, model_dir, DB_CONNECT_ATTEMPTS="1")
     seed(env, SampleSet(sample.files[:3], sample.expected))
     plan_run(env, shards=1)
-    url = f"postgresql://batch:hunter2@127.0.0.1:{free_port()}/witple"
+    url = f"postgresql://batch:hunter2@127.0.0.1:{dead_port}/witple"
     result = run_module("shard_job", {**env, "DATABASE_URL": url, "AWS_BATCH_JOB_ATTEMPT": "1"})
     assert result.returncode == 1
     assert "cannot connect to postgresql://batch:***@127.0.0.1" in result.stderr

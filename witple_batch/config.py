@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from witple_batch.actions import ACTION_TYPES
 from witple_batch.settings import ConfigError, env_float, env_int, env_required, env_str, env_url, prefix
+from witple_batch.signing import MIN_KEY_CHARS
 
 DEFAULT_REGION = "ap-northeast-2"
 DEFAULT_BUCKET = "user-actions-data"
@@ -40,6 +41,16 @@ class CommonConfig:
     db_connect_attempts: int
     db_lock_timeout: float
     db_statement_timeout: float
+    partials_secret: str | None = None  # signs plans and markers (witple_batch/signing.py)
+
+    @property
+    def partials_key(self) -> bytes:
+        """PARTIALS_SECRET as the HMAC key; the jobs that write or read a run's documents need it."""
+        if self.partials_secret is None:
+            raise ConfigError("PARTIALS_SECRET is required but not set (it signs every plan and shard marker)")
+        if len(self.partials_secret) < MIN_KEY_CHARS:
+            raise ConfigError(f"PARTIALS_SECRET must be at least {MIN_KEY_CHARS} characters")
+        return self.partials_secret.encode()
 
     @property
     def s3_input_path(self) -> str:
@@ -83,6 +94,7 @@ def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
         db_connect_attempts=env_int("DB_CONNECT_ATTEMPTS", 5, env, minimum=1, maximum=30),
         db_lock_timeout=env_float("DB_LOCK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
         db_statement_timeout=env_float("DB_STATEMENT_TIMEOUT_SECONDS", 1800.0, env, minimum=1.0),
+        partials_secret=env_str("PARTIALS_SECRET", env=env),
     )
 
 

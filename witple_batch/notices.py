@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from witple_batch import run_state, webhook
+from witple_batch import metrics, run_state, webhook
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.entrypoint import Failure
@@ -77,18 +77,20 @@ def notify(conn: psycopg.Connection, common: CommonConfig, batch_id: str, body: 
         if refused is not None:
             event(log, "no notice sent", batch_id=batch_id, job_status=status, reason=refused)
             return Delivery(False, None, refused)
-        if common.webhook_url is None:
-            run_state.record_notice(conn, batch_id, status, "not_configured", 0, None)
-            return Delivery(True, "not_configured")
-        delivery = webhook.send(
-            common.webhook_url,
-            body,
-            secret=common.webhook_secret,
-            attempts=common.webhook_attempts,
-            timeout=common.webhook_timeout,
-        )
-        outcome = "delivered" if delivery.delivered else "failed"
-        run_state.record_notice(conn, batch_id, status, outcome, delivery.attempts, delivery.error)
+        outcome, attempts, error = "not_configured", 0, None
+        if common.webhook_url is not None:
+            delivery = webhook.send(
+                common.webhook_url,
+                body,
+                secret=common.webhook_secret,
+                attempts=common.webhook_attempts,
+                timeout=common.webhook_timeout,
+            )
+            outcome = "delivered" if delivery.delivered else "failed"
+            attempts, error = delivery.attempts, delivery.error
+        if run_state.record_notice(conn, batch_id, status, outcome, attempts, error):  # once per run
+            counted = "BatchesSucceeded" if status == "SUCCEEDED" else "BatchesFailed"
+            metrics.emit("notice", {counted: 1, "WebhookFailures": int(outcome == "failed")})
         return Delivery(True, outcome)
     finally:
         run_state.unlock_notice(conn, batch_id)

@@ -31,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -41,6 +42,7 @@ import orjson
 from witple_batch.actions import COUNT_COLUMNS
 from witple_batch.model_files import EMBEDDING_DIM
 from witple_batch.settings import PermanentError
+from witple_batch.signing import sign, verify
 
 FORMAT = "witple-partial-v3"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -80,15 +82,6 @@ def string_column(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8)
 
 
-def strings(offsets: np.ndarray, utf8: np.ndarray, where: str) -> list[str]:
-    blob = utf8.tobytes()
-    bounds = offsets.tolist()
-    try:
-        return [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
-    except UnicodeDecodeError:
-        raise PartialError(f"{where}: an id is not valid UTF-8") from None
-
-
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
@@ -122,10 +115,14 @@ def encode_partial(partial: ShardPartial) -> list[tuple[str, bytes]]:
     return files
 
 
-def success_marker(partial: ShardPartial, digests: Mapping[str, str]) -> bytes:
-    """Written last: a shard is done exactly when this exists."""
+def success_marker(partial: ShardPartial, digests: Mapping[str, str], key: bytes, batch_id: str, shard: int) -> bytes:
+    """Written last: a shard is done exactly when this exists. Signed with the run key, so its
+    checksums say which bytes are the shard's, not only that they arrived whole; it names its
+    run and shard, so a marker copied from another run or shard is refused."""
     success = {
         "format": FORMAT,
+        "batch_id": batch_id,
+        "shard": shard,
         "files": dict(digests),
         "users": len(partial.user_ids),
         "places": len(partial.place_ids),
@@ -133,22 +130,24 @@ def success_marker(partial: ShardPartial, digests: Mapping[str, str]) -> bytes:
         "content_model": partial.content_model,
         "place_text_version": partial.place_text_version,
     }
-    return orjson.dumps(success, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(sign(success, key), option=orjson.OPT_SORT_KEYS)
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_success(data: bytes, where: str) -> dict[str, Any]:
+def parse_success(data: bytes, where: str, key: bytes) -> dict[str, Any]:
+    """A shard's marker, its signature checked; `where` names the object in every error."""
     try:
         success = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise PartialError(f"{where}: {SUCCESS_FILE} is not JSON") from None
+        raise PartialError(f"{where} is not JSON") from None
     if not isinstance(success, dict) or success.get("format") != FORMAT or not isinstance(success.get("files"), dict):
-        raise PartialError(f"{where}: {SUCCESS_FILE} is not a {FORMAT} marker")
+        raise PartialError(f"{where} is not a {FORMAT} marker")
+    verify(success, key, where)
     if not all(isinstance(success.get(name), str) for name in ("content_model", "place_text_version")):
-        raise PartialError(f"{where}: {SUCCESS_FILE} does not say which model and place text made its vectors")
+        raise PartialError(f"{where} does not say which model and place text made its vectors")
     return success
 
 
@@ -169,67 +168,153 @@ def _load(name: str, data: bytes, where: str) -> np.ndarray:
         raise PartialError(f"{where}: {name} is not a valid .npy file: {exc}") from None
 
 
-def _check(array: np.ndarray, name: str, kind: str, shape: tuple[int | None, ...], where: str) -> np.ndarray:
-    if array.dtype.kind != kind or array.ndim != len(shape):
-        raise PartialError(f"{where}: {name} has dtype {array.dtype} and {array.ndim} dims, expected kind {kind!r}")
+class Sliceable(Protocol):
+    """An array read a slice of rows at a time: an ndarray, or a .npy on disk (reduce_job/spool.py)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: slice) -> np.ndarray: ...
+
+
+CHUNK_BYTES = 8 << 20  # what one slice of an array costs, whatever its row width
+
+
+def chunk_rows(array: Sliceable) -> int:
+    return max(1, CHUNK_BYTES // max(1, array.dtype.itemsize * math.prod(array.shape[1:])))
+
+
+def chunks(array: Sliceable) -> Iterator[np.ndarray]:
+    rows = chunk_rows(array)
+    for start in range(0, len(array), rows):
+        yield array[start : start + rows]
+
+
+def iter_strings(offsets: Sliceable, utf8: Sliceable, where: str, rows: int = 65_536) -> Iterator[str]:
+    """The strings of a string column, `rows` at a time (memory follows one chunk, not the column)."""
+    for start in range(0, len(offsets) - 1, rows):
+        bounds = offsets[start : min(start + rows, len(offsets) - 1) + 1].tolist()
+        blob = utf8[bounds[0] : bounds[-1]].tobytes()
+        base = bounds[0]
+        try:
+            yield from (blob[a - base : b - base].decode("utf-8") for a, b in itertools.pairwise(bounds))
+        except UnicodeDecodeError:
+            raise PartialError(f"{where}: an id is not valid UTF-8") from None
+
+
+def strings(offsets: Sliceable, utf8: Sliceable, where: str) -> list[str]:
+    return list(iter_strings(offsets, utf8, where))
+
+
+def _check(array: Sliceable, name: str, kind: str, shape: tuple[int | None, ...], where: str) -> Sliceable:
+    if array.dtype.kind != kind or len(array.shape) != len(shape):
+        raise PartialError(
+            f"{where}: {name} has dtype {array.dtype} and {len(array.shape)} dims, expected kind {kind!r}"
+        )
     if any(want is not None and got != want for got, want in zip(array.shape, shape, strict=True)):
         raise PartialError(f"{where}: {name} has shape {array.shape}, expected {shape}")
-    if kind == "f" and not np.isfinite(array).all():
-        raise PartialError(f"{where}: {name} holds NaN or infinite values")
     return array
 
 
-def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where: str) -> ShardPartial:
-    """Load and check every array (checksums are the caller's job, before this)."""
+# bytes read as bytes, and vectors stored as float32: another width would change what they mean
+EXACT_WIDTHS = {
+    "users.id_utf8": 1,
+    "places.category_utf8": 1,
+    "places.id_utf8": 1,
+    "places.text_sha256": 1,
+    "places.catalogued": 1,
+    "places.content": 4,
+}
 
-    def array(name: str, kind: str, shape: tuple[int | None, ...]) -> np.ndarray:
-        key = f"{name}.npy"
-        if key not in files:
-            raise PartialError(f"{where}: {key} is missing")
-        return _check(_load(key, files[key], where), name, kind, shape, where)
 
-    def string_array(name: str) -> list[str]:
+@dataclass(frozen=True)
+class PartialSize:
+    users: int
+    places: int
+    pairs: int
+
+
+def check_arrays(arrays: Mapping[str, Sliceable], where: str) -> PartialSize:
+    """Every array present with the right kind and shape, ids valid UTF-8 with honest offsets,
+    pairs inside users and places, counts not negative, vectors finite: read a chunk at a time,
+    so checking costs one chunk of memory whatever the partial's size."""
+
+    def array(name: str, kind: str, shape: tuple[int | None, ...]) -> Sliceable:
+        if name not in arrays:
+            raise PartialError(f"{where}: {name}.npy is missing")
+        checked = _check(arrays[name], name, kind, shape, where)
+        width = EXACT_WIDTHS.get(name)
+        if width is not None and checked.dtype.itemsize != width:
+            raise PartialError(f"{where}: {name} has dtype {checked.dtype}, expected {width}-byte items")
+        return checked
+
+    def string_count(name: str) -> int:
         offsets = array(f"{name}_offsets", "i", (None,))
         utf8 = array(f"{name}_utf8", "u", (None,))
-        if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(utf8) or (np.diff(offsets) < 0).any():
+        honest = len(offsets) > 0 and offsets[0:1][0] == 0 and offsets[len(offsets) - 1 :][0] == len(utf8)
+        previous = 0
+        for chunk in chunks(offsets) if honest else ():
+            honest = honest and chunk[0] >= previous and not (np.diff(chunk) < 0).any()
+            previous = chunk[-1]
+        if not honest:
             raise PartialError(f"{where}: {name}_offsets do not describe {name}_utf8")
-        return strings(offsets, utf8, where)
+        for _ in iter_strings(offsets, utf8, where):
+            pass
+        return len(offsets) - 1
 
-    user_ids = string_array("users.id")
-    categories = string_array("places.category")
-    place_ids = string_array("places.id")
-    if len(categories) != len(place_ids):
+    users = string_count("users.id")
+    places = string_count("places.category")
+    if string_count("places.id") != places:
         raise PartialError(f"{where}: places.category and places.id differ in length")
-    n_places = len(place_ids)
     pair_user = array("pairs.user", "i", (None,))
-    n_pairs = len(pair_user)
-    pair_place = array("pairs.place", "i", (n_pairs,))
-    if n_pairs and (
-        pair_user.min() < 0 or pair_user.max() >= len(user_ids) or pair_place.min() < 0 or pair_place.max() >= n_places
-    ):
-        raise PartialError(f"{where}: pairs index outside users or places")
-    counts = array("pairs.counts", "i", (n_pairs, COUNT_COLUMNS))
-    if (counts < 0).any():
-        raise PartialError(f"{where}: pairs have negative counts")
+    pairs = len(pair_user)
+    for name, bound in (("pairs.user", users), ("pairs.place", places)):
+        for chunk in chunks(array(name, "i", (pairs,))):
+            if chunk.min() < 0 or chunk.max() >= bound:
+                raise PartialError(f"{where}: pairs index outside users or places")
+    for chunk in chunks(array("pairs.counts", "i", (pairs, COUNT_COLUMNS))):
+        if (chunk < 0).any():
+            raise PartialError(f"{where}: pairs have negative counts")
+    array("pairs.first_us", "i", (pairs,))
+    array("pairs.last_us", "i", (pairs,))
+    for chunk in chunks(array("places.content", "f", (places, EMBEDDING_DIM))):
+        if not np.isfinite(chunk).all():
+            raise PartialError(f"{where}: places.content holds NaN or infinite values")
+    array("places.text_sha256", "u", (places, SHA256_BYTES))
+    array("places.catalogued", "u", (places,))
+    return PartialSize(users, places, pairs)
+
+
+def file_rows(data: bytes | None, where: str) -> list[dict[str, Any]]:
     try:
-        file_rows = orjson.loads(files[FILES_FILE])
-    except (KeyError, orjson.JSONDecodeError):
-        raise PartialError(f"{where}: {FILES_FILE} is missing or not JSON") from None
-    if not isinstance(file_rows, list) or not all(isinstance(r, dict) and "key" in r for r in file_rows):
-        raise PartialError(f"{where}: {FILES_FILE} is not a list of file rows")
+        rows = orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError:
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "key" in r for r in rows):
+        raise PartialError(f"{where}: {FILES_FILE} is missing or not a list of file rows")
+    return rows
+
+
+def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where: str) -> ShardPartial:
+    """Load every array into memory and check it (checksums are the caller's job, before this);
+    the reduce checks the same way without loading (reduce_job/spool.py)."""
+    arrays = {name[: -len(".npy")]: _load(name, data, where) for name, data in files.items() if name.endswith(".npy")}
+    check_arrays(arrays, where)
     return ShardPartial(
-        user_ids=user_ids,
-        place_categories=categories,
-        place_ids=place_ids,
-        place_content=array("places.content", "f", (n_places, EMBEDDING_DIM)).astype(np.float32, copy=False),
-        place_text_sha256=array("places.text_sha256", "u", (n_places, SHA256_BYTES)),
-        place_catalogued=array("places.catalogued", "u", (n_places,)),
-        pair_user=pair_user.astype(np.int64),
-        pair_place=pair_place.astype(np.int64),
-        pair_counts=counts.astype(np.int64, copy=False),
-        pair_first_us=array("pairs.first_us", "i", (n_pairs,)).astype(np.int64, copy=False),
-        pair_last_us=array("pairs.last_us", "i", (n_pairs,)).astype(np.int64, copy=False),
-        files=file_rows,
+        user_ids=strings(arrays["users.id_offsets"], arrays["users.id_utf8"], where),
+        place_categories=strings(arrays["places.category_offsets"], arrays["places.category_utf8"], where),
+        place_ids=strings(arrays["places.id_offsets"], arrays["places.id_utf8"], where),
+        place_content=arrays["places.content"].astype(np.float32, copy=False),
+        place_text_sha256=arrays["places.text_sha256"],
+        place_catalogued=arrays["places.catalogued"],
+        pair_user=arrays["pairs.user"].astype(np.int64),
+        pair_place=arrays["pairs.place"].astype(np.int64),
+        pair_counts=arrays["pairs.counts"].astype(np.int64, copy=False),
+        pair_first_us=arrays["pairs.first_us"].astype(np.int64, copy=False),
+        pair_last_us=arrays["pairs.last_us"].astype(np.int64, copy=False),
+        files=file_rows(files.get(FILES_FILE), where),
         content_model=success["content_model"],
         place_text_version=success["place_text_version"],
     )

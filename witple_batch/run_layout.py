@@ -2,7 +2,8 @@
 
 A plan is one small manifest (the run's totals and one line per shard) plus one file list per
 shard, so a child of a 10,000-child array reads its own list, not everybody's. Both are written
-create-only: a planned run never changes under the children reading it.
+create-only (a planned run never changes under the children reading it) and signed with the
+run key (signing.py): a list rewritten by anyone else is refused by the child that reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from witple_batch.s3 import get_bytes
 from witple_batch.settings import PermanentError
+from witple_batch.signing import sign, verify
 
 MANIFEST_FORMAT = "witple-run-manifest-v2"
 SHARD_PLAN_FORMAT = "witple-shard-plan-v1"
@@ -24,11 +26,14 @@ class ManifestError(PermanentError):
     """The run manifest or a shard's file list is missing or malformed (a retry reads the same bytes)."""
 
 
-def _document(data: bytes, expected_format: str, where: str) -> dict[str, Any]:
-    body = orjson.loads(data)
+def _document(data: bytes, expected_format: str, where: str, key: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ManifestError(f"{where}: not JSON") from None
     if not isinstance(body, dict) or body.get("format") != expected_format:
         raise ManifestError(f"{where}: not a {expected_format} document")
-    return body
+    return verify(body, key, where)
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class ShardPlan:
     files: tuple[InputFile, ...]
     refresh: tuple[tuple[str, str], ...] = ()  # places whose stored content another model or text made
 
-    def to_json(self) -> bytes:
+    def to_json(self, key: bytes) -> bytes:
         body = {
             "format": SHARD_PLAN_FORMAT,
             "batch_id": self.batch_id,
@@ -92,14 +97,14 @@ class ShardPlan:
             "input_bucket": self.input_bucket,
             "planned_at_us": self.planned_at_us,
             "files": [f.as_dict() for f in self.files],
-            "refresh": [list(key) for key in self.refresh],
+            "refresh": [list(place) for place in self.refresh],
         }
-        return orjson.dumps(body)
+        return orjson.dumps(sign(body, key))
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> ShardPlan:
+    def from_json(cls, data: bytes, where: str, key: bytes) -> ShardPlan:
+        body = _document(data, SHARD_PLAN_FORMAT, where, key)
         try:
-            body = _document(data, SHARD_PLAN_FORMAT, where)
             return cls(
                 batch_id=str(body["batch_id"]),
                 index=int(body["shard"]),
@@ -110,7 +115,7 @@ class ShardPlan:
                     InputFile(key=str(f["key"]), size=int(f["size"]), etag=str(f["etag"])) for f in body["files"]
                 ),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: malformed shard plan: {exc!r}") from None
 
 
@@ -132,7 +137,7 @@ class RunManifest:
     def total_bytes(self) -> int:
         return sum(int(s["bytes"]) for s in self.shards)
 
-    def to_json(self) -> bytes:
+    def to_json(self, key: bytes) -> bytes:
         body = {
             "format": MANIFEST_FORMAT,
             "batch_id": self.batch_id,
@@ -142,12 +147,12 @@ class RunManifest:
             "bytes": self.total_bytes,
             "shards": list(self.shards),
         }
-        return orjson.dumps(body, option=orjson.OPT_INDENT_2)
+        return orjson.dumps(sign(body, key), option=orjson.OPT_INDENT_2)
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> RunManifest:
+    def from_json(cls, data: bytes, where: str, key: bytes) -> RunManifest:
+        body = _document(data, MANIFEST_FORMAT, where, key)
         try:
-            body = _document(data, MANIFEST_FORMAT, where)
             shards = tuple(
                 {"files": int(s["files"]), "bytes": int(s["bytes"]), "sha256": str(s["sha256"])} for s in body["shards"]
             )
@@ -158,7 +163,7 @@ class RunManifest:
                 created_at=str(body["created_at"]),
                 shards=shards,
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: malformed run manifest: {exc!r}") from None
 
 
@@ -170,22 +175,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_manifest(client: Any, layout: RunLayout) -> RunManifest:
+def load_manifest(client: Any, layout: RunLayout, key: bytes) -> RunManifest:
     body = get_bytes(client, layout.work_bucket, layout.manifest_key)
     if body is None:
         raise ManifestError(f"no run manifest at {layout.uri(layout.manifest_key)} (was the batch planned?)")
-    return RunManifest.from_json(body, layout.uri(layout.manifest_key))
+    return RunManifest.from_json(body, layout.uri(layout.manifest_key), key)
 
 
-def load_shard_plan(client: Any, layout: RunLayout, index: int, sha256: str | None = None) -> ShardPlan:
-    """A child's file list; with `sha256` (the reduce's check), it must be the bytes the manifest lists."""
+def load_shard_plan(client: Any, layout: RunLayout, index: int, key: bytes, sha256: str | None = None) -> ShardPlan:
+    """A child's file list, signed by the planner; with `sha256` (the reduce's check), it must
+    also be the bytes the manifest lists."""
     where = layout.uri(layout.shard_plan_key(index))
     body = get_bytes(client, layout.work_bucket, layout.shard_plan_key(index))
     if body is None:
         raise ManifestError(f"no shard plan at {where} (was the batch planned with this many shards?)")
     if sha256 is not None and _sha256(body) != sha256:
         raise ManifestError(f"{where} does not match the run manifest (changed after planning)")
-    plan = ShardPlan.from_json(body, where)
+    plan = ShardPlan.from_json(body, where, key)
     if plan.batch_id != layout.batch_id or plan.index != index:
         raise ManifestError(f"{where} belongs to batch {plan.batch_id!r} shard {plan.index}")
     return plan

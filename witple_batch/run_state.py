@@ -44,13 +44,14 @@ class Run:
     error: str | None
     stats: dict[str, Any]
     webhook_status: str | None
+    plan: dict[str, Any]  # what the planner recorded: files, bytes, shards
 
 
 def get(conn: psycopg.Connection, batch_id: str) -> Run | None:
     row = conn.execute(
-        "SELECT status, notice, error, stats, webhook_status FROM batch_runs WHERE batch_id = %s", (batch_id,)
+        "SELECT status, notice, error, stats, webhook_status, plan FROM batch_runs WHERE batch_id = %s", (batch_id,)
     ).fetchone()
-    return None if row is None else Run(batch_id, row[0], row[1], row[2], row[3] or {}, row[4])
+    return None if row is None else Run(batch_id, row[0], row[1], row[2], row[3] or {}, row[4], row[5] or {})
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -90,6 +91,20 @@ def owed_notices(conn: psycopg.Connection, quiet_seconds: float, limit: int) -> 
         (quiet_seconds, limit),
     ).fetchall()
     return [(batch_id, error) for batch_id, error in rows]
+
+
+def untaken(conn: psycopg.Connection, files: list[InputFile]) -> tuple[list[InputFile], list[str]]:
+    """The files neither in the ledger nor claimed by a run, in order, and the keys left out only
+    because a live run claims them (one query per call: pass a bounded chunk)."""
+    keys = [f.key for f in files]
+    rows = conn.execute(
+        "SELECT key, true FROM processed_files WHERE key = ANY(%(k)s)"
+        " UNION ALL SELECT key, false FROM file_claims WHERE key = ANY(%(k)s)",
+        {"k": keys},
+    ).fetchall()
+    in_ledger = {key for key, ledger in rows if ledger}
+    claimed = {key for key, ledger in rows if not ledger} - in_ledger
+    return [f for f in files if f.key not in in_ledger and f.key not in claimed], sorted(claimed)
 
 
 _CLAIM = """
@@ -148,9 +163,8 @@ def check_can_commit(conn: psycopg.Connection, batch_id: str) -> None:
     Locks the run's row until the commit, so a planner cannot record it abandoned meanwhile.
     """
     row = conn.execute("SELECT status, error FROM batch_runs WHERE batch_id = %s FOR UPDATE", (batch_id,)).fetchone()
-    run = None if row is None else Run(batch_id, row[0], None, row[1], {}, None)
-    if run is not None and run.status == "failed":
-        raise RunFailed(f"batch {batch_id} was recorded failed before this attempt ({run.error}); nothing applied")
+    if row is not None and row[0] == "failed":
+        raise RunFailed(f"batch {batch_id} was recorded failed before this attempt ({row[1]}); nothing applied")
     taken = conn.execute(
         "SELECT s.key, p.batch_id FROM stage_files s JOIN processed_files p USING (key) WHERE p.batch_id <> %(b)s"
         " UNION ALL SELECT s.key, c.batch_id FROM stage_files s JOIN file_claims c USING (key)"

@@ -1,0 +1,130 @@
+"""`check`: whether a job could do its work here and now, one line per check, exit 0 or 2.
+
+Run by an operator after a deploy, by `scripts/deploy.sh` users before a first run, and (with
+`--local`: settings and model files only, no network) by the images' HEALTHCHECK. Each check
+says what it looked at; a failure says why in one line, with secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from witple_batch.config import CommonConfig
+from witple_batch.logs import mask_secrets
+from witple_batch.model_files import verify_model_dir
+from witple_batch.settings import EXIT_CONFIG, ConfigError
+
+CHECK_BATCH_ID = "preflight-check"  # stands in for BATCH_ID, which only a run has
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+Check = tuple[str, Callable[[], str]]
+
+
+def run_checks(checks: list[Check]) -> list[Result]:
+    results = []
+    for name, check in checks:
+        try:
+            results.append(Result(name, True, check()))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes its line; none may stop the others
+            results.append(Result(name, False, _one_line(exc)))
+    return results
+
+
+def report(results: list[Result]) -> int:
+    for result in results:
+        sys.stdout.write(result.line() + "\n")
+    return 0 if all(r.ok for r in results) else EXIT_CONFIG
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        text = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    else:
+        text = str(exc) or type(exc).__name__
+    return mask_secrets(" ".join(text.split()))
+
+
+def settings_check(build: Callable[[dict[str, str]], CommonConfig]) -> tuple[CommonConfig | None, Result]:
+    """The job's settings as its run would read them (BATCH_ID, which only a run has, stood in)."""
+    env = dict(os.environ)
+    env["BATCH_ID"] = env.get("BATCH_ID") or CHECK_BATCH_ID
+    try:
+        common = build(env)
+    except ConfigError as exc:
+        return None, Result("settings", False, str(exc))
+    webhook = mask_secrets(common.webhook_url) if common.webhook_url else "no webhook"
+    detail = f"input {common.s3_input_path}, work s3://{common.work_bucket}/{common.work_prefix}, {webhook}"
+    return common, Result("settings", True, detail)
+
+
+def model_check(model_dir: Path) -> Check:
+    def check() -> str:
+        manifest = verify_model_dir(model_dir)
+        return f"{model_dir}: files match the manifest (model.onnx sha256 {manifest.onnx_sha256[:12]}...)"
+
+    return "model", check
+
+
+def s3_checks(client: Any, config: CommonConfig, *, list_input: bool, write_work: bool) -> list[Check]:
+    """Listing the input, and reading and writing the work prefix (a probe object, deleted)."""
+
+    def listing() -> str:
+        try:
+            client.list_objects_v2(Bucket=config.s3_bucket, Prefix=config.s3_prefix, MaxKeys=1)
+        except BotoCoreError as exc:
+            raise RuntimeError(f"S3 unreachable: {exc}") from None
+        return f"can list {config.s3_input_path}"
+
+    def work() -> str:
+        key = f"{config.work_prefix}_checks/{uuid.uuid4().hex}"
+        where = f"s3://{config.work_bucket}/{key}"
+        try:
+            client.put_object(Bucket=config.work_bucket, Key=key, Body=b"check")
+            client.get_object(Bucket=config.work_bucket, Key=key)["Body"].read()
+            client.delete_object(Bucket=config.work_bucket, Key=key)
+        except ClientError as exc:
+            raise RuntimeError(f"cannot write and read {where}: {_one_line(exc)}") from None
+        except BotoCoreError as exc:
+            raise RuntimeError(f"S3 unreachable: {exc}") from None
+        return f"can write, read and delete under s3://{config.work_bucket}/{config.work_prefix}"
+
+    return ([("s3 input", listing)] if list_input else []) + ([("s3 work", work)] if write_work else [])
+
+
+def database_check(config: CommonConfig, application: str) -> Check:
+    """Reachable in one attempt, and every migration this image ships applied."""
+
+    def check() -> str:
+        from witple_batch.database import connect
+        from witple_batch.schema import migrations, plan
+
+        if config.database_url is None:
+            raise RuntimeError("DATABASE_URL is not set")
+        with connect(config.database_url, attempts=1, autocommit=True, application=application) as conn:
+            pending = [f"{m.version:03d}_{m.name}" for m, _ in plan(conn)]
+        if pending:
+            raise RuntimeError(
+                f"not migrated: {len(pending)} pending ({', '.join(pending)}); run python -m reduce_job migrate"
+            )
+        return f"{mask_secrets(config.database_url)} reachable, migrated to {migrations()[-1].version:03d}"
+
+    return "database", check
