@@ -44,6 +44,7 @@ class WebhookReceiver:
     received: list[Received] = field(default_factory=list)
     script: list[int] = field(default_factory=list)  # statuses to answer, in order; then 200; 0 = never answer
     release: threading.Event = field(default_factory=threading.Event)
+    hanging: threading.Event = field(default_factory=threading.Event)  # set when a request is held unanswered
 
     def delivered(self) -> list[Received]:
         return [r for r in self.received if 200 <= r.status < 300]
@@ -61,6 +62,7 @@ class WebhookReceiver:
                     status = receiver.script.pop(0) if receiver.script else 200
                     receiver.received.append(Received(dict(self.headers.items()), body, status))
                 if status == 0:  # a receiver that hangs: the sender is killed or times out
+                    receiver.hanging.set()
                     receiver.release.wait(60)
                     return
                 self.send_response(status)

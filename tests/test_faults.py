@@ -97,13 +97,16 @@ def test_a_shard_killed_mid_upload_reruns_to_identical_bytes(moto, s3_env, model
 
 def test_reduce_killed_after_commit_sends_the_webhook_once(s3_env, model_dir, database_url, receiver, sample):
     receiver.script[:] = [0]  # the first delivery hangs: the reduce is killed while waiting
-    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url, WEBHOOK_URL=receiver.url)
+    env = fresh_env(
+        s3_env, model_dir, DATABASE_URL=database_url, WEBHOOK_URL=receiver.url, WEBHOOK_TIMEOUT_SECONDS="600"
+    )  # the reduce surely still waits for the answer when it is killed
     seed(env, sample)
     plan_run(env, shards=1)
     run_child(env, 0)
     reduce = start_module("reduce_job", env)
     try:
-        wait_for(lambda: bool(receiver.received), "the reduce reached the webhook", timeout=120)
+        if not receiver.hanging.wait(timeout=120):
+            pytest.fail("the reduce never reached the webhook")
     finally:
         reduce.send_signal(signal.SIGKILL)
         reduce.wait()
