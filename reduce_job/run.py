@@ -194,21 +194,8 @@ def restore_place_index(conn: psycopg.Connection) -> None:
 
 
 def emit_committed(stats: dict[str, Any], seconds: dict[str, float]) -> None:
-    accepted, rejected = int(stats.get("records_accepted", 0)), int(stats.get("records_rejected", 0))
-    metrics.emit(
-        "reduce",
-        {
-            "Files": stats.get("files", 0),
-            "FilesQuarantined": stats.get("files_quarantined", 0),
-            "Actions": accepted,
-            "Rejects": rejected,
-            "RejectShare": metrics.reject_share(accepted, rejected),
-            "Users": stats.get("users", 0),
-            "Places": stats.get("places", 0),
-            "Seconds": sum(seconds.values()),
-            "PeakRssMb": stats.get("reduce_peak_rss_mb", 0.0),
-        },
-    )
+    figures = metrics.run_figures(stats, sum(seconds.values()), stats.get("reduce_peak_rss_mb", 0.0))
+    metrics.emit("reduce", {**figures, "Users": stats.get("users", 0), "Places": stats.get("places", 0)})
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

@@ -28,7 +28,7 @@ from witple_batch.embedder import Embedder
 from witple_batch.entrypoint import Terminated
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
-from witple_batch.metrics import emit, reject_share
+from witple_batch.metrics import emit, run_figures
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, sha256_file
 from witple_batch.partials import (
     METRICS_FILE,
@@ -274,16 +274,5 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
         write=round(time.perf_counter() - write_started, 3), total=round(time.perf_counter() - started, 3)
     )
     event(log, "shard finished", **metrics)
-    emit(
-        "shard",
-        {
-            "Files": metrics["files"],
-            "FilesQuarantined": metrics["files_quarantined"],
-            "Actions": metrics["records_accepted"],
-            "Rejects": metrics["records_rejected"],
-            "RejectShare": reject_share(metrics["records_accepted"], metrics["records_rejected"]),
-            "Seconds": metrics["seconds"]["total"],
-            "PeakRssMb": metrics["peak_rss_mb"],
-        },
-    )
+    emit("shard", run_figures(metrics, metrics["seconds"]["total"], metrics["peak_rss_mb"]))
     return metrics

@@ -165,9 +165,9 @@ def run_script(name: str, env: dict[str, str], *args: str) -> subprocess.Complet
 
 
 def batch_client(env: dict[str, str]) -> Any:
-    import boto3
+    from shard_job.submit import batch_client as client_for
 
-    return boto3.session.Session(region_name=env["AWS_REGION"]).client("batch")
+    return client_for(env["AWS_REGION"])
 
 
 def run_as_batch(env: dict[str, str], job_id: str) -> subprocess.CompletedProcess[str]:

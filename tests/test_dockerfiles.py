@@ -15,9 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ("Dockerfile.shard", "Dockerfile.reduce")
 
 
-def copy_sources(dockerfile: Path) -> list[str]:
+def copy_sources(text: str) -> list[str]:
+    """What `text` (a Dockerfile, or one stage of it) copies from the build context."""
     sources = []
-    for line in dockerfile.read_text().splitlines():
+    for line in text.splitlines():
         if re.match(r"^\s*COPY\s", line) and "--from=" not in line:
             sources.extend(line.split()[1:-1])
     return sources
@@ -25,17 +26,12 @@ def copy_sources(dockerfile: Path) -> list[str]:
 
 def runtime_sources(dockerfile: Path) -> list[str]:
     """What the last stage (the image that ships) copies from the build context."""
-    last_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[-1]
-    sources = []
-    for line in last_stage.splitlines():
-        if re.match(r"^\s*COPY\s", line) and "--from=" not in line:
-            sources.extend(line.split()[1:-1])
-    return sources
+    return copy_sources(dockerfile.read_text().rsplit("\nFROM ", 1)[-1])
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_every_copied_file_exists(name: str) -> None:
-    sources = copy_sources(REPO / name)
+    sources = copy_sources((REPO / name).read_text())
     assert sources
     for source in sources:
         assert (REPO / source).exists(), f"{name} copies {source}, which is not in the repository"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from witple_batch.logs import event
 
@@ -30,3 +31,17 @@ def reject_share(accepted: int, rejected: int) -> float:
     """Rejected records as a percentage of all records read (0 when none were read)."""
     total = accepted + rejected
     return 100.0 * rejected / total if total else 0.0
+
+
+def run_figures(counts: Mapping[str, Any], seconds: float, peak_rss_mb: float) -> dict[str, float]:
+    """The figures a shard and the reduce both report, from their counts (same key names in both)."""
+    accepted, rejected = int(counts.get("records_accepted", 0)), int(counts.get("records_rejected", 0))
+    return {
+        "Files": counts.get("files", 0),
+        "FilesQuarantined": counts.get("files_quarantined", 0),
+        "Actions": accepted,
+        "Rejects": rejected,
+        "RejectShare": reject_share(accepted, rejected),
+        "Seconds": seconds,
+        "PeakRssMb": peak_rss_mb,
+    }
