@@ -15,7 +15,7 @@ from reduce_job.config import ReduceConfig
 from witple_batch import metrics, notices, run_report, run_state
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
-from witple_batch.resources import peak_rss_mb
+from witple_batch.resources import peak_rss_mb, process_age_seconds
 from witple_batch.run_layout import RunLayout, RunManifest, load_manifest
 from witple_batch.schema import REDUCE_LOCK, migrate
 
@@ -150,10 +150,11 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
     """The whole job on one connection: the batch applied once, its report written, its notice sent."""
     started = time.time()
     clock = time.monotonic()
-    seconds: dict[str, float] = {}
+    seconds = {"start": process_age_seconds()}  # interpreter, imports, settings, S3 client
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
     with connect_for(config.common, "reduce_job") as conn:
         migrate(conn)
+        seconds["connect_and_migrate"] = time.monotonic() - clock
         run = run_state.get(conn, config.batch_id)
         if run is not None and run.status == "failed":
             restore_place_index(conn)  # an attempt that died between its drop and rebuild

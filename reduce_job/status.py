@@ -15,7 +15,7 @@ FROM batch_runs
 ORDER BY coalesce(planned_at, started_at, updated_at) DESC, batch_id
 LIMIT %s
 """
-STAGES = ("stage", "interactions", "vectors", "write")  # the reduce's order
+STAGES = ("start", "connect_and_migrate", "stage", "interactions", "vectors", "write")  # the reduce's order
 COLUMNS = ("batch", "status", "notice", "at (UTC)", "files", "actions", "rejects", "users", "places", "s", "webhook")
 
 

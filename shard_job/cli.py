@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import orjson
 from witple_batch.config import common_from_env, new_batch_id, validate_batch_id
 from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
+from witple_batch.resources import process_age_seconds
 from witple_batch.s3 import s3_client
 from witple_batch.settings import ConfigError, env_str, prefix
 
@@ -170,7 +172,10 @@ def _plan(args: argparse.Namespace) -> int:
     if not args.dry_run:
         config.partials_key  # noqa: B018 - required to sign the plan: checked before anything is claimed
     batch_id = validate_batch_id(args.batch_id or env_str("BATCH_ID") or new_batch_id())
+    start = process_age_seconds()
+    started = time.perf_counter()
     result = plan(s3_client(config.region), config, _plan_options(args, batch_id))
+    result["seconds"] = {"start": round(start, 3), "plan": round(time.perf_counter() - started, 3)}
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

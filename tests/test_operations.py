@@ -161,14 +161,14 @@ def test_status_shows_the_runs_the_database_holds(stack_env, receiver):
     assert header.split()[:3] == ["batch", "status", "notice"]
     cells = row.split()
     assert cells[:3] == [env["BATCH_ID"], "notified", "SUCCEEDED"]
-    assert any(line.strip().startswith("stages: stage") for line in rest)
+    assert any(line.strip().startswith("stages: start") for line in rest)
     [run] = json.loads(_run("reduce_job", env, "status", "--json", "--last", "1").stdout)
     assert run["actions"] == sample.expected.actions
     assert run["rejects"] == sample.expected.rejected_records
     assert run["users"] == len(sample.expected.users)
     assert run["places"] == len(sample.expected.places)
     assert run["webhook"] == "delivered"
-    assert set(run["seconds"]) >= {"stage", "interactions", "vectors", "write"}
+    assert set(run["seconds"]) == {"start", "connect_and_migrate", "stage", "interactions", "vectors", "write"}
 
 
 def test_every_job_prints_its_figures_as_one_cloudwatch_metric_line(stack_env, receiver):
@@ -192,5 +192,7 @@ def test_every_job_prints_its_figures_as_one_cloudwatch_metric_line(stack_env, r
     assert figures["shard"]["Actions"] == figures["reduce"]["Actions"] == sample.expected.actions
     assert figures["reduce"]["Users"] == len(sample.expected.users)
     assert figures["reduce"]["Seconds"] > 0
+    [committed] = [line for line in map(json.loads, reduce.stderr.splitlines()) if line.get("msg") == "batch committed"]
+    assert 0 < committed["seconds"]["start"] < 20  # a real reduce process: its own start-up, not the test's
     notices = [line for line in map(json.loads, reduce.stderr.splitlines()) if line.get("Job") == "notice"]
     assert [n["BatchesSucceeded"] for n in notices] == [1.0]

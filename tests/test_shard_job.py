@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
 from tests.helpers import (
+    REPO,
     fresh_env,
     load_partial,
     partial_files,
@@ -21,6 +25,7 @@ from tests.helpers import (
     seed,
     work_objects,
 )
+from witple_batch.model_files import MODEL_FILE
 from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE
 from witple_batch.s3 import s3_client
 
@@ -63,7 +68,10 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
     env = fresh_env(s3_env, model_dir)
     result = run_module("shard_job", env, "plan", "--no-ledger")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+    line = json.loads(result.stdout)
+    seconds = line.pop("seconds")
+    assert set(seconds) == {"start", "plan"} and seconds["start"] > 0  # imports and settings, named
+    assert line == {
         "batch_id": env["BATCH_ID"],
         "shards": 0,
         "actions_named": 0,
@@ -103,6 +111,44 @@ def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_d
         assert {r["key"] for r in rejects} <= {f.key for f in sample.files}
     for uid, expected in sample.expected.users.items():
         assert list(users[uid]) == [expected["click"], expected["like"], expected["bookmark"], expected["other"]]
+
+
+def test_the_child_names_its_start_up_and_loads_the_model_off_that_path(s3_env, model_dir, sample):
+    env = fresh_env(s3_env, model_dir)
+    seed(env, sample)
+    plan_run(env, shards=1)
+    child = run_module("shard_job", env)
+    assert child.returncode == 0, child.stderr
+    [finished] = [json.loads(line) for line in child.stderr.splitlines() if '"shard finished"' in line]
+    seconds = finished["seconds"]
+    assert set(seconds) == {
+        *("start", "connect", "read", "model_load", "model_wait", "aggregate"),
+        *("catalogue_and_stored", "embed", "write", "total"),
+    }
+    assert 0 < seconds["start"] < 30  # the process's age when its work began
+    assert seconds["model_load"] > 0 and seconds["model_wait"] <= seconds["model_load"]
+    # onnxruntime and tokenizers load on the model's thread, not before the first GET
+    probe = "import sys, shard_job.child; print(sorted({'onnxruntime', 'tokenizers'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_a_changed_model_file_fails_the_child_before_it_reads_a_file(s3_env, model_dir, sample, tmp_path):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    data = bytearray((broken / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / MODEL_FILE).write_bytes(bytes(data))
+    env = fresh_env(s3_env, model_dir)
+    seed(env, sample)
+    plan_run(env, shards=1)
+    client = s3_client(env["AWS_REGION"])
+    for item in sample.files:  # a child that reads would log each as gone, left to the next plan
+        client.delete_object(Bucket=env["S3_BUCKET"], Key=item.key)
+    child = run_module("shard_job", {**env, "MODEL_DIR": str(broken)})
+    assert child.returncode == 2, child.stderr  # permanent: Batch does not retry a broken image
+    assert "model.onnx is corrupt" in child.stderr
+    assert "left to the next plan" not in child.stderr
 
 
 def test_pairs_count_each_type_and_keep_first_and_last_time(s3_env, model_dir):

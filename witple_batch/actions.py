@@ -6,7 +6,7 @@ the caller keeps the rest of the file either way.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,9 @@ TYPE_CODES = {name: code for code, name in enumerate(ACTION_TYPES)}
 COUNT_COLUMNS = len(ACTION_TYPES) + 1
 
 _INT_LIMIT = 10**MAX_VALUE_CHARS
+# Unicode categories Cc (C0, DEL, C1 controls) and Cs (lone surrogates), as one scan in C:
+# a per-character unicodedata lookup was a third of the shard's parse time
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Epoch microseconds outside this range are treated as unparseable (year 1970..2200).
 _MAX_MICROS = 7_258_118_400_000_000
 # A time further ahead of the batch's plan than this is a broken clock, not an action: kept, it
@@ -53,7 +56,7 @@ def _clean_id(value: Any, field: str) -> tuple[str | None, str | None]:
         return None, f"{field} is empty"
     if len(text) > MAX_VALUE_CHARS:
         return None, f"{field} is longer than {MAX_VALUE_CHARS} characters"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+    if _CONTROL.search(text):
         return None, f"{field} contains control characters"
     return text, None
 
@@ -84,14 +87,12 @@ def _epoch_ms_micros(value: Any) -> int | None:
 
 def action_time(record: dict[str, Any]) -> int | None:
     """timestamp, else server_timestamp, else server_received_at (epoch ms); None when none parses."""
-    for micros in (
-        _iso_micros(record.get("timestamp")),
-        _iso_micros(record.get("server_timestamp")),
-        _epoch_ms_micros(record.get("server_received_at")),
-    ):
-        if micros is not None:
-            return micros
-    return None
+    micros = _iso_micros(record.get("timestamp"))
+    if micros is None:  # the fallbacks are parsed only when needed
+        micros = _iso_micros(record.get("server_timestamp"))
+    if micros is None:
+        micros = _epoch_ms_micros(record.get("server_received_at"))
+    return micros
 
 
 def validate(record: Any, planned_us: int) -> Action | str:

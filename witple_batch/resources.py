@@ -1,4 +1,4 @@
-"""What this container may use and has used: CPUs by its quota, peak memory.
+"""What this container may use and has used: CPUs by its quota, peak memory, its age.
 
 onnxruntime and numpy size their pools from the host's cores; on Fargate the quota is smaller,
 and oversubscribed threads thrash. cgroup v2 `cpu.max`, then v1 cfs quota, then affinity.
@@ -15,6 +15,8 @@ _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 _CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 _STATUS = Path("/proc/self/status")
+_STAT = Path("/proc/self/stat")
+_UPTIME = Path("/proc/uptime")
 
 
 def _quota_cpus() -> float | None:
@@ -54,3 +56,19 @@ def peak_rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process started (0.0 where /proc cannot tell).
+
+    Read when a job's work begins, it is the job's start-up: the interpreter, imports and
+    settings, which no timer inside the job can see. Resolution is one clock tick (10 ms). A job
+    called inside another process (a test, a benchmark) sees that process's age instead.
+    """
+    try:
+        # field 22 (starttime, clock ticks after boot) follows the ")" that ends the command name
+        started_ticks = int(_STAT.read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(_UPTIME.read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
