@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -237,7 +238,13 @@ def main() -> int:
     return 0
 
 
+def _stop_on_sigterm(_signum: int, _frame: object) -> None:
+    """`kill` stops the services too, as Ctrl-C does (a background job ignores SIGINT)."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
