@@ -25,6 +25,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import psycopg
 
@@ -190,8 +190,9 @@ def stage_rows(result: dict[str, Any]) -> dict[str, float]:
     return rows
 
 
-def median(values: list[float]) -> float:
-    return float(np.median(values))
+def baseline_total(seconds: dict[str, float]) -> float:
+    """The baseline's seconds over its stages (its dict also carries the action count)."""
+    return sum(v for k, v in seconds.items() if k != "actions")
 
 
 def main() -> None:
@@ -249,11 +250,15 @@ def main() -> None:
         baselines = []
         for repeat in range(args.baseline_repeat):
             baselines.append(baseline(client, pg.new_database(), args.threads, DAYS["day 1"][0]))
-            print(f"  run {repeat + 1}/{args.baseline_repeat}: (a) baseline: {_total(baselines[-1]):.1f} s", flush=True)
+            seconds = baseline_total(baselines[-1])
+            print(f"  run {repeat + 1}/{args.baseline_repeat}: (a) baseline: {seconds:.1f} s", flush=True)
 
     first = next(iter(runs.values()))[0]["report"]["stats"]
     actions = first["records_read"]
-    base_total = median([_total(b) for b in baselines]) if baselines else float("nan")  # 0: ours only
+    # --baseline-repeat 0: ours only
+    base_total = statistics.median([baseline_total(b) for b in baselines]) if baselines else float("nan")
+    stages = baselines[0] if baselines else ()
+    base_stages = {stage: statistics.median([b[stage] for b in baselines]) for stage in stages}
     print(
         f"\ndata per day: {actions:,} actions, {len(samples['day 1'].files):,} files, {args.users:,} users, "
         f"{args.places:,} places ({first['places']:,} met), catalogue of {len(places):,} places; "
@@ -263,30 +268,26 @@ def main() -> None:
     label = "(a) baseline, original cost profile, day 1"
     print(f"{label:<48}{base_total:>10.1f}{actions / base_total:>12,.0f}{1:>8.1f}x")
     for label, results in runs.items():
-        total = median([sum(r["timings"].values()) for r in results])
+        total = statistics.median([sum(r["timings"].values()) for r in results])
         rate = results[0]["report"]["stats"]["records_read"] / total
         print(f"{label:<48}{total:>10.1f}{rate:>12,.0f}{rate / (actions / base_total):>8.1f}x")
     print("\n(a) stages (median):")
-    for stage in baselines[0] if baselines else ():
+    for stage, value in base_stages.items():
         if stage != "actions":
-            print(f"  {stage:<46}{median([b[stage] for b in baselines]):>8.2f}s")
+            print(f"  {stage:<46}{value:>8.2f}s")
     for label, results in runs.items():
         rows = [stage_rows(r) for r in results]
         stats = results[0]["report"]["stats"]
         print(f"\n{label} stages (median):")
         for stage in rows[0]:
-            print(f"  {stage:<46}{median([row.get(stage, 0.0) for row in rows]):>8.2f}s")
+            print(f"  {stage:<46}{statistics.median([row.get(stage, 0.0) for row in rows]):>8.2f}s")
         print(f"  content vectors reused {stats['places_reused']:,}, texts embedded {stats['texts_embedded']:,}")
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "actions": actions,
-                    "baseline": {  # median per stage (scaling_bench --baseline-from reads it)
-                        stage: median([b[stage] for b in baselines]) for stage in baselines[0]
-                    }
-                    if baselines
-                    else {},
+                    "baseline": base_stages,  # median per stage (scaling_bench --baseline-from reads it)
                     "baseline_runs": baselines,
                     "ours": {
                         label: [{"timings": r["timings"], "stages": stage_rows(r)} for r in results]
@@ -296,10 +297,6 @@ def main() -> None:
                 indent=2,
             )
         )
-
-
-def _total(seconds: dict[str, float]) -> float:
-    return sum(v for k, v in seconds.items() if k != "actions")
 
 
 if __name__ == "__main__":

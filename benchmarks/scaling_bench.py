@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks.e2e_bench import BUCKET, baseline, ours
+from benchmarks.e2e_bench import BUCKET, baseline, baseline_total, ours
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket, generate, upload
@@ -46,7 +46,7 @@ def plot(rows: list[dict], e2e: dict | None) -> None:
             label="baseline (original's cost profile)",
         )
     if e2e is not None:
-        base_s = sum(v for k, v in e2e["baseline"].items() if k != "actions")
+        base_s = baseline_total(e2e["baseline"])
         ax.plot(
             [e2e["actions"]],
             [e2e["actions"] / base_s],
@@ -131,7 +131,7 @@ def main() -> None:
             }
             if size <= args.baseline_max:
                 timings = baseline(client, pg.new_database(), threads=2, prefix=prefix)
-                row["baseline_s"] = sum(v for k, v in timings.items() if k != "actions")
+                row["baseline_s"] = baseline_total(timings)
             rows.append(row)
             print(orjson.dumps(row).decode(), file=sys.stderr, flush=True)
     print(f"users {args.users:,}, places {args.places:,} (fixed); one shard; 2 cores")

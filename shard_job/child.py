@@ -29,7 +29,7 @@ from witple_batch.entrypoint import Terminated
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
 from witple_batch.metrics import emit, run_figures
-from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, sha256_file, verify_model_dir
+from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, ModelManifest, sha256_file, verify_model_dir
 from witple_batch.partials import (
     METRICS_FILE,
     REJECTS_FILE,
@@ -228,12 +228,12 @@ def write_partial(
     client.put_object(Bucket=layout.work_bucket, Key=prefix + SUCCESS_FILE, Body=marker)
 
 
-def _load_embedder(model_dir: Path, threads: int | None) -> tuple[Embedder, float]:
+def _load_embedder(model_dir: Path, threads: int | None, manifest: ModelManifest) -> tuple[Embedder, float]:
     """onnxruntime and tokenizers are imported here, on the loader's thread, off the start-up path."""
     started = time.perf_counter()
     from witple_batch.embedder import Embedder
 
-    return Embedder(model_dir, threads=threads), time.perf_counter() - started
+    return Embedder(model_dir, threads=threads, manifest=manifest), time.perf_counter() - started
 
 
 def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
@@ -253,8 +253,8 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="shard-") as tmp,
         RejectsFile(Path(tmp) / REJECTS_FILE) as rejects,
     ):
-        verify_model_dir(model_dir)  # missing or changed model files fail here, before anything is read
-        loading = loader.submit(_load_embedder, model_dir, config.embed_threads)
+        manifest = verify_model_dir(model_dir)  # missing or changed model files fail here, before any read
+        loading = loader.submit(_load_embedder, model_dir, config.embed_threads, manifest)
         if config.attempt > 1:
             # a retry reads under progress notes that blame the file being read for a crash: a model
             # that takes the process down must do it before the first note

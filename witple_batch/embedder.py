@@ -22,13 +22,21 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelError, verify_model_dir
+from witple_batch.model_files import (
+    EMBEDDING_DIM,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    ModelError,
+    ModelManifest,
+    verify_model_dir,
+)
 from witple_batch.resources import available_cpus
 
 
 class Embedder:
-    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
-        self.manifest = verify_model_dir(model_dir)
+    def __init__(self, model_dir: Path, *, threads: int | None = None, manifest: ModelManifest | None = None) -> None:
+        """`manifest`: what verify_model_dir(model_dir) already returned, so the files are not hashed twice."""
+        self.manifest = manifest or verify_model_dir(model_dir)
         self.threads = threads or available_cpus()
         try:
             self._tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
