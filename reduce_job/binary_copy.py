@@ -1,16 +1,19 @@
-"""PostgreSQL's binary COPY format, built from numpy columns in one pass (no Python per row).
+"""PostgreSQL's binary COPY format, to and from numpy records in one pass (no Python per row).
 
 Each row is a 16-bit field count, then per field a 32-bit length and the value in network
 byte order; every column here is fixed-width, so a row is one packed numpy record and a chunk
-of rows is one `tobytes()`. pgvector's binary vector is dim (int16), unused (int16), floats.
+of rows is one `tobytes()` (or one `frombuffer` reading back). pgvector's binary vector is dim
+(int16), unused (int16), floats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import psycopg
 
 from witple_batch.partials import Sliceable
 
@@ -25,22 +28,27 @@ class Column:
     values: Sliceable  # (n,) or (n, width) for vector and bytea, read a chunk of rows at a time
 
     def dtype(self) -> list[tuple[str, str | tuple[str, int]]]:
-        if self.kind == "bool":
-            return [("value", "u1")]
-        if self.kind == "int4":
-            return [("value", ">i4")]
-        if self.kind == "int8":
-            return [("value", ">i8")]
-        if self.kind == "float8":
-            return [("value", ">f8")]
-        if self.kind == "vector":
-            return [("dim", ">i2"), ("unused", ">i2"), ("value", (">f4", self.values.shape[1]))]
-        if self.kind == "bytea":
-            return [("value", ("u1", self.values.shape[1]))]
-        raise ValueError(f"unsupported binary COPY column kind {self.kind!r}")
+        return field_dtype(self.kind, self.values.shape[1] if len(self.values.shape) > 1 else 0)
 
     def width(self) -> int:
         return int(np.dtype(self.dtype()).itemsize)
+
+
+def field_dtype(kind: str, width: int = 0) -> list[tuple[str, str | tuple[str, int]]]:
+    """One field's value as a numpy record; `width` is a vector's dimension or a bytea's length."""
+    if kind == "bool":
+        return [("value", "u1")]
+    if kind == "int4":
+        return [("value", ">i4")]
+    if kind == "int8":
+        return [("value", ">i8")]
+    if kind == "float8":
+        return [("value", ">f8")]
+    if kind == "vector":
+        return [("dim", ">i2"), ("unused", ">i2"), ("value", (">f4", width))]
+    if kind == "bytea":
+        return [("value", ("u1", width))]
+    raise ValueError(f"unsupported binary COPY column kind {kind!r}")
 
 
 def rows(columns: Sequence[Column]) -> Iterator[bytes]:
@@ -104,3 +112,29 @@ class ColumnOf:
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         return self.array[rows][:, self.j]
+
+
+SEND = {"int4": "int4send", "float8": "float8send", "vector": "vector_send"}
+
+
+def read(
+    conn: psycopg.Connection, query: str, params: dict[str, Any], fields: Sequence[tuple[str, str, int]]
+) -> dict[str, np.ndarray]:
+    """A query's columns (name, kind, width) as numpy arrays, in one row of packed binary.
+
+    COPY TO sends one message per row (10 us of Python each through psycopg); instead each
+    column comes back as one bytea of its values' binary forms (the same as COPY's), aggregated
+    in row order by the server. Every value must be non-NULL (coalesce in the query). Holds the
+    whole result: callers bound it by what they select.
+    """
+    names = [f"c{i}" for i in range(len(fields))]
+    aggregates = ", ".join(
+        f"coalesce(string_agg({SEND[kind]}({name}), ''), '')" for name, (_, kind, _) in zip(names, fields, strict=True)
+    )
+    sql = f"SELECT {aggregates} FROM ({query}) AS q ({', '.join(names)})"
+    row = conn.execute(sql, params, binary=True).fetchone()  # type: ignore[arg-type]
+    out = {}
+    for (name, kind, width), packed in zip(fields, row or (), strict=True):
+        values = np.frombuffer(packed, dtype=np.dtype(field_dtype(kind, width)))["value"]
+        out[name] = values.astype(values.dtype.newbyteorder("="))
+    return out

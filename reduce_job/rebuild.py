@@ -1,7 +1,7 @@
 """`python -m reduce_job rebuild-vectors`: every vector recomputed from the tables, in one transaction.
 
-Under the reduce lock, so no batch interleaves; the database streams the interaction table
-through its aggregates, so the job's memory does not grow with users or pairs. The space is
+Under the reduce lock, so no batch interleaves; the sums go a block of users and a range of
+places at a time (vector_sums.py), so the job's memory does not grow with users or pairs. The space is
 the one the stored content vectors were made in (vector_space), with today's ACTION_WEIGHTS.
 It is the batch path with an empty batch (the same statements), told to recompute everything.
 """

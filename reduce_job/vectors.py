@@ -18,9 +18,9 @@ boundaries (to float32 rounding, which a rebuild resets). When the space itself 
 (another model, text version or weights) everything is recomputed.
 
 This module only computes: it leaves `user_vectors_now` and `place_vectors_now` (temporary
-tables of new values) for upsert.py, which writes each touched row once. Sums use pgvector's
-avg (double precision accumulation) times the count, since its sum accumulates in float32.
-The database does the arithmetic: moving every pair's 384 floats out and back costs more.
+tables of new values) for upsert.py, which writes each touched row once. The database picks
+who and what is affected (`affected` users and the places they `touched`, numbered); the sums
+are a blocked sparse product in numpy with double accumulation (vector_sums.py), in bounded memory.
 """
 
 from __future__ import annotations
@@ -31,128 +31,116 @@ from typing import Any
 import orjson
 import psycopg
 
+from reduce_job import vector_sums
 from witple_batch.logs import event
 
 log = logging.getLogger(__name__)
 
-EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 
-
-def _w(alias: str) -> str:
+def weight_sql(alias: str) -> str:
+    """A pair's weight from its counts and ACTION_WEIGHTS (other action types weigh 0)."""
     return f"({alias}.clicks * %(wc)s + {alias}.likes * %(wl)s + {alias}.bookmarks * %(wb)s)::float8"
 
 
-AFFECTED_BATCH = """
+# numbered in user order, and whether the user has (or this batch gives it) a row: held-back users get no vector
+_NUMBERED = """
 CREATE TEMP TABLE affected ON COMMIT DROP AS
+SELECT s.user_id, (row_number() OVER (ORDER BY s.user_id) - 1)::int4 AS idx,
+       EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = s.user_id)
+       OR EXISTS (SELECT 1 FROM user_sums u WHERE u.user_id = s.user_id) AS gets_row
+FROM ({users}) s
+"""
+
+AFFECTED_BATCH = _NUMBERED.format(
+    users="""
 SELECT user_id FROM batch_pairs
 UNION
 SELECT i.user_id FROM user_place_interactions i JOIN changed_content c USING (place_category, place_id)
 UNION
 SELECT user_id FROM released_users
 """
+)
 
 # everyone with history, and every vector of ours; an adopted row (weight 0: made by another
 # system) without history here keeps what it has until this pipeline has data for it
-AFFECTED_ALL = """
-CREATE TEMP TABLE affected ON COMMIT DROP AS
+AFFECTED_ALL = _NUMBERED.format(
+    users="""
 SELECT user_id FROM user_place_interactions UNION SELECT user_id FROM user_behavior_vectors WHERE vector_weight > 0
 """
+)
+
+# every place in the affected users' histories, numbered, and where its content of this space is, if anywhere
+TOUCHED = """
+CREATE TEMP TABLE touched ON COMMIT DROP AS
+SELECT k.place_category, k.place_id, (row_number() OVER (ORDER BY k.place_category, k.place_id) - 1)::int4 AS idx,
+       b.place_id IS NOT NULL AS from_batch,
+       coalesce(CASE WHEN b.place_id IS NOT NULL THEN b.content IS NOT NULL
+                     ELSE p.content_model = %(model)s AND p.place_text_version = %(text_version)s
+                          AND p.content_vector IS NOT NULL END, false) AS in_space
+FROM (SELECT DISTINCT i.place_category, i.place_id FROM affected a JOIN user_place_interactions i USING (user_id)) k
+LEFT JOIN batch_places b USING (place_category, place_id)
+LEFT JOIN place_vectors p USING (place_category, place_id)
+"""
+
+# every pair of the affected users by number, in user order: what vector_sums reads a block at a time
+AFFECTED_PAIRS = f"""
+CREATE TEMP TABLE affected_pairs ON COMMIT DROP AS
+SELECT a.idx AS user_idx, t.idx AS place_idx, {weight_sql("i")} AS w_new,
+       {weight_sql("i")} - coalesce({weight_sql("b")}, 0) AS w_old,  -- before this batch
+       a.gets_row AND t.in_space AND {weight_sql("i")} > 0 AS for_mean
+FROM affected a
+JOIN user_place_interactions i USING (user_id)
+JOIN touched t USING (place_category, place_id)
+LEFT JOIN batch_pairs b USING (user_id, place_category, place_id)
+ORDER BY a.idx
+"""
+
+NUMBERED = [
+    "CREATE UNIQUE INDEX ON affected (user_id)",
+    "ANALYZE affected",
+    TOUCHED,
+    "CREATE UNIQUE INDEX ON touched (idx)",
+    "CREATE UNIQUE INDEX ON touched (place_category, place_id)",
+    "ANALYZE touched",
+    AFFECTED_PAIRS,
+    "CREATE INDEX ON affected_pairs (user_idx)",
+    "ANALYZE affected_pairs",
+]
 
 # what each affected user gave places before this batch: its stored vector, if it is ours
 OLD_MEANS = """
 CREATE TEMP TABLE old_means ON COMMIT DROP AS
-SELECT u.user_id, u.behavior_vector AS vector
+SELECT a.idx, u.behavior_vector AS vector
 FROM affected a JOIN user_behavior_vectors u USING (user_id)
 WHERE u.behavior_vector IS NOT NULL AND u.vector_weight > 0
 """
 
-# every affected user's mean from its whole history; a user with no row (held back) has none.
-# Pairs are first averaged per (user, weight): most pairs weigh the same (one click), so the
-# scalar products happen per group, not per pair; sum_p w c_p = sum_groups w * n * mean.
-USER_VECTORS_NOW = f"""
+USER_VECTORS_NOW = """
 CREATE TEMP TABLE user_vectors_now ON COMMIT DROP AS
-SELECT a.user_id, m.vector, coalesce(m.weight, 0) AS weight
-FROM affected a
-LEFT JOIN (
-    SELECT g.user_id, witple_scale(avg(witple_scale(g.mean, g.w * g.n)), count(*) / sum(g.w * g.n)) AS vector,
-           sum(g.w * g.n) AS weight
-    FROM (
-        SELECT i.user_id, {_w("i")} AS w, count(*) AS n, avg(c.content) AS mean
-        FROM affected a
-        JOIN user_place_interactions i USING (user_id)
-        LEFT JOIN batch_places b USING (place_category, place_id)
-        LEFT JOIN place_vectors p USING (place_category, place_id)
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN b.place_id IS NOT NULL THEN b.content
-                        WHEN p.content_model = %(model)s AND p.place_text_version = %(text_version)s
-                        THEN p.content_vector END AS content
-        ) c
-        WHERE {_w("i")} > 0 AND c.content IS NOT NULL
-          AND (EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = i.user_id)
-               OR EXISTS (SELECT 1 FROM user_sums s WHERE s.user_id = i.user_id))  -- has, or gets, a row
-        GROUP BY i.user_id, {_w("i")}
-    ) g
-    GROUP BY g.user_id
-) m USING (user_id)
+SELECT a.user_id, m.vector, coalesce(m.weight, 0) AS weight FROM affected a LEFT JOIN user_means m USING (idx)
 """
 
-# what the affected users give each place now (+) minus what they gave before (-), grouped the same way
-PLACE_VECTORS_NOW_BATCH = f"""
+PLACE_VECTORS_NOW_BATCH = """
 CREATE TEMP TABLE place_vectors_now ON COMMIT DROP AS
-SELECT d.place_category, d.place_id, NULL::float8 AS vector_weight,
-       CASE WHEN w.total > {EPSILON_WEIGHT} THEN witple_scale(
-           coalesce(witple_scale(p.behavior_vector, p.behavior_weight), witple_zero()) + d.delta,
-           1.0 / w.total) END AS behavior_vector,
-       CASE WHEN w.total > {EPSILON_WEIGHT} THEN w.total ELSE 0 END AS behavior_weight
-FROM (
-    SELECT g.place_category, g.place_id, witple_scale(avg(witple_scale(g.mean, g.signed_weight)), count(*)) AS delta,
-           sum(g.signed_weight) AS delta_weight
-    FROM (
-        SELECT i.place_category, i.place_id, r.sign * r.w * count(*) AS signed_weight, avg(r.v) AS mean
-        FROM affected a
-        JOIN user_place_interactions i USING (user_id)
-        LEFT JOIN batch_pairs b USING (user_id, place_category, place_id)
-        LEFT JOIN user_vectors_now n USING (user_id)
-        LEFT JOIN old_means o USING (user_id)
-        CROSS JOIN LATERAL (
-            SELECT {_w("i")} AS w_new,
-                   {_w("i")} - coalesce((b.clicks * %(wc)s + b.likes * %(wl)s + b.bookmarks * %(wb)s)::float8, 0)
-                     AS w_old
-        ) x
-        CROSS JOIN LATERAL (VALUES (1, x.w_new, n.vector), (-1, x.w_old, o.vector)) AS r(sign, w, v)
-        WHERE r.v IS NOT NULL AND r.w > 0
-        GROUP BY i.place_category, i.place_id, r.sign, r.w
-    ) g
-    GROUP BY g.place_category, g.place_id
-) d
-LEFT JOIN place_vectors p USING (place_category, place_id)
-CROSS JOIN LATERAL (SELECT coalesce(p.behavior_weight, 0) + d.delta_weight AS total) w
+SELECT t.place_category, t.place_id, NULL::float8 AS vector_weight,
+       CASE WHEN b.weight > 0 THEN b.vector END AS behavior_vector, b.weight AS behavior_weight
+FROM place_behaviour b JOIN touched t USING (idx)
 """
 
 PLACE_VECTORS_NOW_ALL = f"""
 CREATE TEMP TABLE place_vectors_now ON COMMIT DROP AS
-SELECT k.place_category, k.place_id, coalesce(a.weight, 0) AS vector_weight, s.vector AS behavior_vector,
-       coalesce(s.weight, 0) AS behavior_weight
+SELECT k.place_category, k.place_id, coalesce(a.weight, 0) AS vector_weight,
+       CASE WHEN s.weight > 0 THEN s.vector END AS behavior_vector, coalesce(s.weight, 0) AS behavior_weight
 FROM (
     SELECT place_category, place_id FROM user_place_interactions
     UNION SELECT place_category, place_id FROM batch_places
     UNION SELECT place_category, place_id FROM place_vectors WHERE behavior_weight > 0
 ) k
 LEFT JOIN (
-    SELECT place_category, place_id, sum({_w("i")}) AS weight FROM user_place_interactions i GROUP BY 1, 2
+    SELECT place_category, place_id, sum({weight_sql("i")}) AS weight FROM user_place_interactions i GROUP BY 1, 2
 ) a USING (place_category, place_id)
-LEFT JOIN (
-    SELECT g.place_category, g.place_id,
-           witple_scale(avg(witple_scale(g.mean, g.w * g.n)), count(*) / sum(g.w * g.n)) AS vector,
-           sum(g.w * g.n) AS weight
-    FROM (
-        SELECT i.place_category, i.place_id, {_w("i")} AS w, count(*) AS n, avg(n.vector) AS mean
-        FROM user_place_interactions i JOIN user_vectors_now n USING (user_id)
-        WHERE n.vector IS NOT NULL AND {_w("i")} > 0
-        GROUP BY i.place_category, i.place_id, {_w("i")}
-    ) g
-    GROUP BY g.place_category, g.place_id
-) s USING (place_category, place_id)
+LEFT JOIN (SELECT t.place_category, t.place_id, b.vector, b.weight FROM place_behaviour b JOIN touched t USING (idx)) s
+    USING (place_category, place_id)
 """
 
 
@@ -204,12 +192,16 @@ def compute(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool
     if not everything and not _same_space(stored_space(conn), space):
         event(log, "vector space changed (model, place text version or weights): recomputing every vector")
         everything = True
-    if everything:
-        statements = [AFFECTED_ALL, USER_VECTORS_NOW, PLACE_VECTORS_NOW_ALL]
-    else:
-        statements = [AFFECTED_BATCH, OLD_MEANS, USER_VECTORS_NOW, PLACE_VECTORS_NOW_BATCH]
-    for statement in statements:
+    for statement in [AFFECTED_ALL if everything else AFFECTED_BATCH, *NUMBERED]:
         conn.execute(statement, space)  # type: ignore[arg-type]
+    if not everything:
+        conn.execute(OLD_MEANS)
+        conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
+    users, places = conn.execute("SELECT (SELECT count(*) FROM affected), (SELECT count(*) FROM touched)").fetchone()  # type: ignore[misc]
+    vector_sums.user_means(conn, space, users)
+    conn.execute(USER_VECTORS_NOW)
+    vector_sums.place_behaviour(conn, space, users, places, batch=not everything)
+    conn.execute(PLACE_VECTORS_NOW_ALL if everything else PLACE_VECTORS_NOW_BATCH, space)  # type: ignore[arg-type]
     row = conn.execute(
         "SELECT (SELECT count(*) FROM user_vectors_now), (SELECT count(vector) FROM user_vectors_now),"
         " (SELECT count(*) FROM place_vectors_now)"

@@ -20,6 +20,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import SampleFile, SampleSet, catalogue, generate, install_catalogue, place_key
+from reduce_job import vector_sums
 from tests.helpers import (
     fresh_env,
     load_partial,
@@ -119,6 +120,28 @@ def test_one_batch_or_three_give_the_same_vectors(s3_env, model_dir, postgres, s
     assert a.behaviour[zero] is None
     np.testing.assert_allclose(a.combined[zero], a.content[zero], atol=1e-6)  # content alone
     assert query(one, "SELECT total_other FROM user_behavior_vectors WHERE user_id = 'only-shares'") == [(2,)]
+
+
+def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(s3_env, model_dir, postgres, sample, monkeypatch):
+    """The blocked product's memory bounds (user blocks, place passes, gathers, content cache) change no vector."""
+    whole, blocked = postgres.new_database(), postgres.new_database()
+    env = _env(s3_env, model_dir, whole)
+    pipeline(env, sample, shards=2)
+    small = {"PAIRS_PER_BLOCK": 40, "PLACES_PER_PASS": 7, "GATHER_ROWS": 16, "CONTENT_CACHE": 10}
+    for name, value in small.items():
+        monkeypatch.setattr(vector_sums, name, value)
+    split = _env(s3_env, model_dir, blocked)
+    files = sorted(sample.files, key=lambda f: f.key)
+    for part in (files[:30], files[30:]):  # everything computed, then a batch's deltas
+        pipeline(_batch(split), SampleSet(part, sample.expected), shards=1)
+    counted = "SELECT count(*), count(DISTINCT (place_category, place_id)) FROM user_place_interactions"
+    pairs, places = query(blocked, counted)[0]
+    assert pairs > 10 * small["PAIRS_PER_BLOCK"] and places > 5 * small["PLACES_PER_PASS"]
+    a, b = stored(whole), stored(blocked)
+    assert_close(b.users, a.users, "user vector")
+    assert_close(b.behaviour, a.behaviour, "place behaviour vector")
+    assert_close(b.combined, a.combined, "combined vector")
+    _assert_follows_the_definition(blocked, _model(env))
 
 
 def test_an_edited_catalogue_row_is_re_embedded_and_matches_a_rebuild(s3_env, model_dir, database_url, sample, second):

@@ -1,0 +1,238 @@
+"""The sums behind the behaviour vectors, as a blocked sparse product in numpy (double precision).
+
+    user u:   m_u = sum_p w_up c_p / sum_p w_up                  user_means
+    place p:  d_p = sum_u (w_new m_new - w_old m_old), then      place_behaviour
+              b_p = (W_p b_p + d_p) / (W_p + sum of signed weights)
+
+pgvector's `avg` aggregated every pair's 384 floats one row at a time (6 s of a 200k-action
+batch's reduce). Here the database joins and sends each pair as two integers and two weights
+(24 bytes), and the content vectors and user means those pairs need; numpy gathers and sums.
+
+Memory is bounded by the constants below, not by users, places or history:
+  * users go in blocks of consecutive affected users that start within PAIRS_PER_BLOCK pairs
+    and USERS_PER_BLOCK users (so under twice as many pairs; a user with more is bounded by
+    the place catalogue). A block holds its pairs (24 B each), a float64 sum and a float32
+    mean per user (4.5 KB), or the new and old means of its users (3 KB);
+  * content vectors (1.5 KB) are kept across blocks up to CONTENT_CACHE places (or one
+    block's places): fetched once while the places touched fit, about once per block beyond;
+  * pairs are gathered GATHER_ROWS at a time (1.5 KB each, summed into 3 KB);
+  * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
+    user blocks per range of places, each reading only its own pairs and their users' means.
+At the constants, about 8k x 4.5 KB + 16k x 1.5 KB (x 2 while refilled) + 4k x 4.5 KB in
+the user stage and 16k x 4.5 KB + 8k x 3 KB + 4k x 4.5 KB in the place stage: about
+110 MB at worst, whatever the data; benchmarks/reduce_scale_bench.py measures the peak.
+The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
+
+Needs the temporary tables vectors.py makes: affected_pairs (user_idx, place_idx, w_new, w_old,
+for_mean), touched (place_category, place_id, idx, from_batch, in_space) and, for a batch,
+old_means (idx, vector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from reduce_job.binary_copy import Column, read, rows
+from witple_batch.model_files import EMBEDDING_DIM
+
+PAIRS_PER_BLOCK = 16_384
+USERS_PER_BLOCK = 8_192
+PLACES_PER_PASS = 16_384
+GATHER_ROWS = 4_096
+CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
+EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
+
+
+BLOCK_STARTS = """
+SELECT min(user_idx) FROM (  -- a block: the users that start within PAIRS_PER_BLOCK pairs and USERS_PER_BLOCK users
+    SELECT user_idx, div(sum(n) OVER w - n, %(pairs)s) AS by_pairs, div(row_number() OVER w - 1, %(users)s) AS by_users
+    FROM (SELECT user_idx, count(*) AS n FROM affected_pairs GROUP BY user_idx) c
+    WINDOW w AS (ORDER BY user_idx)
+) s GROUP BY by_pairs, by_users ORDER BY 1
+"""
+
+_PAIRS = "SELECT user_idx, place_idx, w_new, w_old FROM affected_pairs WHERE user_idx >= %(lo)s AND user_idx < %(hi)s"
+PAIR_FIELDS = [("user", "int4", 0), ("place", "int4", 0), ("w_new", "float8", 0), ("w_old", "float8", 0)]
+PAIRS_FOR_MEANS = _PAIRS + " AND for_mean"
+PAIRS_FOR_PLACES = _PAIRS + " AND place_idx >= %(place_lo)s AND place_idx < %(place_hi)s"
+
+CONTENT = """
+SELECT t.idx, CASE WHEN t.from_batch THEN b.content ELSE p.content_vector END
+FROM touched t
+LEFT JOIN batch_places b USING (place_category, place_id)
+LEFT JOIN place_vectors p USING (place_category, place_id)
+WHERE t.idx = ANY(%(places)s) AND t.in_space
+"""
+NEW_MEANS = "SELECT idx, vector FROM user_means WHERE idx = ANY(%(users)s)"
+OLD_MEANS = "SELECT idx, vector FROM old_means WHERE idx = ANY(%(users)s)"
+STORED_BEHAVIOUR = """
+SELECT t.idx, coalesce(p.behavior_vector, witple_zero()), coalesce(p.behavior_weight, 0)::float8
+FROM touched t JOIN place_vectors p USING (place_category, place_id)
+WHERE t.idx >= %(place_lo)s AND t.idx < %(place_hi)s
+"""
+VECTOR = [("idx", "int4", 0), ("vector", "vector", EMBEDDING_DIM)]
+
+
+def _blocks(conn: psycopg.Connection, users: int) -> Iterator[tuple[int, int]]:
+    """Ranges of user idx: each under 2 x PAIRS_PER_BLOCK pairs (or one user's) and USERS_PER_BLOCK users."""
+    bounds = {"pairs": PAIRS_PER_BLOCK, "users": USERS_PER_BLOCK}
+    starts = [int(r[0]) for r in conn.execute(BLOCK_STARTS, bounds).fetchall()]  # type: ignore[index]
+    starts = sorted({0, *starts})
+    yield from zip(starts, [*starts[1:], users], strict=True)
+
+
+def _rows_of(idx: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `wanted` sits in `idx` (distinct values), and whether it is there at all."""
+    if not len(idx):
+        return np.zeros(len(wanted), dtype=np.intp), np.zeros(len(wanted), dtype=bool)
+    order = np.argsort(idx)
+    at = np.searchsorted(idx, wanted, sorter=order).clip(max=len(idx) - 1)
+    rows_ = order[at]
+    return rows_, idx[rows_] == wanted
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of sorted `keys` and where each run starts."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], starts
+
+
+def _sum_by_key(
+    keys: np.ndarray, vectors: np.ndarray, rows_: np.ndarray, weights: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """sum(weights * vectors[rows_]) per key, GATHER_ROWS pairs at a time.
+
+    Products in float32, sums in float64: what pgvector's avg of scaled vectors did, at twice
+    the speed of float64 products. Yields (keys, sums) per gathered chunk; a key may recur
+    across chunks (callers add).
+    """
+    order = np.argsort(keys, kind="stable")
+    weights32 = weights.astype(np.float32)
+    for start in range(0, len(order), GATHER_ROWS):
+        chunk = order[start : start + GATHER_ROWS]
+        chunk_keys, starts = _runs(keys[chunk])
+        products = vectors[rows_[chunk]] * weights32[chunk, None]
+        yield chunk_keys, np.add.reduceat(products, starts, axis=0, dtype=np.float64)
+
+
+class _ContentCache:
+    """Content vectors by place idx, each fetched once while the places fit CONTENT_CACHE.
+
+    Blocks share most places; beyond the cap only the current block's places are kept, so it
+    holds max(CONTENT_CACHE, one block's places) vectors.
+    """
+
+    def __init__(self) -> None:
+        self.idx = np.empty(0, dtype=np.int32)
+        self.vectors = np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+
+    def take(self, conn: psycopg.Connection, places: np.ndarray) -> dict[str, np.ndarray]:
+        missing = np.setdiff1d(places, self.idx, assume_unique=True)
+        if len(missing):
+            kept = np.isin(self.idx, places) if len(self.idx) + len(missing) > CONTENT_CACHE else slice(None)
+            got = [read(conn, CONTENT, {"places": ids.tolist()}, VECTOR) for ids in _slices(missing, CONTENT_CACHE)]
+            self.idx = np.concatenate([self.idx[kept], *(g["idx"] for g in got)])
+            self.vectors = np.concatenate([self.vectors[kept], *(g["vector"] for g in got)])
+        return {"idx": self.idx, "vector": self.vectors}
+
+
+def _slices(values: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _copy_in(conn: psycopg.Connection, table: str, columns: list[Column]) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
+        for chunk in rows(columns):
+            copy.write(chunk)
+
+
+def user_means(conn: psycopg.Connection, space: dict[str, Any], users: int) -> None:
+    """Every affected user's weighted mean of content into user_means (idx, vector, weight); none if no pairs."""
+    conn.execute("CREATE TEMP TABLE user_means (idx int4 PRIMARY KEY, vector vector, weight float8) ON COMMIT DROP")
+    cache = _ContentCache()
+    for lo, hi in _blocks(conn, users):
+        pairs = read(conn, PAIRS_FOR_MEANS, {**space, "lo": lo, "hi": hi}, PAIR_FIELDS)
+        if not len(pairs["user"]):
+            continue
+        content = cache.take(conn, np.unique(pairs["place"]))
+        rows_, found = _rows_of(content["idx"], pairs["place"])
+        if not found.all():  # touched.in_space promised content: never sum a wrong row
+            raise RuntimeError("a place in the space has no content vector")
+        sorted_users, _ = _runs(np.sort(pairs["user"]))
+        sums = np.zeros((len(sorted_users), EMBEDDING_DIM))
+        for keys, partial in _sum_by_key(pairs["user"], content["vector"], rows_, pairs["w_new"]):
+            sums[np.searchsorted(sorted_users, keys)] += partial
+        weights = np.bincount(np.searchsorted(sorted_users, pairs["user"]), pairs["w_new"], len(sorted_users))
+        sums /= weights[:, None]
+        means = sums.astype(np.float32)
+        _copy_in(
+            conn,
+            "user_means",
+            [Column("int4", sorted_users), Column("vector", means), Column("float8", weights)],
+        )
+    conn.execute("ANALYZE user_means")
+
+
+def place_behaviour(conn: psycopg.Connection, space: dict[str, Any], users: int, places: int, *, batch: bool) -> None:
+    """Every touched place's new behaviour vector into place_behaviour (idx, vector, weight; weight 0: none).
+
+    A batch moves the stored vectors by its users' signed deltas; otherwise (everything
+    recomputed) they are built from zero. Only places some user moved get a row.
+    """
+    conn.execute("CREATE TEMP TABLE place_behaviour (idx int4, vector vector, weight float8) ON COMMIT DROP")
+    blocks = list(_blocks(conn, users))  # a few integers per PAIRS_PER_BLOCK pairs
+    for place_lo in range(0, places, PLACES_PER_PASS):
+        place_hi = min(place_lo + PLACES_PER_PASS, places)
+        span = {"place_lo": place_lo, "place_hi": place_hi}
+        delta = np.zeros((place_hi - place_lo, EMBEDDING_DIM))
+        delta_weight = np.zeros(place_hi - place_lo)
+        moved = np.zeros(place_hi - place_lo, dtype=bool)
+        for lo, hi in blocks:
+            block = {**space, **span, "lo": lo, "hi": hi}
+            pairs = read(conn, PAIRS_FOR_PLACES, block, PAIR_FIELDS)
+            if not len(pairs["user"]):
+                continue
+            users_here = {"users": np.unique(pairs["user"]).tolist()}
+            signed = [(read(conn, NEW_MEANS, users_here, VECTOR), pairs["w_new"], 1.0)]
+            if batch:
+                signed.append((read(conn, OLD_MEANS, users_here, VECTOR), pairs["w_old"], -1.0))
+            for means, weights, sign in signed:
+                rows_, found = _rows_of(means["idx"], pairs["user"])
+                has = found & (weights > 0)
+                local = pairs["place"][has] - place_lo
+                for keys, partial in _sum_by_key(local, means["vector"], rows_[has], sign * weights[has]):
+                    delta[keys] += partial
+                delta_weight += np.bincount(local, sign * weights[has], len(delta_weight))
+                moved[local] = True
+        if batch:  # the stored vectors, moved by the deltas
+            stored = read(conn, STORED_BEHAVIOUR, span, [*VECTOR, ("weight", "float8", 0)])
+            local = stored["idx"] - place_lo
+            delta[local] += stored["vector"] * stored["weight"][:, None]
+            delta_weight[local] += stored["weight"]
+        _write_places(conn, place_lo, moved, delta, delta_weight)
+    conn.execute("ANALYZE place_behaviour")
+
+
+def _write_places(
+    conn: psycopg.Connection, place_lo: int, moved: np.ndarray, sums: np.ndarray, totals: np.ndarray
+) -> None:
+    local = np.flatnonzero(moved)
+    total = totals[local]
+    kept = total > EPSILON_WEIGHT
+    vectors = np.zeros((len(local), EMBEDDING_DIM), dtype=np.float32)
+    for rows_ in _slices(np.flatnonzero(kept), GATHER_ROWS):
+        vectors[rows_] = sums[local[rows_]] / total[rows_, None]
+    _copy_in(
+        conn,
+        "place_behaviour",
+        [
+            Column("int4", (local + place_lo).astype(np.int32)),
+            Column("vector", vectors),
+            Column("float8", np.where(kept, total, 0.0)),
+        ],
+    )
