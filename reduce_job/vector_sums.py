@@ -10,18 +10,23 @@ batch's reduce). Here the database joins and sends each pair as two integers and
 
 Memory is bounded by the constants below, not by users, places or history:
   * users go in blocks of consecutive affected users that start within PAIRS_PER_BLOCK pairs
-    and USERS_PER_BLOCK users (so under twice as many pairs; a user with more is bounded by
-    the place catalogue). A block holds its pairs (24 B each), a float64 sum and a float32
-    mean per user (4.5 KB), or the new and old means of its users (3 KB);
-  * content vectors (1.5 KB) are kept across blocks up to CONTENT_CACHE places (or one
-    block's places): fetched once while the places touched fit, about once per block beyond;
-  * pairs are gathered GATHER_ROWS at a time (1.5 KB each, summed into 3 KB);
+    and USERS_PER_BLOCK users (so under twice as many pairs, and so under 32k distinct
+    places; a single user with more is bounded by the place catalogue). A block holds its
+    pairs (24 B each), a float64 sum and a float32 mean per user (4.5 KB), or the new and
+    old means of its users (3 KB);
+  * content vectors (1.5 KB) are kept across blocks up to CONTENT_CACHE places, or one
+    block's places: fetched once while the places touched fit, about once per block beyond;
+    a refill briefly holds the old, the kept and the new vectors;
+  * pairs are gathered GATHER_ROWS at a time (1.5 KB each, summed into 3 KB, added through
+    a 3 KB gathered copy);
   * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
     user blocks per range of places, each reading only its own pairs and their users' means.
-At the constants, about 8k x 4.5 KB + 16k x 1.5 KB (x 2 while refilled) + 4k x 4.5 KB in
-the user stage and 16k x 4.5 KB + 8k x 3 KB + 4k x 4.5 KB in the place stage: about
-110 MB at worst, whatever the data; benchmarks/reduce_scale_bench.py measures the peak.
-The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
+At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 4k x 7.5 KB
+(about 210 MB, only when a block's places are all new to the cache) and the place stage
+near 16k x 4.5 KB + 8k x 3 KB + 4k x 7.5 KB (about 130 MB), whatever the data;
+benchmarks/reduce_scale_bench.py measures the reduce's peak (217-218 MiB in all, flat from
+0.1 to 0.3 M users). The database side holds affected_pairs (about 50 B per pair, in
+temporary files when large).
 
 Needs the temporary tables vectors.py makes: affected_pairs (user_idx, place_idx, w_new, w_old,
 for_mean), touched (place_category, place_id, idx, from_batch, in_space) and, for a batch,
@@ -194,28 +199,43 @@ def place_behaviour(conn: psycopg.Connection, space: dict[str, Any], users: int,
         moved = np.zeros(place_hi - place_lo, dtype=bool)
         for lo, hi in blocks:
             block = {**space, **span, "lo": lo, "hi": hi}
-            pairs = read(conn, PAIRS_FOR_PLACES, block, PAIR_FIELDS)
-            if not len(pairs["user"]):
-                continue
-            users_here = {"users": np.unique(pairs["user"]).tolist()}
-            signed = [(read(conn, NEW_MEANS, users_here, VECTOR), pairs["w_new"], 1.0)]
-            if batch:
-                signed.append((read(conn, OLD_MEANS, users_here, VECTOR), pairs["w_old"], -1.0))
-            for means, weights, sign in signed:
-                rows_, found = _rows_of(means["idx"], pairs["user"])
-                has = found & (weights > 0)
-                local = pairs["place"][has] - place_lo
-                for keys, partial in _sum_by_key(local, means["vector"], rows_[has], sign * weights[has]):
-                    delta[keys] += partial
-                delta_weight += np.bincount(local, sign * weights[has], len(delta_weight))
-                moved[local] = True
+            _add_block(conn, block, delta, delta_weight, moved, batch=batch)
         if batch:  # the stored vectors, moved by the deltas
             stored = read(conn, STORED_BEHAVIOUR, span, [*VECTOR, ("weight", "float8", 0)])
-            local = stored["idx"] - place_lo
-            delta[local] += stored["vector"] * stored["weight"][:, None]
-            delta_weight[local] += stored["weight"]
+            for rows_ in _slices(np.arange(len(stored["idx"])), GATHER_ROWS):
+                local = stored["idx"][rows_] - place_lo
+                delta[local] += stored["vector"][rows_] * stored["weight"][rows_, None]
+                delta_weight[local] += stored["weight"][rows_]
+            del stored
         _write_places(conn, place_lo, moved, delta, delta_weight)
     conn.execute("ANALYZE place_behaviour")
+
+
+def _add_block(
+    conn: psycopg.Connection,
+    block: dict[str, Any],
+    delta: np.ndarray,
+    delta_weight: np.ndarray,
+    moved: np.ndarray,
+    *,
+    batch: bool,
+) -> None:
+    """One user block's signed contributions to the places of one range (its arrays freed on return)."""
+    pairs = read(conn, PAIRS_FOR_PLACES, block, PAIR_FIELDS)
+    if not len(pairs["user"]):
+        return
+    users_here = {"users": np.unique(pairs["user"]).tolist()}
+    signed = [(read(conn, NEW_MEANS, users_here, VECTOR), pairs["w_new"], 1.0)]
+    if batch:
+        signed.append((read(conn, OLD_MEANS, users_here, VECTOR), pairs["w_old"], -1.0))
+    for means, weights, sign in signed:
+        rows_, found = _rows_of(means["idx"], pairs["user"])
+        has = found & (weights > 0)
+        local = pairs["place"][has] - block["place_lo"]
+        for keys, partial in _sum_by_key(local, means["vector"], rows_[has], sign * weights[has]):
+            delta[keys] += partial
+        delta_weight += np.bincount(local, sign * weights[has], len(delta_weight))
+        moved[local] = True
 
 
 def _write_places(
