@@ -24,9 +24,9 @@ Memory is bounded by the constants below, not by users, places or history:
 At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 4k x 7.5 KB
 (about 210 MB, only when a block's places are all new to the cache) and the place stage
 near 16k x 4.5 KB + 8k x 3 KB + 4k x 7.5 KB (about 130 MB), whatever the data;
-benchmarks/reduce_scale_bench.py measures the reduce's peak (217-218 MiB in all, flat from
-0.1 to 0.3 M users). The database side holds affected_pairs (about 50 B per pair, in
-temporary files when large).
+benchmarks/reduce_scale_bench.py measures the reduce's peak (193 MiB in all at 0.1 M users;
+217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
+The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
 
 Needs the temporary tables vectors.py makes: affected_pairs (user_idx, place_idx, w_new, w_old,
 for_mean), touched (place_category, place_id, idx, from_batch, in_space) and, for a batch,
