@@ -1,9 +1,10 @@
-"""PostgreSQL's binary COPY format, to and from numpy records in one pass (no Python per row).
+"""PostgreSQL's binary value formats, to and from numpy in one pass (no Python per row).
 
-Each row is a 16-bit field count, then per field a 32-bit length and the value in network
-byte order; every column here is fixed-width, so a row is one packed numpy record and a chunk
-of rows is one `tobytes()` (or one `frombuffer` reading back). pgvector's binary vector is dim
-(int16), unused (int16), floats.
+Into the database by binary COPY: each row is a 16-bit field count, then per field a 32-bit
+length and the value in network byte order; every column here is fixed-width, so a row is one
+packed numpy record and a chunk of rows is one `tobytes()`. Out of it, `read` takes each
+column's values in the same binary forms, packed into one bytea. pgvector's binary vector is
+dim (int16), unused (int16), floats.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def field_dtype(kind: str, width: int = 0) -> list[tuple[str, str | tuple[str, i
     if kind == "bytea":
         return [("value", ("u1", width))]
     raise ValueError(f"unsupported binary COPY column kind {kind!r}")
+
+
+def copy_in(cur: psycopg.Cursor, table: str, columns: Sequence[Column]) -> None:
+    """The columns into `table` by one binary COPY, a chunk of rows at a time."""
+    with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
+        for chunk in rows(columns):
+            copy.write(chunk)
 
 
 def rows(columns: Sequence[Column]) -> Iterator[bytes]:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from reduce_job.binary_copy import Column, ColumnOf, Repeat, RowNumber, rows
+from reduce_job.binary_copy import Column, ColumnOf, Repeat, RowNumber, copy_in
 from witple_batch.partials import Sliceable, iter_strings
 
 STAGING_DDL = """
@@ -54,12 +54,6 @@ def _copy_text(cur: psycopg.Cursor, table: str, lines: Iterable[str]) -> None:
         copy.write("".join(batch))
 
 
-def _copy_binary(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None:
-    with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
-        for chunk in rows(columns):
-            copy.write(chunk)
-
-
 def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sliceable], where: str) -> None:
     """One checked partial into staging, read a chunk at a time (arrays in memory or on disk)."""
 
@@ -81,7 +75,7 @@ def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sli
             ),
         )
         n_places = len(arrays["places.catalogued"])
-        _copy_binary(
+        copy_in(
             cur,
             "stage_place_content",
             [
@@ -94,7 +88,7 @@ def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sli
         )
         n_pairs = len(arrays["pairs.user"])
         counts = arrays["pairs.counts"]
-        _copy_binary(
+        copy_in(
             cur,
             "stage_pairs",
             [

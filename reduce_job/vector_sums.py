@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from reduce_job.binary_copy import Column, read, rows
+from reduce_job.binary_copy import Column, copy_in, read
 from witple_batch.model_files import EMBEDDING_DIM
 
 PAIRS_PER_BLOCK = 16_384
@@ -82,12 +82,16 @@ WHERE t.idx >= %(place_lo)s AND t.idx < %(place_hi)s
 VECTOR = [("idx", "int4", 0), ("vector", "vector", EMBEDDING_DIM)]
 
 
-def _blocks(conn: psycopg.Connection, users: int) -> Iterator[tuple[int, int]]:
-    """Ranges of user idx: each under 2 x PAIRS_PER_BLOCK pairs (or one user's) and USERS_PER_BLOCK users."""
+Blocks = list[tuple[int, int]]
+
+
+def blocks(conn: psycopg.Connection, users: int) -> Blocks:
+    """Ranges of user idx in [0, users): each under 2 x PAIRS_PER_BLOCK pairs (or one user's) and
+    USERS_PER_BLOCK users; a few integers per PAIRS_PER_BLOCK pairs."""
     bounds = {"pairs": PAIRS_PER_BLOCK, "users": USERS_PER_BLOCK}
     starts = [int(r[0]) for r in conn.execute(BLOCK_STARTS, bounds).fetchall()]  # type: ignore[index]
     starts = sorted({0, *starts})
-    yield from zip(starts, [*starts[1:], users], strict=True)
+    return list(zip(starts, [*starts[1:], users], strict=True))
 
 
 def _rows_of(idx: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,18 +154,12 @@ def _slices(values: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield values[start : start + size]
 
 
-def _copy_in(conn: psycopg.Connection, table: str, columns: list[Column]) -> None:
-    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
-        for chunk in rows(columns):
-            copy.write(chunk)
-
-
-def user_means(conn: psycopg.Connection, space: dict[str, Any], users: int) -> None:
+def user_means(conn: psycopg.Connection, user_blocks: Blocks) -> None:
     """Every affected user's weighted mean of content into user_means (idx, vector, weight); none if no pairs."""
     conn.execute("CREATE TEMP TABLE user_means (idx int4 PRIMARY KEY, vector vector, weight float8) ON COMMIT DROP")
     cache = _ContentCache()
-    for lo, hi in _blocks(conn, users):
-        pairs = read(conn, PAIRS_FOR_MEANS, {**space, "lo": lo, "hi": hi}, PAIR_FIELDS)
+    for lo, hi in user_blocks:
+        pairs = read(conn, PAIRS_FOR_MEANS, {"lo": lo, "hi": hi}, PAIR_FIELDS)
         if not len(pairs["user"]):
             continue
         content = cache.take(conn, np.unique(pairs["place"]))
@@ -175,30 +173,28 @@ def user_means(conn: psycopg.Connection, space: dict[str, Any], users: int) -> N
         weights = np.bincount(np.searchsorted(sorted_users, pairs["user"]), pairs["w_new"], len(sorted_users))
         sums /= weights[:, None]
         means = sums.astype(np.float32)
-        _copy_in(
-            conn,
-            "user_means",
-            [Column("int4", sorted_users), Column("vector", means), Column("float8", weights)],
-        )
+        with conn.cursor() as cur:
+            copy_in(
+                cur, "user_means", [Column("int4", sorted_users), Column("vector", means), Column("float8", weights)]
+            )
     conn.execute("ANALYZE user_means")
 
 
-def place_behaviour(conn: psycopg.Connection, space: dict[str, Any], users: int, places: int, *, batch: bool) -> None:
+def place_behaviour(conn: psycopg.Connection, user_blocks: Blocks, places: int, *, batch: bool) -> None:
     """Every touched place's new behaviour vector into place_behaviour (idx, vector, weight; weight 0: none).
 
     A batch moves the stored vectors by its users' signed deltas; otherwise (everything
     recomputed) they are built from zero. Only places some user moved get a row.
     """
     conn.execute("CREATE TEMP TABLE place_behaviour (idx int4, vector vector, weight float8) ON COMMIT DROP")
-    blocks = list(_blocks(conn, users))  # a few integers per PAIRS_PER_BLOCK pairs
     for place_lo in range(0, places, PLACES_PER_PASS):
         place_hi = min(place_lo + PLACES_PER_PASS, places)
         span = {"place_lo": place_lo, "place_hi": place_hi}
         delta = np.zeros((place_hi - place_lo, EMBEDDING_DIM))
         delta_weight = np.zeros(place_hi - place_lo)
         moved = np.zeros(place_hi - place_lo, dtype=bool)
-        for lo, hi in blocks:
-            block = {**space, **span, "lo": lo, "hi": hi}
+        for lo, hi in user_blocks:
+            block = {**span, "lo": lo, "hi": hi}
             _add_block(conn, block, delta, delta_weight, moved, batch=batch)
         if batch:  # the stored vectors, moved by the deltas
             stored = read(conn, STORED_BEHAVIOUR, span, [*VECTOR, ("weight", "float8", 0)])
@@ -247,12 +243,13 @@ def _write_places(
     vectors = np.zeros((len(local), EMBEDDING_DIM), dtype=np.float32)
     for rows_ in _slices(np.flatnonzero(kept), GATHER_ROWS):
         vectors[rows_] = sums[local[rows_]] / total[rows_, None]
-    _copy_in(
-        conn,
-        "place_behaviour",
-        [
-            Column("int4", (local + place_lo).astype(np.int32)),
-            Column("vector", vectors),
-            Column("float8", np.where(kept, total, 0.0)),
-        ],
-    )
+    with conn.cursor() as cur:
+        copy_in(
+            cur,
+            "place_behaviour",
+            [
+                Column("int4", (local + place_lo).astype(np.int32)),
+                Column("vector", vectors),
+                Column("float8", np.where(kept, total, 0.0)),
+            ],
+        )

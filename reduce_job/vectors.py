@@ -198,9 +198,10 @@ def compute(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool
         conn.execute(OLD_MEANS)
         conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
     users, places = conn.execute("SELECT (SELECT count(*) FROM affected), (SELECT count(*) FROM touched)").fetchone()  # type: ignore[misc]
-    vector_sums.user_means(conn, space, users)
+    user_blocks = vector_sums.blocks(conn, users)
+    vector_sums.user_means(conn, user_blocks)
     conn.execute(USER_VECTORS_NOW)
-    vector_sums.place_behaviour(conn, space, users, places, batch=not everything)
+    vector_sums.place_behaviour(conn, user_blocks, places, batch=not everything)
     conn.execute(PLACE_VECTORS_NOW_ALL if everything else PLACE_VECTORS_NOW_BATCH, space)  # type: ignore[arg-type]
     row = conn.execute(
         "SELECT (SELECT count(*) FROM user_vectors_now), (SELECT count(vector) FROM user_vectors_now),"
