@@ -4,8 +4,8 @@
 
 The child runs as its own process, exactly as Batch starts it; its figures come from the
 metrics.json it writes (peak RSS is the child's own VmHWM). Then the same files are
-fetched again with the child's fetcher and nothing else, to show how much of the read
-stage is the S3 server's answering rather than our parsing and validation.
+fetched again with the child's fetcher (its GET process) and nothing else, to show how much
+of the read stage is the GETs rather than our parsing and validation.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import orjson
 
 from local_stack.moto_s3 import MotoS3
 from local_stack.sample_data import ensure_bucket, generate, upload
-from shard_job.fetch import fetch_in_order
+from shard_job.fetch_process import FetchProcess
 from witple_batch.config import DEFAULT_WORK_PREFIX, common_from_env
 from witple_batch.partials import METRICS_FILE
 from witple_batch.run_layout import RunLayout, load_shard_plan
@@ -68,10 +68,11 @@ def main() -> None:
         metrics_key = layout.shard_prefix(0) + METRICS_FILE
         metrics = orjson.loads(client.get_object(Bucket=layout.work_bucket, Key=metrics_key)["Body"].read())
         files = list(load_shard_plan(client, layout, 0, common_from_env(env).partials_key).files)
-        started = time.perf_counter()
-        for _ in fetch_in_order(client, "bench-input", files, 16, 128 << 20):
-            pass
-        gets_alone = time.perf_counter() - started
+        with FetchProcess.started() as reader:
+            started = time.perf_counter()
+            for _ in reader.fetch_in_order(env["AWS_REGION"], "bench-input", files, 16, 128 << 20):
+                pass
+            gets_alone = time.perf_counter() - started
     seconds = metrics["seconds"]
     work = sum(seconds.values())
     print(f"plan: {plan.stdout.strip()}")
@@ -87,7 +88,7 @@ def main() -> None:
         f"texts/s (embed stage) {metrics['texts_embedded'] / seconds['embed']:,.0f}"
     )
     print(
-        f"GETs alone (same fetcher, 16 at once, no parsing): {gets_alone:.2f}s = "
+        f"GETs alone (the child's GET process, 16 at once, no parsing): {gets_alone:.2f}s = "
         f"{metrics['files'] / gets_alone:,.0f} files/s; the read stage is {seconds['read'] / gets_alone:.2f}x that"
     )
     print(f"peak RSS {metrics['peak_rss_mb']:.0f} MiB (limit in the acceptance: 1024 MiB)")

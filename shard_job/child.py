@@ -18,7 +18,8 @@ import psycopg
 
 from shard_job import catalogue
 from shard_job.config import ShardConfig
-from shard_job.fetch import ObjectGone, fetch_in_order
+from shard_job.fetch import ObjectGone
+from shard_job.fetch_process import FetchProcess
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
 from shard_job.stored_content import StoredContent, stored_content
@@ -164,7 +165,12 @@ def build_partial(
 
 
 def read_files(
-    client: Any, config: ShardConfig, layout: RunLayout, shard: ShardInput, conn: psycopg.Connection | None
+    client: Any,
+    reader: FetchProcess,
+    config: ShardConfig,
+    layout: RunLayout,
+    shard: ShardInput,
+    conn: psycopg.Connection | None,
 ) -> ShardPlan:
     """Every planned file into the shard: read, or set aside (over the listed-size limit, it stopped
     earlier attempts, or it changed after planning). Returns the plan it read."""
@@ -182,8 +188,8 @@ def read_files(
             set_aside(shard, item, exc)
             continue
         readable.append(item)
-    fetched = fetch_in_order(
-        client,
+    fetched = reader.fetch_in_order(
+        config.common.region,
         plan.input_bucket,
         readable,
         config.download_concurrency,
@@ -236,7 +242,7 @@ def _load_embedder(model_dir: Path, threads: int | None, manifest: ModelManifest
     return Embedder(model_dir, threads=threads, manifest=manifest), time.perf_counter() - started
 
 
-def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
+def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[str, Any]:
     """Returns the shard's metrics; raises on anything that should fail the child.
 
     The model files are checked first; the session then loads on its own thread while the database
@@ -264,7 +270,7 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
             seconds["connect"] = time.perf_counter() - connect_started
             shard = ShardInput(rejects=rejects)
             read_started = time.perf_counter()
-            plan = read_files(client, config, layout, shard, conn)
+            plan = read_files(client, reader, config, layout, shard, conn)
             seconds["read"] = time.perf_counter() - read_started
             rejects.close()
             wait_started = time.perf_counter()
@@ -293,7 +299,9 @@ def run_shard(client: Any, config: ShardConfig) -> dict[str, Any]:
             "embed_threads": embedder.threads,
             # metrics.json cannot time its own upload; the log line below adds write and total
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            # both processes' peaks added: a bound on the container's, which its memory limit is for
+            "peak_rss_mb": round(peak_rss_mb() + reader.peak_rss_mb, 1),
+            "reader_peak_rss_mb": reader.peak_rss_mb,
         }
         write_partial(client, layout, config.array_index, partial, rejects.path, metrics, config.common.partials_key)
     metrics["seconds"].update(

@@ -262,13 +262,16 @@ def _check(local: bool) -> int:
 
 
 def _child() -> int:
-    from shard_job.child import run_shard
-    from shard_job.config import shard_config_from_env
+    from shard_job.fetch_process import FetchProcess
 
-    config = shard_config_from_env()
-    for warning in config.common.warnings():
-        event(log, warning, logging.WARNING)
-    run_shard(s3_client(config.common.region, pool=config.download_concurrency + 4), config)
+    with FetchProcess.started() as reader:  # its imports run while this process makes its own
+        from shard_job.child import run_shard
+        from shard_job.config import shard_config_from_env
+
+        config = shard_config_from_env()
+        for warning in config.common.warnings():
+            event(log, warning, logging.WARNING)
+        run_shard(s3_client(config.common.region), reader, config)
     return 0
 
 

@@ -16,6 +16,7 @@ import pytest
 from local_stack.sample_data import SampleSet, ensure_bucket, upload
 from shard_job.child import run_shard
 from shard_job.config import shard_config_from_env
+from shard_job.fetch_process import FetchProcess
 from shard_job.plan import PlanOptions, plan
 from witple_batch.config import common_from_env
 from witple_batch.partials import SUCCESS_FILE, ShardPartial, decode_partial, parse_success
@@ -67,7 +68,8 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
 
 def run_child(env: dict[str, str], index: int) -> dict[str, Any]:
     config = shard_config_from_env({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
-    return run_shard(s3_client(config.common.region), config)
+    with FetchProcess.started({**os.environ, **env}) as reader:
+        return run_shard(s3_client(config.common.region), reader, config)
 
 
 def work_objects(env: dict[str, str], prefix: str = "") -> dict[str, bytes]:
