@@ -185,8 +185,10 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
     for statement in BATCH_TABLES:
         conn.execute(statement)  # type: ignore[arg-type]
     row = conn.execute(
-        "SELECT (SELECT count(DISTINCT user_id) FROM batch_pairs), (SELECT count(*) FROM batch_places),"
-        " (SELECT count(*) FROM batch_pairs), (SELECT count(*) FROM batch_places WHERE NOT catalogued)"
+        # DISTINCT in a subquery may hash; count(DISTINCT) always sorts
+        "SELECT (SELECT count(*) FROM (SELECT DISTINCT user_id FROM batch_pairs) d),"
+        " (SELECT count(*) FROM batch_places), (SELECT count(*) FROM batch_pairs),"
+        " (SELECT count(*) FROM batch_places WHERE NOT catalogued)"
     ).fetchone()
     users, places, pairs, uncatalogued = row  # type: ignore[misc]
     return {"users": int(users), "places": int(places), "pairs": int(pairs), "places_uncatalogued": int(uncatalogued)}

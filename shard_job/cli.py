@@ -265,6 +265,7 @@ def _child() -> int:
     from shard_job.fetch_process import FetchProcess
 
     with FetchProcess.started() as reader:  # its imports run while this process makes its own
+        reader.killed_first_on_oom()
         from shard_job.child import run_shard
         from shard_job.config import shard_config_from_env
 

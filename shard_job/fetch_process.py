@@ -6,10 +6,11 @@ latency (`benchmarks/shard_bench.py`). Here the GETs run in a child process (`fe
 its threads and read-ahead bound unchanged) that writes each result down a pipe, in plan
 order, while the shard parses the one before.
 
-Memory: the process holds at most fetch_in_order's window (2x concurrency bodies, at most
-`read_ahead_bytes` listed bytes, or one larger file alone), plus what the pipe buffers (64 KiB
-on Linux); it blocks on the pipe when the shard falls behind. The shard holds the one body it
-is parsing.
+Memory: the process holds the shard's file list (~0.5 KB a file, as the shard does) and
+fetch_in_order's window (2x concurrency bodies, at most `read_ahead_bytes` listed bytes, or one
+larger file alone) and the body it last sent; the pipe buffers 64 KiB (Linux) and the shard's
+reader 8 KiB more. The process blocks on the pipe when the shard falls behind. The shard holds
+the one body it is parsing.
 
 The process lives no longer than the shard: it exits when its stdin closes (the shard is done,
 or dead: killed, out of memory) and is killed when the shard stops reading early. A GET that
@@ -19,6 +20,8 @@ failing in the shard's own threads did.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
 import subprocess
@@ -26,12 +29,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from shard_job.fetch import FetchError, ObjectGone
 from witple_batch.run_layout import InputFile
+
+log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<IBQ")  # file index, kind, payload length
 _BODY, _GONE, _FAILED, _DONE = range(4)
@@ -68,6 +74,22 @@ class FetchProcess:
                 if pipe is not None:
                     pipe.close()
 
+    def killed_first_on_oom(self) -> None:
+        """Make the kernel's OOM killer pick this process (the shard) before the GET process.
+
+        The two share the container's memory. Killed while parsing, the shard leaves its
+        progress note on the file being parsed (a retry quarantines it), as when it read alone;
+        the GET process killed instead would surface as a FetchError and blame no file, so
+        every retry would die the same way. A process may raise its own score, never lower one.
+        """
+        try:
+            own = Path("/proc/self/oom_score_adj")
+            score = int(Path(f"/proc/{self.pid}/oom_score_adj").read_text())
+            if int(own.read_text()) <= score < 1000:
+                own.write_text(str(min(1000, score + 500)))
+        except (OSError, ValueError):
+            pass  # not Linux, or /proc not writable: the old behaviour, nothing worse
+
     def fetch_in_order(
         self,
         region: str,
@@ -81,15 +103,11 @@ class FetchProcess:
         `before_wait(item)` before waiting for each."""
         stdin, stdout = self._process.stdin, self._process.stdout
         assert stdin is not None and stdout is not None
-        request = {
-            "region": region,
-            "bucket": bucket,
-            "files": [item.as_dict() for item in files],
-            "concurrency": concurrency,
-            "read_ahead_bytes": read_ahead_bytes,
-        }
         try:
-            stdin.write(orjson.dumps(request) + b"\n")
+            request = {"region": region, "bucket": bucket, "files": [item.as_dict() for item in files]}
+            stdin.write(orjson.dumps(request | {"concurrency": concurrency, "read_ahead_bytes": read_ahead_bytes}))
+            del request
+            stdin.write(b"\n")
             stdin.flush()
         except BrokenPipeError:
             raise FetchError(self._stopped()) from None
@@ -133,26 +151,26 @@ def _write(out: IO[bytes], index: int, kind: int, payload: bytes) -> None:
     out.flush()
 
 
-def _exit_when_stdin_closes(stdin: IO[bytes]) -> None:
-    stdin.read()  # nothing more is sent: this returns when the shard closes the pipe or dies
+def _exit_when_stdin_closes() -> None:
+    # unbuffered reads of fd 0: a thread parked in the buffered reader would abort the
+    # interpreter's shutdown (it cannot take the reader's lock to close it)
+    while os.read(0, 1 << 16):
+        pass  # nothing more is sent after the request: this ends when the shard closes the pipe or dies
     os._exit(0)
 
 
-def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The process's side: one request, every file's frame in order, then its peak memory."""
+def _results(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     from shard_job.fetch import fetch_in_order
-    from witple_batch.logs import configure, log_level
     from witple_batch.resources import peak_rss_mb
     from witple_batch.s3 import s3_client
-
-    configure("shard_job.fetch_process", log_level() or "INFO")
 
     line = stdin.readline()
     if not line:
         return
-    threading.Thread(target=_exit_when_stdin_closes, args=(stdin,), daemon=True).start()
+    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
     request: dict[str, Any] = orjson.loads(line)
-    files = [InputFile(**row) for row in request["files"]]
+    del line
+    files = [InputFile(**row) for row in request.pop("files")]
     client = s3_client(request["region"], pool=request["concurrency"])
     fetched = fetch_in_order(client, request["bucket"], files, request["concurrency"], request["read_ahead_bytes"])
     index = 0
@@ -165,16 +183,29 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     except FetchError as exc:
         _write(stdout, index, _FAILED, str(exc).encode())
         return
-    except (BrokenPipeError, MemoryError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a fault of ours: the shard fails with it, and Batch retries
-        _write(stdout, index, _FAILED, f"the S3 reader process failed: {exc!r}"[:2000].encode())
-        return
     _write(stdout, len(files), _DONE, orjson.dumps({"peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 
-if __name__ == "__main__":
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    """The process's side: one request, every file's frame in order, then its peak memory.
+    Any failure of its own goes to the shard as a frame and to the log as one JSON line."""
+    from witple_batch.logs import configure, event, log_level
+
+    configure("shard_job.fetch_process", log_level() or "INFO")
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer)
+        _results(stdin, stdout)
     except BrokenPipeError:
-        os._exit(0)  # the shard stopped reading: nothing left to tell it
+        return 0  # the shard stopped reading: nothing left to tell it
+    except BaseException as exc:  # noqa: BLE001 - a fault of ours (or Ctrl-C): the shard fails with it
+        message = f"the S3 reader process failed: {exc!r}"[:2000]
+        event(log, message, logging.ERROR)
+        with contextlib.suppress(OSError):  # else the shard is gone; the log line stays
+            _write(stdout, 0, _FAILED, message.encode())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # buffered whatever PYTHONUNBUFFERED says (the images set it): a raw write may be partial;
+    # os._exit: the stdin watcher is parked in a read, and nothing is left to clean up
+    os._exit(serve(sys.stdin.buffer, os.fdopen(sys.stdout.fileno(), "wb", closefd=False)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from local_stack.fault_proxy import FaultProxy
@@ -51,7 +53,7 @@ def test_the_in_process_fetchers_results_in_plan_order(s3_env):
     client.delete_object(Bucket=BUCKET, Key=files[7].key)
     client.put_object(Bucket=BUCKET, Key=files[9].key, Body=b"rewritten after planning")
     waited: list[InputFile] = []
-    with FetchProcess.started() as reader:
+    with FetchProcess.started({**os.environ, "PYTHONUNBUFFERED": "1"}) as reader:  # as the images run it
         got = list(reader.fetch_in_order(s3_env["AWS_REGION"], BUCKET, files, 4, 10_000, waited.append))
         assert reader.peak_rss_mb > 20  # sent at the end: the process's VmHWM
     assert waited == files == [item for item, _ in got]
@@ -67,7 +69,7 @@ def test_a_get_that_fails_for_good_raises_fetch_error_naming_the_key(moto, s3_en
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
         with FetchProcess.started(env) as reader:
             fetched = reader.fetch_in_order(s3_env["AWS_REGION"], BUCKET, files, 2, 10_000)
-            assert [item for item, _ in zip(range(3), fetched, strict=False)]
+            assert [item for item, _ in itertools.islice(fetched, 3)] == files[:3]
             with pytest.raises(FetchError, match=f"s3://{BUCKET}/{files[3].key}: InternalError"):
                 next(fetched)
 
@@ -83,8 +85,9 @@ def test_a_stalled_shard_stalls_the_gets(moto, s3_env):
         time.sleep(1.5)  # unbounded, all 300 would be fetched by now (~0.3 s)
         ahead = len(gets)
         assert sum(1 for _ in fetched) == 299
-    # window: 5 files (read_ahead_bytes); pipe: 64 KiB of 2 KB frames; one being written
-    assert ahead <= 1 + 5 + 33 + 1, ahead
+    # window: 5 files (read_ahead_bytes) and the one last sent; pipe: 64 KiB of 2 KB frames;
+    # the shard's reader: 8 KiB; one being written
+    assert ahead <= 1 + 6 + 33 + 4 + 1, ahead
     assert len(gets) == 300
 
 
@@ -148,3 +151,49 @@ def alarm_after(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def run_helper(request: bytes) -> tuple[int, bytes, bytes]:
+    """The process on its own, its stdin held open (closing it is the shard going away)."""
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "shard_job.fetch_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert helper.stdin is not None and helper.stdout is not None and helper.stderr is not None
+    helper.stdin.write(request)
+    helper.stdin.flush()
+    out, err = helper.stdout.read(), helper.stderr.read()  # to EOF: the process ends by itself
+    code = helper.wait(timeout=30)
+    helper.stdin.close()
+    return code, out, err
+
+
+def test_the_process_exits_cleanly_and_logs_only_json(s3_env):
+    files = put_files(s3_env, 3)
+    request = {"region": s3_env["AWS_REGION"], "bucket": BUCKET, "files": [f.as_dict() for f in files]}
+    code, out, err = run_helper(orjson.dumps(request | {"concurrency": 2, "read_ahead_bytes": 8000}) + b"\n")
+    assert (code, err) == (0, b"")
+    assert out.count(SIZE.to_bytes(8, "little")) == 3  # three body frames, then the closing one
+    assert b'"peak_rss_mb"' in out
+    code, out, err = run_helper(b'{"not": "a request"}\n')
+    assert code == 1
+    assert b"the S3 reader process failed: KeyError('files')" in out
+    assert [orjson.loads(line)["level"] for line in err.splitlines()] == ["ERROR"]
+
+
+OOM_SCORES = """
+from pathlib import Path
+from shard_job.fetch_process import FetchProcess
+with FetchProcess.started() as reader:
+    reader.killed_first_on_oom()
+    print(Path("/proc/self/oom_score_adj").read_text().strip(), Path(f"/proc/{reader.pid}/oom_score_adj").read_text())
+"""
+
+
+def test_the_oom_killer_picks_the_shard_first():
+    """Killed while parsing, the shard leaves its note on the file being parsed, as when it read alone
+    (shard_job's child asks for it as soon as the GET process starts)."""
+    shard, helper = map(int, subprocess.check_output([sys.executable, "-c", OOM_SCORES], text=True).split())
+    assert shard > helper
