@@ -72,7 +72,8 @@ class FetchProcess:
             process.wait()
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
-                    pipe.close()
+                    with contextlib.suppress(BrokenPipeError):  # a flush that failed before: already told
+                        pipe.close()
 
     def killed_first_on_oom(self) -> None:
         """Make the kernel's OOM killer pick this process (the shard) before the GET process.
@@ -80,13 +81,14 @@ class FetchProcess:
         The two share the container's memory. Killed while parsing, the shard leaves its
         progress note on the file being parsed (a retry quarantines it), as when it read alone;
         the GET process killed instead would surface as a FetchError and blame no file, so
-        every retry would die the same way. A process may raise its own score, never lower one.
+        every retry would die the same way. The highest score, not a margin: a score adds a
+        share of the memory limit, and the GET process may briefly hold more than the shard.
         """
         try:
             own = Path("/proc/self/oom_score_adj")
             score = int(Path(f"/proc/{self.pid}/oom_score_adj").read_text())
             if int(own.read_text()) <= score < 1000:
-                own.write_text(str(min(1000, score + 500)))
+                own.write_text("1000")
         except (OSError, ValueError):
             pass  # not Linux, or /proc not writable: the old behaviour, nothing worse
 
@@ -120,7 +122,9 @@ class FetchProcess:
                 yield item, ObjectGone(payload.decode())
             else:
                 raise FetchError(payload.decode())
-        _kind, payload = self._frame(stdout, len(files), expect=_DONE)
+        kind, payload = self._frame(stdout, len(files), expect=_DONE)
+        if kind == _FAILED:
+            raise FetchError(payload.decode())
         self.peak_rss_mb = float(orjson.loads(payload)["peak_rss_mb"])
 
     def _frame(self, stdout: IO[bytes], index: int, expect: int | None = None) -> tuple[int, bytes]:
@@ -165,8 +169,8 @@ def _results(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     from witple_batch.s3 import s3_client
 
     line = stdin.readline()
-    if not line:
-        return
+    if not line.endswith(b"\n"):
+        return  # the shard went away mid-request
     threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
     request: dict[str, Any] = orjson.loads(line)
     del line
@@ -206,6 +210,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
 
 if __name__ == "__main__":
-    # buffered whatever PYTHONUNBUFFERED says (the images set it): a raw write may be partial;
+    # frames get fd 1 to themselves (a library's print goes to stderr instead of into a frame),
+    # buffered whatever PYTHONUNBUFFERED says (the images set it: a raw write may be partial);
     # os._exit: the stdin watcher is parked in a read, and nothing is left to clean up
-    os._exit(serve(sys.stdin.buffer, os.fdopen(sys.stdout.fileno(), "wb", closefd=False)))
+    frames = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    os._exit(serve(sys.stdin.buffer, frames))

@@ -164,7 +164,8 @@ def run_helper(request: bytes) -> tuple[int, bytes, bytes]:
     assert helper.stdin is not None and helper.stdout is not None and helper.stderr is not None
     helper.stdin.write(request)
     helper.stdin.flush()
-    out, err = helper.stdout.read(), helper.stderr.read()  # to EOF: the process ends by itself
+    with alarm_after(60):  # a regression fails here instead of hanging the suite
+        out, err = helper.stdout.read(), helper.stderr.read()  # to EOF: the process ends by itself
     code = helper.wait(timeout=30)
     helper.stdin.close()
     return code, out, err
