@@ -39,7 +39,7 @@ from witple_batch.run_layout import InputFile
 
 log = logging.getLogger(__name__)
 
-_FRAME = struct.Struct("<IBQ")  # file index, kind, payload length
+_FRAME = struct.Struct("<IBQ")  # file index (0 on a failure: it ends the read), kind, payload length
 _BODY, _GONE, _FAILED, _DONE = range(4)
 
 
@@ -105,29 +105,28 @@ class FetchProcess:
         `before_wait(item)` before waiting for each."""
         stdin, stdout = self._process.stdin, self._process.stdout
         assert stdin is not None and stdout is not None
+        request = {
+            "region": region,
+            "bucket": bucket,
+            "files": [item.as_dict() for item in files],
+            "concurrency": concurrency,
+            "read_ahead_bytes": read_ahead_bytes,
+        }
         try:
-            request = {"region": region, "bucket": bucket, "files": [item.as_dict() for item in files]}
-            stdin.write(orjson.dumps(request | {"concurrency": concurrency, "read_ahead_bytes": read_ahead_bytes}))
-            del request
-            stdin.write(b"\n")
+            stdin.write(orjson.dumps(request, option=orjson.OPT_APPEND_NEWLINE))
             stdin.flush()
         except BrokenPipeError:
             raise FetchError(self._stopped()) from None
+        del request  # the process has its own copy
         for index, item in enumerate(files):
             before_wait(item)
-            kind, payload = self._frame(stdout, index)
-            if kind == _BODY:
-                yield item, payload
-            elif kind == _GONE:
-                yield item, ObjectGone(payload.decode())
-            else:
-                raise FetchError(payload.decode())
-        kind, payload = self._frame(stdout, len(files), expect=_DONE)
-        if kind == _FAILED:
-            raise FetchError(payload.decode())
+            kind, payload = self._frame(stdout, index, (_BODY, _GONE))
+            yield item, payload if kind == _BODY else ObjectGone(payload.decode())
+        _kind, payload = self._frame(stdout, len(files), (_DONE,))
         self.peak_rss_mb = float(orjson.loads(payload)["peak_rss_mb"])
 
-    def _frame(self, stdout: IO[bytes], index: int, expect: int | None = None) -> tuple[int, bytes]:
+    def _frame(self, stdout: IO[bytes], index: int, kinds: tuple[int, ...]) -> tuple[int, bytes]:
+        """The next frame, which must be file `index`'s and one of `kinds`; a failure frame raises."""
         header = stdout.read(_FRAME.size)
         if len(header) < _FRAME.size:
             raise FetchError(self._stopped())
@@ -136,8 +135,8 @@ class FetchProcess:
         if len(payload) < length:
             raise FetchError(self._stopped())
         if kind == _FAILED:
-            return kind, payload
-        if got != index or (expect is not None and kind != expect):
+            raise FetchError(payload.decode())
+        if got != index or kind not in kinds:
             raise FetchError(f"the S3 reader process answered out of order (frame {got} kind {kind}, wanted {index})")
         return kind, payload
 
@@ -177,7 +176,6 @@ def _results(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     files = [InputFile(**row) for row in request.pop("files")]
     client = s3_client(request["region"], pool=request["concurrency"])
     fetched = fetch_in_order(client, request["bucket"], files, request["concurrency"], request["read_ahead_bytes"])
-    index = 0
     try:
         for index, (_item, data) in enumerate(fetched):
             if isinstance(data, ObjectGone):
@@ -185,7 +183,7 @@ def _results(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             else:
                 _write(stdout, index, _BODY, data)
     except FetchError as exc:
-        _write(stdout, index, _FAILED, str(exc).encode())
+        _write(stdout, 0, _FAILED, str(exc).encode())
         return
     _write(stdout, len(files), _DONE, orjson.dumps({"peak_rss_mb": round(peak_rss_mb(), 1)}))
 
