@@ -21,9 +21,9 @@ Memory is bounded by the constants below, not by users, places or history:
     a 3 KB gathered copy);
   * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
     user blocks per range of places, each reading only its own pairs and their users' means.
-At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 4k x 7.5 KB
-(about 210 MB, only when a block's places are all new to the cache) and the place stage
-near 16k x 4.5 KB + 8k x 3 KB + 4k x 7.5 KB (about 130 MB), whatever the data;
+At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
+(about 190 MB, only when a block's places are all new to the cache) and the place stage
+near 16k x 4.5 KB + 8k x 3 KB + 1k x 7.5 KB (about 105 MB), whatever the data;
 benchmarks/reduce_scale_bench.py measures the reduce's peak (193 MiB in all at 0.1 M users;
 217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
@@ -47,7 +47,7 @@ from witple_batch.model_files import EMBEDDING_DIM
 PAIRS_PER_BLOCK = 16_384
 USERS_PER_BLOCK = 8_192
 PLACES_PER_PASS = 16_384
-GATHER_ROWS = 4_096
+GATHER_ROWS = 1_024  # a gather's float32 products (1.5 MB) are summed while still in a core's cache
 CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
 EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
 
 from witple_batch.settings import ConfigError
 
 
+def s3_timestamp(value: Any) -> datetime:
+    """The same instant botocore's parser gives, for the two forms S3 sends, without dateutil.
+
+    botocore parses every timestamp through dateutil: 58 us for a listing's ISO 8601
+    LastModified, 84 us for a GET's RFC 1123 header, about 6% of a GET's client CPU and most
+    of a listing's XML parse (a shard's GET process spends its core on botocore). Anything
+    else, or a time without a zone (botocore reads it as local time), goes to botocore's parser.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value) if value[:4].isdigit() else parsedate_to_datetime(value)
+        except (ValueError, TypeError, IndexError):
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return parse_timestamp(value)
+
+
 def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_attempts: int = 8) -> Any:
+    """A client on a botocore session of its own, so its timestamp parser is nobody else's."""
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=s3_timestamp)
     config = Config(
         region_name=region,
         retries={"mode": retry_mode, "max_attempts": max_attempts},
@@ -20,7 +45,7 @@ def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session().client("s3", config=config)
+    return boto3.session.Session(botocore_session=session).client("s3", config=config)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -1,0 +1,54 @@
+"""Our S3 clients parse timestamps without dateutil, to the same instants botocore's parser gives."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.utils import parse_timestamp
+
+from local_stack.sample_data import ensure_bucket
+from witple_batch.s3 import s3_client, s3_timestamp
+
+FORMS = [
+    "2025-01-15T14:00:00.000Z",  # ListObjectsV2's LastModified
+    "2025-01-15T14:00:00.123456Z",
+    "2025-01-15T23:30:00+09:00",
+    "Wed, 15 Jan 2025 14:00:00 GMT",  # a GET's Last-Modified header
+    "Wed, 15 Jan 2025 14:00:00 -0000",
+    "2025-01-15T14:00:00",  # no zone: botocore's own reading
+    "1736949600",
+    1736949600,
+    1736949600.5,
+]
+
+
+@pytest.mark.parametrize("value", FORMS)
+def test_timestamps_parse_to_botocores_instant(value: Any) -> None:
+    ours, theirs = s3_timestamp(value), parse_timestamp(value)
+    assert ours == theirs
+    assert (ours.tzinfo is None) == (theirs.tzinfo is None)
+
+
+def test_a_broken_timestamp_fails_as_botocore_fails() -> None:
+    with pytest.raises(ValueError, match="Invalid timestamp"):
+        s3_timestamp("2025-13-45T99:00:00Z")
+
+
+def test_listing_and_get_give_the_stock_clients_times(s3_env: dict[str, str]) -> None:
+    region = s3_env["AWS_REGION"]
+    ours, stock = s3_client(region), boto3.session.Session().client("s3", region_name=region)
+    bucket = f"s3-times-{uuid.uuid4().hex[:8]}"
+    ensure_bucket(ours, bucket, region)
+    ours.put_object(Bucket=bucket, Key="a.json", Body=b"{}")
+
+    listed = [c.list_objects_v2(Bucket=bucket)["Contents"][0]["LastModified"] for c in (ours, stock)]
+    got = [c.get_object(Bucket=bucket, Key="a.json")["LastModified"] for c in (ours, stock)]
+    assert listed[0] == listed[1] and got[0] == got[1]
+    assert abs(listed[0] - datetime.now(UTC)).total_seconds() < 600
+    # the parser is our client's own: a client made after it still gets botocore's (dateutil's zones)
+    assert listed[0].tzinfo is UTC and got[0].tzinfo is UTC
+    assert listed[1].tzinfo is not UTC and got[1].tzinfo is not UTC
