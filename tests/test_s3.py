@@ -23,9 +23,17 @@ FORMS = [
     "1736949600",
     1736949600,
     1736949600.5,
+    # not S3's own forms (an uploader's Expires header may be anything): botocore's reading
+    "Wed, 15 Jan 75 14:00:00 GMT",
+    "Wed, 15 Jan 2025 14:00:00 EST",
+    "Wed, 15 Jan 2025 14:00:00 UT",
+    "2025-01-15T14:00:00.123456789Z",
+    "2025-01-15t14:00:00z",
+    " 2025-01-15T14:00:00Z ",
 ]
 
 
+@pytest.mark.filterwarnings("ignore::dateutil.parser.UnknownTimezoneWarning")  # botocore's reading of EST
 @pytest.mark.parametrize("value", FORMS)
 def test_timestamps_parse_to_botocores_instant(value: Any) -> None:
     ours, theirs = s3_timestamp(value), parse_timestamp(value)
@@ -33,9 +41,22 @@ def test_timestamps_parse_to_botocores_instant(value: Any) -> None:
     assert (ours.tzinfo is None) == (theirs.tzinfo is None)
 
 
-def test_a_broken_timestamp_fails_as_botocore_fails() -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-13-15T14:00:00Z",
+        "2025-01-15T24:00:00Z",
+        "Sun, 30 Feb 2025 14:00:00 GMT",
+        "wed, 15 jan 2025 14:00:00 gmt",
+        "2025-W03-3T14:00:00Z",
+        "",
+    ],
+)
+def test_a_broken_timestamp_fails_as_botocore_fails(value: str) -> None:
     with pytest.raises(ValueError, match="Invalid timestamp"):
-        s3_timestamp("2025-13-45T99:00:00Z")
+        parse_timestamp(value)
+    with pytest.raises(ValueError, match="Invalid timestamp"):
+        s3_timestamp(value)
 
 
 def test_listing_and_get_give_the_stock_clients_times(s3_env: dict[str, str]) -> None:
