@@ -17,17 +17,18 @@ from botocore.utils import parse_timestamp
 from witple_batch.settings import ConfigError
 
 # the two forms S3 writes: ListObjectsV2's LastModified and the Last-Modified header
-_S3_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
-_S3_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+_S3_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
+_S3_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT", re.ASCII)
 
 
 def s3_timestamp(value: Any) -> datetime:
     """The instant botocore's parser gives, for the two forms S3 writes, without dateutil.
 
     botocore parses every timestamp through dateutil: 58 us for a listing's ISO 8601
-    LastModified, 84 us for a GET's RFC 1123 header, about 6% of a GET's client CPU and most
-    of a listing's XML parse (a shard's GET process spends its core on botocore). Anything
-    else (an uploader's Expires header, two-digit years, named zones) goes to botocore's parser.
+    LastModified, 84 us for a GET's RFC 1123 header. Without it a GET costs 4% less client CPU
+    and a listed key 2.7x less (`benchmarks/s3_client_bench.py`; a shard's GET process spends
+    its core on botocore). Anything else (an uploader's Expires header, two-digit years, named
+    zones) goes to botocore's parser.
     """
     try:
         if isinstance(value, str) and _S3_ISO.fullmatch(value):
