@@ -18,6 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from witple_batch.run_layout import InputFile
 
 BUCKET = "local-s3-bench"
 SERVERS = ("stock", "ours")
@@ -44,6 +48,33 @@ def serve(kind: str) -> None:
         sys.stdin.read()
 
 
+def server_process(kind: str) -> subprocess.Popen[str]:
+    """One server in a process of its own: its endpoint is the first line it prints; it stops when stdin closes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.local_s3_bench", "--serve", kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def random_body(size: int) -> bytes:
+    """`size` bytes of hex text, so nothing compresses them away."""
+    return os.urandom(size // 2).hex().encode()
+
+
+def put_files(client: Any, count: int, body: bytes) -> list[InputFile]:
+    """`count` objects holding `body` in BUCKET: the same body gives the same ETags on every server."""
+    from witple_batch.run_layout import InputFile
+
+    files = []
+    for i in range(count):
+        key = f"bench/file-{i:05d}.json"
+        etag = client.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+        files.append(InputFile(key=key, size=len(body), etag=etag))
+    return files
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -63,32 +94,19 @@ def main() -> None:
     from local_stack.moto_s3 import MotoS3
     from local_stack.sample_data import ensure_bucket
     from shard_job.fetch import fetch_in_order
-    from witple_batch.run_layout import InputFile
     from witple_batch.s3 import s3_client
 
-    servers = {
-        kind: subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.local_s3_bench", "--serve", kind],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for kind in SERVERS
-    }
+    servers = {kind: server_process(kind) for kind in SERVERS}
     try:
         clients = {}
         files: list[InputFile] = []
-        body = os.urandom(args.size // 2).hex().encode()
+        body = random_body(args.size)
         for kind, process in servers.items():
             assert process.stdout is not None
             os.environ.update(MotoS3(endpoint=process.stdout.readline().strip(), _server=None).client_env())
             clients[kind] = client = s3_client(os.environ["AWS_REGION"])
             ensure_bucket(client, BUCKET, os.environ["AWS_REGION"])
-            files = []
-            for i in range(args.files):
-                key = f"bench/file-{i:05d}.json"
-                etag = client.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
-                files.append(InputFile(key=key, size=len(body), etag=etag))
+            files = put_files(client, args.files, body)
 
         runs: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in SERVERS}
         for _ in range(args.repeat):

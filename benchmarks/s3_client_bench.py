@@ -14,21 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
 import boto3
 import botocore.session
 
+from benchmarks.local_s3_bench import BUCKET, put_files, random_body, server_process
 from local_stack.moto_s3 import MotoS3
 from local_stack.sample_data import ensure_bucket
 from shard_job.fetch import fetch_in_order
-from witple_batch.run_layout import InputFile
 from witple_batch.s3 import s3_client
 
-BUCKET = "s3-client-bench"
 CLIENTS = ("botocore's parser", "ours")
 
 
@@ -51,24 +48,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=31_000, help="bytes per file")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.local_s3_bench", "--serve", "ours"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server = server_process("ours")
     try:
         assert server.stdout is not None
         os.environ.update(MotoS3(endpoint=server.stdout.readline().strip(), _server=None).client_env())
         region = os.environ["AWS_REGION"]
         clients = dict(zip(CLIENTS, (_stock_client(region), s3_client(region)), strict=True))
         ensure_bucket(clients["ours"], BUCKET, region)
-        body = os.urandom(args.size // 2).hex().encode()
-        files = []
-        for i in range(args.files):
-            key = f"bench/file-{i:05d}.json"
-            etag = clients["ours"].put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
-            files.append(InputFile(key=key, size=len(body), etag=etag))
+        files = put_files(clients["ours"], args.files, random_body(args.size))
         gets: dict[str, list[float]] = {name: [] for name in CLIENTS}
         lists: dict[str, list[float]] = {name: [] for name in CLIENTS}
         for _ in range(args.repeat):
