@@ -1,6 +1,6 @@
 """PyTorch weights -> ONNX (optimum) -> fused CPU graph -> dynamic int8 (onnxruntime).
 
-Measured on this kind of machine (2 AVX2 cores, no VNNI), 3,000 mixed texts, 2 threads:
+Measured on a 2-core AVX2 machine without VNNI (not re-measured with VNNI), 3,000 mixed texts, 2 threads:
 per-channel QInt8 weights keep mean cosine ~0.991 while per-tensor QInt8 falls to ~0.954;
 QUInt8 weights are ~12% slower on AVX2; reduce_range costs accuracy for nothing here.
 The fused graph (Attention, SkipLayerNorm, BiasGelu) is as fast as the plain one once
