@@ -232,8 +232,10 @@ def main() -> None:
             "S3_BUCKET": BUCKET,
             "MODEL_DIR": os.environ.get("MODEL_DIR", str(REPO / ".cache/model")),
         }
-        for repeat in range(args.repeat):
-            for shards in shard_counts:
+        baselines = []
+        # rounds alternate the contenders, so a machine that drifts over the run slows both alike
+        for repeat in range(max(args.repeat, args.baseline_repeat)):
+            for shards in shard_counts if repeat < args.repeat else ():
                 database_url = pg.new_database()  # day 2 runs on top of day 1, as in production
                 install_catalogue(database_url, places)  # the main server's place_recommendations
                 for day, (prefix, _) in DAYS.items():
@@ -247,11 +249,10 @@ def main() -> None:
                     runs.setdefault(label, []).append(ours(env, shards))
                     seconds = sum(runs[label][-1]["timings"].values())
                     print(f"  run {repeat + 1}/{args.repeat}: {label}: {seconds:.1f} s", flush=True)
-        baselines = []
-        for repeat in range(args.baseline_repeat):
-            baselines.append(baseline(client, pg.new_database(), args.threads, DAYS["day 1"][0]))
-            seconds = baseline_total(baselines[-1])
-            print(f"  run {repeat + 1}/{args.baseline_repeat}: (a) baseline: {seconds:.1f} s", flush=True)
+            if repeat < args.baseline_repeat:
+                baselines.append(baseline(client, pg.new_database(), args.threads, DAYS["day 1"][0]))
+                seconds = baseline_total(baselines[-1])
+                print(f"  run {repeat + 1}/{args.baseline_repeat}: (a) baseline: {seconds:.1f} s", flush=True)
 
     first = next(iter(runs.values()))[0]["report"]["stats"]
     actions = first["records_read"]
