@@ -190,6 +190,15 @@ def stage_rows(result: dict[str, Any]) -> dict[str, float]:
     return rows
 
 
+def _paired_ratio(results: list[dict[str, Any]], baselines: list[dict[str, float]], actions: int) -> float:
+    """The median over rounds of ours' actions/s against the same round's baseline run (nan without pairs)."""
+    ratios = [
+        (r["report"]["stats"]["records_read"] / sum(r["timings"].values())) / (actions / baseline_total(b))
+        for r, b in zip(results, baselines, strict=False)
+    ]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def baseline_total(seconds: dict[str, float]) -> float:
     """The baseline's seconds over its stages (its dict also carries the action count)."""
     return sum(v for k, v in seconds.items() if k != "actions")
@@ -265,13 +274,15 @@ def main() -> None:
         f"{args.places:,} places ({first['places']:,} met), catalogue of {len(places):,} places; "
         f"medians of {args.repeat} run(s) of ours and {args.baseline_repeat} of the baseline"
     )
-    print(f"{'contender':<48}{'seconds':>10}{'actions/s':>12}{'vs (a)':>9}")
+    print(f"{'contender':<48}{'seconds':>10}{'actions/s':>12}{'vs (a)':>9}{'paired':>9}")
     label = "(a) baseline, original cost profile, day 1"
     print(f"{label:<48}{base_total:>10.1f}{actions / base_total:>12,.0f}{1:>8.1f}x")
     for label, results in runs.items():
         total = statistics.median([sum(r["timings"].values()) for r in results])
         rate = results[0]["report"]["stats"]["records_read"] / total
-        print(f"{label:<48}{total:>10.1f}{rate:>12,.0f}{rate / (actions / base_total):>8.1f}x")
+        paired = _paired_ratio(results, baselines, actions)
+        print(f"{label:<48}{total:>10.1f}{rate:>12,.0f}{rate / (actions / base_total):>8.1f}x{paired:>8.1f}x")
+    print("(paired: the median of each round's ratio, ours against the baseline run of the same round)")
     print("\n(a) stages (median):")
     for stage, value in base_stages.items():
         if stage != "actions":

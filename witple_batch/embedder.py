@@ -10,7 +10,7 @@ vector depends on its batch mates: the same place text embedded in two shards di
 by up to cosine 0.996, which user vectors then mixed. Alone, a text's vector depends on
 the text only. `benchmarks/embed_bench.py` (2 threads): length-sorted batches of 32 run at
 0.81x the speed on long catalogue texts, 1.11x on one-sentence ones and 2.4x on short ones (a
-name, or the category alone when the catalogue lacks the place); the determinism is worth it.
+name and category, or the category alone); the determinism is worth it.
 """
 
 from __future__ import annotations
