@@ -121,12 +121,13 @@ def run_contender(args: argparse.Namespace) -> None:
             lambda: model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False),
             args.repeats,
         )
-    elif args.only == "batched":
+    else:  # ours, or the same embedder's session fed batches
         embedder = Embedder(args.model_dir, threads=args.threads)
-        seconds, vectors = time_it(lambda: embed_in_batches(embedder, texts, args.threads), args.repeats)
-    else:
-        embedder = Embedder(args.model_dir, threads=args.threads)
-        seconds, vectors = time_it(lambda: embedder.embed(texts), args.repeats)
+        batched = args.only == "batched"
+        seconds, vectors = time_it(
+            lambda: embed_in_batches(embedder, texts, args.threads) if batched else embedder.embed(texts),
+            args.repeats,
+        )
     np.save(args.out / f"{args.only}.npy", vectors)
     (args.out / f"{args.only}.seconds").write_text(str(seconds))
 
