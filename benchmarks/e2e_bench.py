@@ -1,7 +1,7 @@
 """End to end against the original design, same data, one run: where the time goes and the ratios.
 
     .venv/bin/python benchmarks/e2e_bench.py [--actions 200000 --users 20000 --places 5000]
-        [--shards 1,2] [--repeat 3 --baseline-repeat 3]
+        [--shards 1,2] [--repeat 3 --baseline-repeat 3] [--days 2]
 
 An hourly batch: --actions 50000 --users 4000 --places 2000 --shards 1 --repeat 3.
 
@@ -11,9 +11,11 @@ An hourly batch: --actions 50000 --users 4000 --places 2000 --shards 1 --repeat 
     INSERT .. ON CONFLICT per row with the vector as a float list;
 (b) our pipeline: planner, shard children as processes (1 shard, then 2 in parallel), reduce,
     on day 1 (empty database: every place embedded) and then day 2 (a second batch of the
-    same size over the same users and places: shards reuse the stored content vectors);
+    same size over the same users and places: shards reuse the stored content vectors), and
+    with --days N the batches after it, each on top of the last (histories grow);
 (c) our stages, from the shard's log line and the reduce's report, start-up included: "start"
-    is a process's age when its work begins (interpreter, imports, settings, clients).
+    is a process's age when its work begins (interpreter, imports, settings, clients;
+    benchmarks/startup_bench.py times each of those parts).
 The database holds the main server's place catalogue (the sample one), as in production.
 All on the same local moto S3 server and embedded PostgreSQL. The baseline runs on day 1's
 data; its cost does not fall on day 2 (it re-encodes every user and place it sees).
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,11 @@ from witple_batch.s3 import s3_client
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-e2e"
-DAYS = {"day 1": ("user-actions/day1/", 1), "day 2": ("user-actions/day2/", 2)}  # S3 prefix, generator seed
+
+
+def days(count: int) -> dict[str, tuple[str, int]]:
+    """Each day's S3 prefix and generator seed: day N is the Nth batch on the same database."""
+    return {f"day {n}": (f"user-actions/day{n}/", n) for n in range(1, count + 1)}
 
 
 def baseline_text(category: str, place_id: str) -> str:
@@ -213,8 +219,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of ours per contender (medians printed)")
     parser.add_argument("--baseline-repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--days", type=int, default=2, help="batches in a row on one database (ours; >= 1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.days < 1:
+        parser.error("--days must be at least 1")
+    schedule = days(args.days)
     shard_counts = [int(n) for n in args.shards.split(",")]
 
     samples = {
@@ -224,9 +234,9 @@ def main() -> None:
             places=args.places,
             seed=seed,
             prefix=prefix,
-            start=datetime(2025, 1, 14 + seed, 14, tzinfo=UTC),
+            start=datetime(2025, 1, 14, 14, tzinfo=UTC) + timedelta(days=seed),
         )
-        for day, (prefix, seed) in DAYS.items()
+        for day, (prefix, seed) in schedule.items()
     }
     places = catalogue(args.places)
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -247,7 +257,7 @@ def main() -> None:
             for shards in shard_counts if repeat < args.repeat else ():
                 database_url = pg.new_database()  # day 2 runs on top of day 1, as in production
                 install_catalogue(database_url, places)  # the main server's place_recommendations
-                for day, (prefix, _) in DAYS.items():
+                for day, (prefix, _) in schedule.items():
                     env = {
                         **base,
                         "S3_PREFIX": prefix,
@@ -259,7 +269,7 @@ def main() -> None:
                     seconds = sum(runs[label][-1]["timings"].values())
                     print(f"  run {repeat + 1}/{args.repeat}: {label}: {seconds:.1f} s", flush=True)
             if repeat < args.baseline_repeat:
-                baselines.append(baseline(client, pg.new_database(), args.threads, DAYS["day 1"][0]))
+                baselines.append(baseline(client, pg.new_database(), args.threads, schedule["day 1"][0]))
                 seconds = baseline_total(baselines[-1])
                 print(f"  run {repeat + 1}/{args.baseline_repeat}: (a) baseline: {seconds:.1f} s", flush=True)
 
