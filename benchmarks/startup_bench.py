@@ -12,7 +12,8 @@ first), its shard plan or manifest read, and for the shard the model's check, it
 import, its session and its GET process. The interpreter itself (`python -c pass`, spawn to
 exit) is timed once per round. Steps run one after another, so the overlaps the shard uses are
 not shown: it loads the model (libraries and session) on its own thread under its read, and
-its GET process, a second interpreter, starts before the shard's own imports. The probe's own
+its GET process, a second interpreter, starts once the shard has imported its command line
+(boto3 included) and runs its own imports under the rest of the shard's. The probe's own
 few standard-library imports (argparse, subprocess, statistics) load before its imports step.
 Medians over rounds, in milliseconds.
 """
@@ -108,7 +109,7 @@ def probe(job: str) -> dict[str, float]:
 
 
 def _get_process_start_up() -> None:
-    """The shard's GET process up to its first frame: its own interpreter and imports."""
+    """The shard's GET process: its interpreter and imports (its S3 client comes with the first request)."""
     subprocess.run([sys.executable, "-c", "import shard_job.fetch_process"], cwd=REPO, check=True)
 
 
