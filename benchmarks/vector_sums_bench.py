@@ -1,6 +1,7 @@
-"""The reduce's vector sums at two gather sizes: how many pairs' products are summed at once.
+"""The reduce's vector sums: at two gather sizes, and a batch's place deltas gathered two ways.
 
     .venv/bin/python -m benchmarks.vector_sums_bench [--pairs 226000] [--users 18500] [--places 5000]
+        [--changed 0.05]
 
 Pairs shaped like a 200k-action batch's history (users with a handful of pairs each, places drawn
 Zipf-like), content vectors and user means of 384 floats. Timed: `vector_sums._sum_by_key` as
@@ -8,6 +9,11 @@ the user means call it (keyed by user) and as the place sums call it (keyed by p
 GATHER_ROWS at the old 4,096 and the current value, alternately (each first in half the rounds),
 medians of `--repeat`, same run. Only these sums: the loops over stored behaviour and written
 places also step by GATHER_ROWS, a few iterations per 5,000 places either way.
+
+Then a batch's place deltas, sum over pairs of w_new m_new - w_old m_old, at the current
+GATHER_ROWS: gathered as two products per pair (before), or, for the pairs the batch did not
+change (all but `--changed` of them, a long history), as one product of the user's difference
+m_new - m_old (vector_sums._add_block now), alternately, medians of `--repeat`, same run.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=18_500)
     parser.add_argument("--places", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--changed", type=float, default=0.05, help="share of pairs the batch changed")
     args = parser.parse_args()
     current = vector_sums.GATHER_ROWS
     rng = np.random.default_rng(7)
@@ -67,6 +74,34 @@ def main() -> None:
             print(f"{label:<16}{old:>11.3f}s{new:>11.3f}s{old / new:>7.2f}x")
     finally:
         vector_sums.GATHER_ROWS = current
+    old_means = means + rng.standard_normal(means.shape).astype(np.float32) * 0.01  # a batch moves means a little
+    changed = rng.random(args.pairs) < args.changed
+    old_weights = np.where(changed, weights * rng.random(args.pairs), weights)  # a changed pair weighed less before
+
+    every = np.ones(args.pairs, dtype=bool)
+
+    def two_products() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [(means, every, weights), (old_means, every, -old_weights)]
+
+    def one_difference() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The difference is taken inside the timing, as _add_block takes it per block."""
+        return [(means, changed, weights), (old_means, changed, -old_weights), (means - old_means, ~changed, weights)]
+
+    def deltas(terms: Callable[[], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]) -> float:
+        started = time.perf_counter()
+        delta = np.zeros((args.places, EMBEDDING_DIM))
+        for vectors, mask, signed in terms():
+            for keys, partial in vector_sums._sum_by_key(places[mask], vectors, users[mask], signed[mask]):
+                delta[keys] += partial
+        return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {"two": [], "one": []}
+    for repeat in range(args.repeat):
+        for label, terms in sorted({"two": two_products, "one": one_difference}.items(), reverse=repeat % 2 == 1):
+            times[label].append(deltas(terms))
+    two, one = (statistics.median(times[label]) for label in ("two", "one"))
+    print(f"\nbatch place deltas, {args.changed:.0%} of pairs changed, {current:,} rows a gather:")
+    print(f"  two products per pair {two:.3f}s, one difference per unchanged pair {one:.3f}s, {two / one:.2f}x")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Memory is bounded by the constants below, not by users, places or history:
     and USERS_PER_BLOCK users (so under twice as many pairs, and so under 32k distinct
     places; a single user with more is bounded by the place catalogue). A block holds its
     pairs (24 B each), a float64 sum and a float32 mean per user (4.5 KB), or the new and
-    old means of its users (3 KB);
+    old means of its users and their difference (4.5 KB);
   * content vectors (1.5 KB) are kept across blocks up to CONTENT_CACHE places, or one
     block's places: fetched once while the places touched fit, about once per block beyond;
     a refill briefly holds the old, the kept and the new vectors;
@@ -23,7 +23,7 @@ Memory is bounded by the constants below, not by users, places or history:
     user blocks per range of places, each reading only its own pairs and their users' means.
 At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
 (about 190 MB, only when a block's places are all new to the cache) and the place stage
-near 16k x 4.5 KB + 8k x 3 KB + 1k x 7.5 KB (about 105 MB), whatever the data;
+near 16k x 4.5 KB + 8k x 4.5 KB + 1k x 7.5 KB (about 115 MB), whatever the data;
 benchmarks/reduce_scale_bench.py measures the reduce's peak (193 MiB in all at 0.1 M users;
 217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
@@ -216,22 +216,45 @@ def _add_block(
     *,
     batch: bool,
 ) -> None:
-    """One user block's signed contributions to the places of one range (its arrays freed on return)."""
+    """One user block's signed contributions to the places of one range (its arrays freed on return).
+
+    A batch adds w_new m_new - w_old m_old per pair. Most pairs of a long history did not change
+    in the batch (w_new == w_old) and their users have both means: those add w (m_new - m_old),
+    one gather instead of two, from a difference taken once per user (exact for close float32
+    means, where the difference of two products is not).
+    """
     pairs = read(conn, PAIRS_FOR_PLACES, block, PAIR_FIELDS)
     if not len(pairs["user"]):
         return
     users_here = {"users": np.unique(pairs["user"]).tolist()}
-    signed = [(read(conn, NEW_MEANS, users_here, VECTOR), pairs["w_new"], 1.0)]
+    local = pairs["place"] - block["place_lo"]
+    new = read(conn, NEW_MEANS, users_here, VECTOR)
+    new_rows, new_has = _paired_means(new, pairs["user"], pairs["w_new"])
+    terms = [(new["vector"], new_rows, new_has, pairs["w_new"])]
     if batch:
-        signed.append((read(conn, OLD_MEANS, users_here, VECTOR), pairs["w_old"], -1.0))
-    for means, weights, sign in signed:
-        rows_, found = _rows_of(means["idx"], pairs["user"])
-        has = found & (weights > 0)
-        local = pairs["place"][has] - block["place_lo"]
-        for keys, partial in _sum_by_key(local, means["vector"], rows_[has], sign * weights[has]):
+        old = read(conn, OLD_MEANS, users_here, VECTOR)
+        old_rows, old_has = _paired_means(old, pairs["user"], pairs["w_old"])
+        same = new_has & old_has & (pairs["w_new"] == pairs["w_old"])
+        terms = [(new["vector"], new_rows, new_has & ~same, pairs["w_new"])]
+        terms.append((old["vector"], old_rows, old_has & ~same, -pairs["w_old"]))
+        if same.any():
+            at, _ = _rows_of(old["idx"], new["idx"])  # rows of users without an old mean: never gathered
+            terms.append((new["vector"] - old["vector"][at], new_rows, same, pairs["w_new"]))
+        delta_weight -= np.bincount(local[old_has], pairs["w_old"][old_has], len(delta_weight))
+        moved[local[old_has]] = True
+    delta_weight += np.bincount(local[new_has], pairs["w_new"][new_has], len(delta_weight))
+    moved[local[new_has]] = True
+    for vectors, rows_, has, weights in terms:
+        for keys, partial in _sum_by_key(local[has], vectors, rows_[has], weights[has]):
             delta[keys] += partial
-        delta_weight += np.bincount(local, sign * weights[has], len(delta_weight))
-        moved[local] = True
+
+
+def _paired_means(
+    means: dict[str, np.ndarray], users: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's row in `means`, and whether the pair counts: its user has a mean and it weighs > 0."""
+    rows_, found = _rows_of(means["idx"], users)
+    return rows_, found & (weights > 0)
 
 
 def _write_places(
