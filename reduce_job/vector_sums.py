@@ -220,8 +220,8 @@ def _add_block(
 
     A batch adds w_new m_new - w_old m_old per pair. Most pairs of a long history did not change
     in the batch (w_new == w_old) and their users have both means: those add w (m_new - m_old),
-    one gather instead of two, from a difference taken once per user (exact for close float32
-    means, where the difference of two products is not).
+    one gather instead of two, from a difference taken once per user (and more accurate: the
+    difference of two close float32 means is exact, that of their two products is not).
     """
     pairs = read(conn, PAIRS_FOR_PLACES, block, PAIR_FIELDS)
     if not len(pairs["user"]):
@@ -239,7 +239,9 @@ def _add_block(
         terms.append((old["vector"], old_rows, old_has & ~same, -pairs["w_old"]))
         if same.any():
             at, _ = _rows_of(old["idx"], new["idx"])  # rows of users without an old mean: never gathered
-            terms.append((new["vector"] - old["vector"][at], new_rows, same, pairs["w_new"]))
+            difference = old["vector"][at]
+            np.subtract(new["vector"], difference, out=difference)  # in place: 1.5 KB per user, not 3
+            terms.append((difference, new_rows, same, pairs["w_new"]))
         delta_weight -= np.bincount(local[old_has], pairs["w_old"][old_has], len(delta_weight))
         moved[local[old_has]] = True
     delta_weight += np.bincount(local[new_has], pairs["w_new"][new_has], len(delta_weight))
