@@ -230,23 +230,23 @@ def _add_block(
     local = pairs["place"] - block["place_lo"]
     new = read(conn, NEW_MEANS, users_here, VECTOR)
     new_rows, new_has = _paired_means(new, pairs["user"], pairs["w_new"])
-    terms = [(new["vector"], new_rows, new_has, pairs["w_new"])]
+    delta_weight += np.bincount(local[new_has], pairs["w_new"][new_has], len(delta_weight))
+    moved[local[new_has]] = True
+    same = np.zeros_like(new_has)  # the batch's unchanged pairs, added as differences
+    more = []
     if batch:
         old = read(conn, OLD_MEANS, users_here, VECTOR)
         old_rows, old_has = _paired_means(old, pairs["user"], pairs["w_old"])
+        delta_weight -= np.bincount(local[old_has], pairs["w_old"][old_has], len(delta_weight))
+        moved[local[old_has]] = True
         same = new_has & old_has & (pairs["w_new"] == pairs["w_old"])
-        terms = [(new["vector"], new_rows, new_has & ~same, pairs["w_new"])]
-        terms.append((old["vector"], old_rows, old_has & ~same, -pairs["w_old"]))
+        more.append((old["vector"], old_rows, old_has & ~same, -pairs["w_old"]))
         if same.any():
             at, _ = _rows_of(old["idx"], new["idx"])  # rows of users without an old mean: never gathered
             difference = old["vector"][at]
             np.subtract(new["vector"], difference, out=difference)  # in place: 1.5 KB per user, not 3
-            terms.append((difference, new_rows, same, pairs["w_new"]))
-        delta_weight -= np.bincount(local[old_has], pairs["w_old"][old_has], len(delta_weight))
-        moved[local[old_has]] = True
-    delta_weight += np.bincount(local[new_has], pairs["w_new"][new_has], len(delta_weight))
-    moved[local[new_has]] = True
-    for vectors, rows_, has, weights in terms:
+            more.append((difference, new_rows, same, pairs["w_new"]))
+    for vectors, rows_, has, weights in [(new["vector"], new_rows, new_has & ~same, pairs["w_new"]), *more]:
         for keys, partial in _sum_by_key(local[has], vectors, rows_[has], weights[has]):
             delta[keys] += partial
 
