@@ -95,9 +95,7 @@ def embed_in_batches(embedder: Embedder, texts: list[str], threads: int, size: i
         for i, row in enumerate(rows):
             ids[i, : len(encodings[row].ids)] = encodings[row].ids
             mask[i, : len(encodings[row].ids)] = 1
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        session = embedder._session  # the shard's session
-        states = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
+        states = embedder._run(ids, mask)  # the shard's session and feed
         sums = (states * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
         out[rows] = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 

@@ -83,8 +83,9 @@ class Embedder:
         """The model's tokens for each text, special tokens added and truncated as embedding does."""
         return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
 
-    def _run(self, ids: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    def _run(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Token states for `ids`; `mask` marks padding (benchmarks/embed_bench.py feeds padded batches)."""
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids) if mask is None else mask}
         if "token_type_ids" in self._input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
         return self._session.run(None, feed)[0]
