@@ -17,6 +17,13 @@ m_new - m_old (vector_sums._add_block now), alternately, medians of `--repeat`, 
 default 5% is a long history's batch; a day-2 batch changes about half its users' pairs
 (--changed 0.56 at 200k). Not timed: _add_block's lookup of each user's old mean (a sort and
 a search over the block's users, per block and place pass), so the ratio is a little high.
+
+Last, `vector_sums._add_products` over blocks of consecutive users (PAIRS_PER_BLOCK pairs each,
+as the reduce cuts them), keyed by user (means) and by place (deltas): every pair gathered
+(DENSE_FILL above 1) against the current DENSE_FILL, alternately, medians of `--repeat`, on two
+shapes: the pairs above (a 200k day 2: a dozen pairs per user over 5,000 places, blocks about
+0.4% full, so both gather) and a long history on a small catalogue (`--history-users` users with
+`--history-pairs` distinct places each of `--history-places`: 50k-action batches at day 24).
 """
 
 from __future__ import annotations
@@ -48,8 +55,12 @@ def main() -> None:
     parser.add_argument("--places", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--changed", type=float, default=0.05, help="share of pairs the batch changed")
+    parser.add_argument("--history-users", type=int, default=3_860)
+    parser.add_argument("--history-pairs", type=int, default=250, help="distinct places per user")
+    parser.add_argument("--history-places", type=int, default=2_000)
     args = parser.parse_args()
     current = vector_sums.GATHER_ROWS
+    current_fill = vector_sums.DENSE_FILL
     rng = np.random.default_rng(7)
     users = np.sort(rng.integers(0, args.users, args.pairs))
     places = np.minimum(rng.zipf(1.3, args.pairs) - 1, args.places - 1)
@@ -105,6 +116,53 @@ def main() -> None:
     two, one = (statistics.median(times[label]) for label in ("two", "one"))
     print(f"\nbatch place deltas, {args.changed:.0%} of pairs changed, {current:,} rows a gather:")
     print(f"  two products per pair {two:.3f}s, one difference per unchanged pair {one:.3f}s, {two / one:.2f}x")
+
+    history_users = np.repeat(np.arange(args.history_users), args.history_pairs)
+    history_places = np.concatenate(
+        [rng.choice(args.history_places, args.history_pairs, replace=False) for _ in range(args.history_users)]
+    )
+    shapes = {
+        "day 2 (above)": (users, places, weights),
+        "long history": (history_users, history_places, rng.random(len(history_users)) * 5),
+    }
+    print(f"\nsums over blocks of {vector_sums.PAIRS_PER_BLOCK:,} pairs, every pair gathered or by fill:")
+    print(f"{'shape':<16}{'keyed by':>10}{'fill':>8}{'gathered':>10}{'by fill':>10}{'ratio':>8}")
+    for shape, (block_users, block_places, block_weights) in shapes.items():
+        for label, keyed in (("user", True), ("place", False)):
+            vectors = rng.standard_normal((block_places.max() + 1 if keyed else block_users.max() + 1, EMBEDDING_DIM))
+            run, fill = _blocked(block_users, block_places, block_weights, vectors.astype(np.float32), keyed)
+            sums: dict[float, list[float]] = {2.0: [], current_fill: []}
+            for repeat in range(args.repeat):
+                for dense_fill in sorted(sums, reverse=repeat % 2 == 1):
+                    vector_sums.DENSE_FILL = dense_fill
+                    started = time.perf_counter()
+                    run()
+                    sums[dense_fill].append(time.perf_counter() - started)
+            vector_sums.DENSE_FILL = current_fill
+            gathered, by_fill = (statistics.median(sums[key]) for key in (2.0, current_fill))
+            print(f"{shape:<16}{label:>10}{fill:>8.1%}{gathered:>9.3f}s{by_fill:>9.3f}s{gathered / by_fill:>7.2f}x")
+
+
+def _blocked(
+    users: np.ndarray, places: np.ndarray, weights: np.ndarray, vectors: np.ndarray, by_user: bool
+) -> tuple[Callable[[], None], float]:
+    """A run of _add_products over blocks of consecutive users, and the blocks' mean fill (pairs / keys x rows).
+
+    `users` sorted; a block is the users whose first pair starts within the same PAIRS_PER_BLOCK, as BLOCK_STARTS.
+    """
+    _, user_starts = vector_sums._runs(users)
+    window = user_starts // vector_sums.PAIRS_PER_BLOCK
+    starts = user_starts[np.r_[True, window[1:] != window[:-1]]].tolist()
+    bounds = list(zip(starts, [*starts[1:], len(users)], strict=True))
+    fills = [(hi - lo) / (len(np.unique(users[lo:hi])) * len(np.unique(places[lo:hi]))) for lo, hi in bounds]
+
+    def run() -> None:
+        out = np.zeros(((users if by_user else places).max() + 1, EMBEDDING_DIM))
+        for lo, hi in bounds:
+            keys, rows_ = (users[lo:hi], places[lo:hi]) if by_user else (places[lo:hi], users[lo:hi])
+            vector_sums._add_products(out, keys, vectors, rows_, weights[lo:hi])
+
+    return run, float(np.mean(fills))
 
 
 if __name__ == "__main__":

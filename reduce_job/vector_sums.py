@@ -18,12 +18,15 @@ Memory is bounded by the constants below, not by users, places or history:
     block's places: fetched once while the places touched fit, about once per block beyond;
     a refill briefly holds the old, the kept and the new vectors;
   * pairs are gathered GATHER_ROWS at a time (1.5 KB each, summed into 3 KB, added through
-    a 3 KB gathered copy);
+    a 3 KB gathered copy), or, where they fill DENSE_FILL of their keys x rows, summed as a
+    matrix of at most 512 B per pair (16 MB for a block's 32k), GATHER_ROWS rows and keys at
+    a time (3 KB each);
   * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
     user blocks per range of places, each reading only its own pairs and their users' means.
 At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
-(about 190 MB, only when a block's places are all new to the cache) and the place stage
-near 16k x 4.5 KB + 8k x 4.5 KB + 1k x 7.5 KB (about 115 MB), whatever the data;
+(about 190 MB, only when a block's places are all new to the cache; its matrix comes after
+the refill, when the cache holds one block's places) and the place stage near 16k x 4.5 KB +
+8k x 4.5 KB + 16 MB + 1k x 9 KB (about 135 MB), whatever the data;
 benchmarks/reduce_scale_bench.py measures the reduce's peak (193 MiB in all at 0.1 M users;
 217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
@@ -49,6 +52,7 @@ USERS_PER_BLOCK = 8_192
 PLACES_PER_PASS = 16_384
 GATHER_ROWS = 1_024  # a gather's float32 products (1.5 MB) are summed while still in a core's cache
 CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
+DENSE_FILL = 1 / 64  # pairs filling this share of their keys x rows are summed as a matrix product (even near 1.2%)
 EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 
 
@@ -128,6 +132,36 @@ def _sum_by_key(
         yield chunk_keys, np.add.reduceat(products, starts, axis=0, dtype=np.float64)
 
 
+def _add_products(
+    out: np.ndarray, keys: np.ndarray, vectors: np.ndarray, rows_: np.ndarray, weights: np.ndarray
+) -> None:
+    """out[k] += w * vectors[r] for every pair (k, r, w).
+
+    Pairs that fill at least DENSE_FILL of their distinct keys x rows are summed as a float64
+    matrix product (BLAS): a long history on a small catalogue fills a block's users x places
+    densely, and the product then beats the gather several times (vector_sums_bench). Sparser
+    pairs are gathered (_sum_by_key). The matrix is at most len(pairs) / DENSE_FILL cells of
+    8 B; it is multiplied GATHER_ROWS rows by GATHER_ROWS keys at a time (3 KB per vector
+    gathered, per key summed).
+    """
+    if not len(keys):
+        return
+    distinct_keys, key_at = np.unique(keys, return_inverse=True)
+    distinct_rows, row_at = np.unique(rows_, return_inverse=True)
+    cells = len(distinct_keys) * len(distinct_rows)
+    if len(keys) < DENSE_FILL * cells:
+        for chunk_keys, sums in _sum_by_key(keys, vectors, rows_, weights):
+            out[chunk_keys] += sums
+        return
+    matrix = np.bincount(key_at * len(distinct_rows) + row_at, weights, cells).reshape(len(distinct_keys), -1)
+    for column in range(0, len(distinct_rows), GATHER_ROWS):
+        columns = slice(column, column + GATHER_ROWS)
+        gathered = vectors[distinct_rows[columns]].astype(np.float64)
+        for key in range(0, len(distinct_keys), GATHER_ROWS):
+            tile = slice(key, key + GATHER_ROWS)
+            out[distinct_keys[tile]] += matrix[tile, columns] @ gathered
+
+
 class _ContentCache:
     """Content vectors by place idx, each fetched once while the places fit CONTENT_CACHE.
 
@@ -167,10 +201,10 @@ def user_means(conn: psycopg.Connection, user_blocks: Blocks) -> None:
         if not found.all():  # touched.in_space promised content: never sum a wrong row
             raise RuntimeError("a place in the space has no content vector")
         sorted_users, _ = _runs(np.sort(pairs["user"]))
+        user_at = np.searchsorted(sorted_users, pairs["user"])
         sums = np.zeros((len(sorted_users), EMBEDDING_DIM))
-        for keys, partial in _sum_by_key(pairs["user"], content["vector"], rows_, pairs["w_new"]):
-            sums[np.searchsorted(sorted_users, keys)] += partial
-        weights = np.bincount(np.searchsorted(sorted_users, pairs["user"]), pairs["w_new"], len(sorted_users))
+        _add_products(sums, user_at, content["vector"], rows_, pairs["w_new"])
+        weights = np.bincount(user_at, pairs["w_new"], len(sorted_users))
         sums /= weights[:, None]
         means = sums.astype(np.float32)
         with conn.cursor() as cur:
@@ -247,8 +281,7 @@ def _add_block(
             np.subtract(new["vector"], difference, out=difference)  # in place: 1.5 KB per user, not 3
             more.append((difference, new_rows, same, pairs["w_new"]))
     for vectors, rows_, has, weights in [(new["vector"], new_rows, new_has & ~same, pairs["w_new"]), *more]:
-        for keys, partial in _sum_by_key(local[has], vectors, rows_[has], weights[has]):
-            delta[keys] += partial
+        _add_products(delta, local[has], vectors, rows_[has], weights[has])
 
 
 def _paired_means(

@@ -122,12 +122,17 @@ def test_one_batch_or_three_give_the_same_vectors(s3_env, model_dir, postgres, s
     assert query(one, "SELECT total_other FROM user_behavior_vectors WHERE user_id = 'only-shares'") == [(2,)]
 
 
-def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(s3_env, model_dir, postgres, sample, monkeypatch):
-    """The blocked product's memory bounds (user blocks, place passes, gathers, content cache) change no vector."""
+@pytest.mark.parametrize("dense_fill", [0.0, 2.0], ids=["matrix-products", "gathers"])
+def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(
+    s3_env, model_dir, postgres, sample, monkeypatch, dense_fill
+):
+    """The blocked product's memory bounds (user blocks, place passes, gathers, content cache) change no
+    vector, whether every block is summed as a matrix product or every pair gathered."""
     whole, blocked = postgres.new_database(), postgres.new_database()
     env = _env(s3_env, model_dir, whole)
     pipeline(env, sample, shards=2)
     small = {"PAIRS_PER_BLOCK": 40, "PLACES_PER_PASS": 7, "GATHER_ROWS": 16, "CONTENT_CACHE": 10}
+    small["DENSE_FILL"] = dense_fill
     for name, value in small.items():
         monkeypatch.setattr(vector_sums, name, value)
     split = _env(s3_env, model_dir, blocked)
@@ -142,6 +147,25 @@ def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(s3_env, mode
     assert_close(b.behaviour, a.behaviour, "place behaviour vector")
     assert_close(b.combined, a.combined, "combined vector")
     _assert_follows_the_definition(blocked, _model(env))
+
+
+@pytest.mark.parametrize("dense_fill", [0.0, vector_sums.DENSE_FILL, 2.0], ids=["matrix", "by-fill", "gather"])
+def test_products_sum_every_pair_as_a_matrix_or_gathered(monkeypatch, dense_fill):
+    """Repeated pairs add up, signs hold, and tiles smaller than the matrix leave nothing out."""
+    monkeypatch.setattr(vector_sums, "GATHER_ROWS", 16)
+    monkeypatch.setattr(vector_sums, "DENSE_FILL", dense_fill)
+    rng = np.random.default_rng(3)
+    keys = np.r_[rng.integers(0, 40, 500), 7, 7]  # 40 of 60 keys, 30 rows: about 0.4 full
+    rows_ = np.r_[rng.integers(0, 30, 500), 2, 2]
+    weights = np.r_[rng.normal(size=500), 1.5, -0.25]
+    vectors = rng.normal(size=(30, 384)).astype(np.float32)
+    wanted = np.zeros((60, 384))
+    np.add.at(wanted, keys, weights[:, None] * vectors[rows_].astype(np.float64))
+    out = np.ones((60, 384))
+    vector_sums._add_products(out, keys, vectors, rows_, weights)
+    np.testing.assert_allclose(out - 1, wanted, atol=1e-5)
+    vector_sums._add_products(out, keys[:0], vectors, rows_[:0], weights[:0])  # no pairs: nothing moves
+    np.testing.assert_allclose(out - 1, wanted, atol=1e-5)
 
 
 def test_an_edited_catalogue_row_is_re_embedded_and_matches_a_rebuild(s3_env, model_dir, database_url, sample, second):
