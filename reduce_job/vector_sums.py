@@ -19,8 +19,7 @@ Memory is bounded by the constants below, not by users, places or history:
     a refill briefly holds the old, the kept and the new vectors;
   * pairs are gathered GATHER_ROWS at a time (1.5 KB each, summed into 3 KB, added through
     a 3 KB gathered copy), or, where they fill DENSE_FILL of their keys x rows, summed as a
-    matrix of at most 512 B per pair (16 MB for a block's 32k), GATHER_ROWS rows and keys at
-    a time (3 KB each);
+    matrix of at most MATRIX_CELLS (16 MB), GATHER_ROWS rows and keys at a time (9 KB each);
   * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
     user blocks per range of places, each reading only its own pairs and their users' means.
 At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
@@ -52,7 +51,8 @@ USERS_PER_BLOCK = 8_192
 PLACES_PER_PASS = 16_384
 GATHER_ROWS = 1_024  # a gather's float32 products (1.5 MB) are summed while still in a core's cache
 CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
-DENSE_FILL = 1 / 64  # pairs filling this share of their keys x rows are summed as a matrix product (even near 1.2%)
+DENSE_FILL = 1 / 64  # pairs this full are summed as a matrix product (the gather won only below ~1.2% here)
+MATRIX_CELLS = int(2 * PAIRS_PER_BLOCK / DENSE_FILL)  # 16 MB of float64, a block's pairs at DENSE_FILL
 EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 
 
@@ -140,16 +140,17 @@ def _add_products(
     Pairs that fill at least DENSE_FILL of their distinct keys x rows are summed as a float64
     matrix product (BLAS): a long history on a small catalogue fills a block's users x places
     densely, and the product then beats the gather several times (vector_sums_bench). Sparser
-    pairs are gathered (_sum_by_key). The matrix is at most len(pairs) / DENSE_FILL cells of
-    8 B; it is multiplied GATHER_ROWS rows by GATHER_ROWS keys at a time (3 KB per vector
-    gathered, per key summed).
+    pairs, and any that would need more than MATRIX_CELLS, are gathered (_sum_by_key). The
+    matrix is multiplied GATHER_ROWS rows by GATHER_ROWS keys at a time (9 KB per row: the
+    float64 copy of a gathered vector, a key's product and its copy out of `out`). The two
+    paths round differently: float64 products against float32 ones, a float32 rounding per product.
     """
     if not len(keys):
         return
     distinct_keys, key_at = np.unique(keys, return_inverse=True)
     distinct_rows, row_at = np.unique(rows_, return_inverse=True)
     cells = len(distinct_keys) * len(distinct_rows)
-    if len(keys) < DENSE_FILL * cells:
+    if len(keys) < DENSE_FILL * cells or cells > MATRIX_CELLS:
         for chunk_keys, sums in _sum_by_key(keys, vectors, rows_, weights):
             out[chunk_keys] += sums
         return

@@ -8,8 +8,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import shutil
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,19 +124,47 @@ def test_one_batch_or_three_give_the_same_vectors(s3_env, model_dir, postgres, s
     assert query(one, "SELECT total_other FROM user_behavior_vectors WHERE user_id = 'only-shares'") == [(2,)]
 
 
-@pytest.mark.parametrize("dense_fill", [0.0, 2.0], ids=["matrix-products", "gathers"])
+def _count_paths(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many vector_sums._add_products calls had pairs, and how many of them gathered the pairs."""
+    calls: Counter[str] = Counter()
+    add, gather = vector_sums._add_products, vector_sums._sum_by_key
+
+    def counted_add(out, keys, *rest):
+        calls["sums"] += bool(len(keys))
+        add(out, keys, *rest)
+
+    def counted_gather(*args):
+        calls["gathered"] += 1
+        return gather(*args)
+
+    monkeypatch.setattr(vector_sums, "_add_products", counted_add)
+    monkeypatch.setattr(vector_sums, "_sum_by_key", counted_gather)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("dense_fill", "gathered"),
+    [(0.0, "none"), (0.3, "some"), (math.inf, "all")],
+    ids=["matrix-products", "mixed", "gathers"],
+)
 def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(
-    s3_env, model_dir, postgres, sample, monkeypatch, dense_fill
+    s3_env, model_dir, postgres, sample, monkeypatch, dense_fill, gathered
 ):
     """The blocked product's memory bounds (user blocks, place passes, gathers, content cache) change no
-    vector, whether every block is summed as a matrix product or every pair gathered."""
+    vector, whether blocks are summed as matrix products, gathered pair by pair, or some each way."""
     whole, blocked = postgres.new_database(), postgres.new_database()
     env = _env(s3_env, model_dir, whole)
     pipeline(env, sample, shards=2)
-    small = {"PAIRS_PER_BLOCK": 40, "PLACES_PER_PASS": 7, "GATHER_ROWS": 16, "CONTENT_CACHE": 10}
-    small["DENSE_FILL"] = dense_fill
+    small = {
+        "PAIRS_PER_BLOCK": 40,
+        "PLACES_PER_PASS": 7,
+        "GATHER_ROWS": 16,
+        "CONTENT_CACHE": 10,
+        "DENSE_FILL": dense_fill,
+    }
     for name, value in small.items():
         monkeypatch.setattr(vector_sums, name, value)
+    paths = _count_paths(monkeypatch)
     split = _env(s3_env, model_dir, blocked)
     files = sorted(sample.files, key=lambda f: f.key)
     for part in (files[:30], files[30:]):  # everything computed, then a batch's deltas
@@ -142,6 +172,8 @@ def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(
     counted = "SELECT count(*), count(DISTINCT (place_category, place_id)) FROM user_place_interactions"
     pairs, places = query(blocked, counted)[0]
     assert pairs > 10 * small["PAIRS_PER_BLOCK"] and places > 5 * small["PLACES_PER_PASS"]
+    share = {"none": paths["gathered"] == 0, "some": 0 < paths["gathered"] < paths["sums"]}
+    assert paths["sums"] > 0 and share.get(gathered, paths["gathered"] == paths["sums"]), paths
     a, b = stored(whole), stored(blocked)
     assert_close(b.users, a.users, "user vector")
     assert_close(b.behaviour, a.behaviour, "place behaviour vector")
@@ -149,22 +181,37 @@ def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(
     _assert_follows_the_definition(blocked, _model(env))
 
 
-@pytest.mark.parametrize("dense_fill", [0.0, vector_sums.DENSE_FILL, 2.0], ids=["matrix", "by-fill", "gather"])
-def test_products_sum_every_pair_as_a_matrix_or_gathered(monkeypatch, dense_fill):
-    """Repeated pairs add up, signs hold, and tiles smaller than the matrix leave nothing out."""
+@pytest.mark.parametrize(
+    ("dense_fill", "matrix_cells", "keys", "rows", "gathered"),
+    [
+        (0.0, vector_sums.MATRIX_CELLS, 40, 30, False),
+        (vector_sums.DENSE_FILL, vector_sums.MATRIX_CELLS, 40, 30, False),
+        (vector_sums.DENSE_FILL, vector_sums.MATRIX_CELLS, 100, 3000, True),
+        (vector_sums.DENSE_FILL, 40 * 30 - 1, 40, 30, True),
+        (math.inf, vector_sums.MATRIX_CELLS, 40, 30, True),
+    ],
+    ids=["matrix", "full-by-fill", "sparse-by-fill", "full-over-matrix-cells", "gather"],
+)
+def test_products_sum_every_pair_as_a_matrix_or_gathered(monkeypatch, dense_fill, matrix_cells, keys, rows, gathered):
+    """Repeated pairs add up, signs hold, tiles smaller than the matrix leave nothing out, and the fill
+    chooses the path (500 pairs: 0.42 full over 40 keys x 30 rows, 1.1% over 100 x ~460 of 3,000), unless
+    the matrix would be over MATRIX_CELLS."""
     monkeypatch.setattr(vector_sums, "GATHER_ROWS", 16)
     monkeypatch.setattr(vector_sums, "DENSE_FILL", dense_fill)
+    monkeypatch.setattr(vector_sums, "MATRIX_CELLS", matrix_cells)
+    paths = _count_paths(monkeypatch)
     rng = np.random.default_rng(3)
-    keys = np.r_[rng.integers(0, 40, 500), 7, 7]  # 40 of 60 keys, 30 rows: about 0.4 full
-    rows_ = np.r_[rng.integers(0, 30, 500), 2, 2]
+    pair_keys = np.r_[rng.integers(0, keys, 500), 7, 7]  # out has 20 more keys: left as they were
+    rows_ = np.r_[rng.integers(0, rows, 500), 2, 2]
     weights = np.r_[rng.normal(size=500), 1.5, -0.25]
-    vectors = rng.normal(size=(30, 384)).astype(np.float32)
-    wanted = np.zeros((60, 384))
-    np.add.at(wanted, keys, weights[:, None] * vectors[rows_].astype(np.float64))
-    out = np.ones((60, 384))
-    vector_sums._add_products(out, keys, vectors, rows_, weights)
+    vectors = rng.normal(size=(rows, 384)).astype(np.float32)
+    wanted = np.zeros((keys + 20, 384))
+    np.add.at(wanted, pair_keys, weights[:, None] * vectors[rows_].astype(np.float64))
+    out = np.ones((keys + 20, 384))
+    vector_sums._add_products(out, pair_keys, vectors, rows_, weights)
     np.testing.assert_allclose(out - 1, wanted, atol=1e-5)
-    vector_sums._add_products(out, keys[:0], vectors, rows_[:0], weights[:0])  # no pairs: nothing moves
+    assert paths == Counter(sums=1, gathered=int(gathered))
+    vector_sums._add_products(out, pair_keys[:0], vectors, rows_[:0], weights[:0])  # no pairs: nothing moves
     np.testing.assert_allclose(out - 1, wanted, atol=1e-5)
 
 
