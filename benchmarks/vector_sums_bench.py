@@ -21,12 +21,15 @@ a search over the block's users, per block and place pass), so the ratio is a li
 Last, `vector_sums._add_products` over blocks of consecutive users (cut by PAIRS_PER_BLOCK as
 BLOCK_STARTS cuts them; its USERS_PER_BLOCK cap never binds at these sizes), keyed by user
 (means) and by place (deltas): every pair gathered (DENSE_FILL infinite) against the current
-DENSE_FILL, alternately, medians of `--repeat`, on two shapes of distinct (user, place) pairs,
-as the database sends them: the pairs above (a 200k day 2: a dozen per user over 5,000 places,
-blocks about 1% full, so both gather) and a long history on a small catalogue (`--history-users`
-users with `--history-pairs` distinct places each of `--history-places`: 50k-action batches at
-day 24). One call per block: a batch's place deltas make up to three (new, old and difference
-terms), each chosen by its own fill, so the place ratio is an upper bound for a batch.
+DENSE_FILL, alternately, medians of `--repeat`, on distinct (user, place) pairs, as the
+database sends them. Shapes: the pairs above (users spread evenly, a dozen pairs each over 5,000
+places: blocks 0.5-0.6% full, so both gather; the sample generator's users are Zipf-like, so
+its heaviest users' blocks are fuller) and a sweep of uniform histories on a small catalogue,
+`--history-pairs` users' pairs in all, each user with one of `--per-user` distinct places of
+`--history-places` (a block's fill is about per-user / places): where the matrix starts to pay
+is what DENSE_FILL is set from. One call per block: a batch's place deltas make up to three
+(new, old and difference terms), each chosen by its own fill, so the place ratio is an upper
+bound for a batch.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ def main() -> None:
     parser.add_argument("--places", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--changed", type=float, default=0.05, help="share of pairs the batch changed")
-    parser.add_argument("--history-users", type=int, default=3_860)
-    parser.add_argument("--history-pairs", type=int, default=250, help="distinct places per user")
+    parser.add_argument("--history-pairs", type=int, default=500_000, help="pairs of each uniform history")
+    parser.add_argument("--per-user", default="16,24,32,48,64,250", help="distinct places per user, a history each")
     parser.add_argument("--history-places", type=int, default=2_000)
     args = parser.parse_args()
     current = vector_sums.GATHER_ROWS
@@ -121,15 +124,15 @@ def main() -> None:
     print(f"\nbatch place deltas, {args.changed:.0%} of pairs changed, {current:,} rows a gather:")
     print(f"  two products per pair {two:.3f}s, one difference per unchanged pair {one:.3f}s, {two / one:.2f}x")
 
-    history_users = np.repeat(np.arange(args.history_users), args.history_pairs)
-    history_places = np.concatenate(
-        [rng.choice(args.history_places, args.history_pairs, replace=False) for _ in range(args.history_users)]
-    )
     distinct = np.unique(np.c_[users, places], axis=0, return_index=True)[1]  # sorted by user, then place
-    shapes = {
-        "day 2 (above)": (users[distinct], places[distinct], weights[distinct]),
-        "long history": (history_users, history_places, rng.random(len(history_users)) * 5),
-    }
+    shapes = {"day 2 (above)": (users[distinct], places[distinct], weights[distinct])}
+    for per_user in (int(n) for n in args.per_user.split(",")):
+        history_users = np.repeat(np.arange(args.history_pairs // per_user), per_user)
+        history_places = np.concatenate(
+            [rng.choice(args.history_places, per_user, replace=False) for _ in range(args.history_pairs // per_user)]
+        )
+        history_weights = rng.random(len(history_users)) * 5
+        shapes[f"{per_user} of {args.history_places:,}"] = (history_users, history_places, history_weights)
     print(f"\nsums over blocks of {vector_sums.PAIRS_PER_BLOCK:,} pairs, every pair gathered or by fill:")
     print(f"{'shape':<16}{'keyed by':>10}{'fill (blocks)':>16}{'gathered':>10}{'by fill':>10}{'ratio':>8}")
     for shape, (block_users, block_places, block_weights) in shapes.items():
