@@ -20,16 +20,16 @@ a search over the block's users, per block and place pass), so the ratio is a li
 
 Last, `vector_sums._add_products` over blocks of consecutive users (cut by PAIRS_PER_BLOCK as
 BLOCK_STARTS cuts them; its USERS_PER_BLOCK cap never binds at these sizes), keyed by user
-(means) and by place (deltas): every pair gathered (DENSE_FILL infinite) against the current
-DENSE_FILL, alternately, medians of `--repeat`, on distinct (user, place) pairs, as the
-database sends them. Shapes: the pairs above (users spread evenly, a dozen pairs each over 5,000
-places: blocks 0.5-0.6% full, so both gather; the sample generator's users are Zipf-like, so
-its heaviest users' blocks are fuller) and a sweep of uniform histories on a small catalogue,
-`--history-pairs` users' pairs in all, each user with one of `--per-user` distinct places of
-`--history-places` (a block's fill is about per-user / places): where the matrix starts to pay
-is what DENSE_FILL is set from. One call per block: a batch's place deltas make up to three
-(new, old and difference terms), each chosen by its own fill, so the place ratio is an upper
-bound for a batch.
+(means) and by place (deltas): every pair gathered (DENSE_FILL infinite), every block a matrix
+(DENSE_FILL 0, still capped by MATRIX_CELLS) and the current DENSE_FILL, in turn, medians of
+`--repeat`, on distinct (user, place) pairs, as the database sends them. Shapes: the pairs
+above (users spread evenly, a dozen pairs each over 5,000 places: blocks 0.5-0.6% full; the
+sample generator's users are Zipf-like, so its heaviest users' blocks are fuller) and a sweep
+of uniform histories on a small catalogue, `--history-pairs` pairs each, every user with
+`--per-user` distinct places of `--history-places` (a block's fill is about per-user / places):
+where the matrix starts to pay is what DENSE_FILL is set from. One call per block: a batch's
+place deltas make up to three (new, old and difference terms), each chosen by its own fill, so
+the place ratio is an upper bound for a batch.
 """
 
 from __future__ import annotations
@@ -133,23 +133,25 @@ def main() -> None:
         )
         history_weights = rng.random(len(history_users)) * 5
         shapes[f"{per_user} of {args.history_places:,}"] = (history_users, history_places, history_weights)
-    print(f"\nsums over blocks of {vector_sums.PAIRS_PER_BLOCK:,} pairs, every pair gathered or by fill:")
-    print(f"{'shape':<16}{'keyed by':>10}{'fill (blocks)':>16}{'gathered':>10}{'by fill':>10}{'ratio':>8}")
+    print(f"\nsums over blocks of {vector_sums.PAIRS_PER_BLOCK:,} pairs: all gathered, all matrices, or by fill")
+    columns = f"{'gathered':>10}{'matrix':>10}{'by fill':>10}{'ratio':>8}"
+    print(f"{'shape':<16}{'keyed by':>10}{'fill (blocks)':>16}{columns}")
     for shape, (block_users, block_places, block_weights) in shapes.items():
         for label, keyed in (("user", True), ("place", False)):
             vectors = rng.standard_normal((block_places.max() + 1 if keyed else block_users.max() + 1, EMBEDDING_DIM))
             run, fills = _blocked(block_users, block_places, block_weights, vectors.astype(np.float32), keyed)
-            seconds: dict[float, list[float]] = {math.inf: [], current_fill: []}
+            seconds: dict[float, list[float]] = {math.inf: [], 0.0: [], current_fill: []}
             for repeat in range(args.repeat):
-                for dense_fill in sorted(seconds, reverse=repeat % 2 == 1):
+                for dense_fill in sorted(seconds, reverse=repeat % 2 == 1):  # each order in half the rounds
                     vector_sums.DENSE_FILL = dense_fill
                     started = time.perf_counter()
                     run()
                     seconds[dense_fill].append(time.perf_counter() - started)
             vector_sums.DENSE_FILL = current_fill
-            gathered, by_fill = (statistics.median(seconds[key]) for key in (math.inf, current_fill))
+            gathered, matrix, by_fill = (statistics.median(seconds[key]) for key in (math.inf, 0.0, current_fill))
             fill = f"{min(fills):.1%}-{max(fills):.1%}"
-            print(f"{shape:<16}{label:>10}{fill:>16}{gathered:>9.3f}s{by_fill:>9.3f}s{gathered / by_fill:>7.2f}x")
+            times = f"{gathered:>9.3f}s{matrix:>9.3f}s{by_fill:>9.3f}s"
+            print(f"{shape:<16}{label:>10}{fill:>16}{times}{gathered / by_fill:>7.2f}x")
 
 
 def _blocked(

@@ -51,7 +51,7 @@ USERS_PER_BLOCK = 8_192
 PLACES_PER_PASS = 16_384
 GATHER_ROWS = 1_024  # a gather's float32 products (1.5 MB) are summed while still in a core's cache
 CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
-DENSE_FILL = 1 / 64  # pairs this full are summed as a matrix product (the gather won only below ~1.2% here)
+DENSE_FILL = 1 / 64  # pairs this full are summed as a matrix product (it pays from ~1.2%: vector_sums_bench)
 MATRIX_CELLS = int(2 * PAIRS_PER_BLOCK / DENSE_FILL)  # 16 MB of float64, a block's pairs at DENSE_FILL
 EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 
