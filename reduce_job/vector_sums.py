@@ -201,8 +201,7 @@ def user_means(conn: psycopg.Connection, user_blocks: Blocks) -> None:
         rows_, found = _rows_of(content["idx"], pairs["place"])
         if not found.all():  # touched.in_space promised content: never sum a wrong row
             raise RuntimeError("a place in the space has no content vector")
-        sorted_users, _ = _runs(np.sort(pairs["user"]))
-        user_at = np.searchsorted(sorted_users, pairs["user"])
+        sorted_users, user_at = np.unique(pairs["user"], return_inverse=True)
         sums = np.zeros((len(sorted_users), EMBEDDING_DIM))
         _add_products(sums, user_at, content["vector"], rows_, pairs["w_new"])
         weights = np.bincount(user_at, pairs["w_new"], len(sorted_users))
