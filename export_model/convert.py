@@ -1,27 +1,41 @@
 """PyTorch weights -> ONNX (optimum) -> fused CPU graph -> dynamic int8 (onnxruntime).
 
-Measured on a 2-core AVX2 machine without VNNI (not re-measured with VNNI), 3,000 mixed texts, 2 threads:
+Measured on a 2-core AVX2 machine without VNNI, 3,000 mixed texts, 2 threads:
 per-channel QInt8 weights keep mean cosine ~0.991 while per-tensor QInt8 falls to ~0.954;
 QUInt8 weights are ~12% slower on AVX2; reduce_range costs accuracy for nothing here.
-The fused graph (Attention, SkipLayerNorm, BiasGelu) is as fast as the plain one once
-quantised but has a tenth of the nodes, so it loads faster and reads clearer.
 
 Each text runs alone at embedding time (see witple_batch.embedder), so activation scales
-come from one text. Quantising every layer then fails the parity gate on short, [UNK]-heavy
-Korean texts (mean 0.9888, min 0.950). Measured one layer at a time, only the first
-encoder layer matters: keeping layer 0 (QKV attention and three MatMuls) in FP32 gives
-mean 0.9932, min 0.9809, for ~12% of the int8 speed; any other single layer leaves
-min <= 0.958, and FP32 feed-forward outputs in all layers reach min 0.961 at -25%.
+come from one text. On that AVX2 machine, quantising every layer failed the parity gate on
+short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
+mattered, so layer 0 stays in FP32. `benchmarks/export_bench.py` measures the recipes against
+each other on an AVX-512 VNNI machine (onnxruntime 1.32): there every layer in int8 passes
+the gate (0.9914 / 0.9765) at 1.4-1.6x the speed, but the gate runs only where the model is
+exported, and a Batch host without VNNI would run the graph that failed it. What ships
+instead is free: residual adds and layer norms stay unfused (1.15-1.19x, parity unchanged),
+because onnxruntime's CPU SkipLayerNormalization is several times slower than Add +
+LayerNormalization on these shapes; the embedder keeps its session from fusing them back.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The graph choices an export makes; the default is what ships, the others are measured against it."""
+
+    fuse_skip_layer_norm: bool = False
+    fp32_layer0: tuple[str, ...] = ("attention", "attention_output", "feed_forward_in", "feed_forward_out")
+
+
+RECIPE = Recipe()
 
 QUANTISATION = {
     "method": "onnxruntime.quantization.quantize_dynamic",
@@ -29,8 +43,8 @@ QUANTISATION = {
     "per_channel": True,
     "reduce_range": False,
     "activations": "uint8, dynamic per-tensor",
-    "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1",
-    "fp32_nodes": "encoder layer 0 (Attention and its three MatMuls)",
+    "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1, residual adds and layer norms unfused",
+    "fp32_nodes": "encoder layer 0: " + ", ".join(RECIPE.fp32_layer0),
 }
 
 
@@ -42,46 +56,64 @@ def source_max_seq_length(source: Path) -> int:
     return int(json.loads((source / "config.json").read_text())["max_position_embeddings"])
 
 
-def _fused_graph(plain: Path, fused: Path) -> None:
+def _fused_graph(plain: Path, fused: Path, recipe: Recipe) -> None:
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = recipe.fuse_skip_layer_norm
     model = optimizer.optimize_model(
-        str(plain), model_type="bert", num_heads=12, hidden_size=EMBEDDING_DIM, opt_level=1, use_gpu=False
+        str(plain),
+        model_type="bert",
+        num_heads=12,
+        hidden_size=EMBEDDING_DIM,
+        opt_level=1,
+        use_gpu=False,
+        optimization_options=options,
     )
     model.save_model_to_file(str(fused))
 
 
-def _fp32_nodes(fused: Path) -> list[str]:
-    """Encoder layer 0: its MatMuls by name, and the Attention fed by the embedding layer norm."""
+def _layer0_nodes(fused: Path) -> dict[str, str]:
+    """Encoder layer 0's parts by name: its MatMuls, and the Attention fed by the embedding layer norm."""
     import onnx
 
     graph = onnx.load(str(fused), load_external_data=False).graph
     producer = {output: node for node in graph.node for output in node.output}
-    matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.startswith("/encoder/layer.0/")]
-    attention = [
+    prefixes = {
+        "attention_output": "/encoder/layer.0/attention/output/dense/",
+        "feed_forward_in": "/encoder/layer.0/intermediate/dense/",
+        "feed_forward_out": "/encoder/layer.0/output/dense/",
+    }
+    found = {
+        part: [n.name for n in graph.node if n.op_type == "MatMul" and n.name.startswith(prefix)]
+        for part, prefix in prefixes.items()
+    }
+    found["attention"] = [
         n.name
         for n in graph.node
         if n.op_type == "Attention"
         and producer.get(n.input[0]) is not None
         and producer[n.input[0]].op_type == "EmbedLayerNormalization"
     ]
-    if len(matmuls) != 3 or len(attention) != 1:
+    if any(len(names) != 1 for names in found.values()):
         # a renamed or differently fused graph would silently quantise what parity needs in FP32
-        raise RuntimeError(f"cannot find encoder layer 0 in the fused graph (MatMuls {matmuls}, Attention {attention})")
-    return matmuls + attention
+        raise RuntimeError(f"cannot find encoder layer 0 in the fused graph: {found}")
+    return {part: names[0] for part, names in found.items()}
 
 
-def _quantise(fused: Path, target: Path) -> None:
+def _quantise(fused: Path, target: Path, recipe: Recipe) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    layer0 = _layer0_nodes(fused)
     quantize_dynamic(
         str(fused),
         str(target),
         per_channel=True,
         reduce_range=False,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=_fp32_nodes(fused),
+        nodes_to_exclude=[layer0[part] for part in recipe.fp32_layer0],
         # the fused Attention node has no type inference; tell the quantiser it is float
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
@@ -100,7 +132,7 @@ def _tokenizer(plain_dir: Path, target: Path, max_len: int) -> None:
     target.write_text(json.dumps(data, ensure_ascii=False))
 
 
-def convert(source: Path, out_dir: Path) -> int:
+def convert(source: Path, out_dir: Path, recipe: Recipe = RECIPE) -> int:
     """Write model.onnx and tokenizer.json into out_dir; return the max sequence length."""
     from optimum.exporters.onnx import main_export
 
@@ -117,7 +149,7 @@ def convert(source: Path, out_dir: Path) -> int:
             do_validation=False,
             local_files_only=True,
         )
-        _fused_graph(work / "plain" / MODEL_FILE, work / "fused.onnx")
-        _quantise(work / "fused.onnx", out_dir / MODEL_FILE)
+        _fused_graph(work / "plain" / MODEL_FILE, work / "fused.onnx", recipe)
+        _quantise(work / "fused.onnx", out_dir / MODEL_FILE, recipe)
         _tokenizer(work / "plain", out_dir / TOKENIZER_FILE, max_len)
     return max_len

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import subprocess
@@ -7,9 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-from witple_batch.embedder import Embedder
+from witple_batch.embedder import Embedder, open_session, session_options
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelError
 
 
@@ -68,6 +70,29 @@ def test_embedder_process_never_imports_torch_or_transformers(model_dir: Path) -
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def _session_ops(model_dir: Path, tmp_path: Path, **open_kwargs: object) -> collections.Counter[str]:
+    """Operators of the graph a session actually runs, after onnxruntime's own fusions."""
+    import onnx
+
+    options = session_options()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    if open_kwargs:
+        ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"], **open_kwargs)
+    else:
+        open_session(model_dir / MODEL_FILE, options)
+    return collections.Counter(node.op_type for node in onnx.load(str(tmp_path / "optimised.onnx")).graph.node)
+
+
+def test_the_session_keeps_layer_norms_unfused(model_dir: Path, tmp_path: Path) -> None:
+    """onnxruntime's CPU SkipLayerNormalization is the slow path (benchmarks/export_bench.py)."""
+    ours = _session_ops(model_dir, tmp_path)
+    assert ours["SkipLayerNormalization"] == 0
+    assert ours["LayerNormalization"] == 12  # two per encoder layer
+    # without UNFUSED, onnxruntime would fuse them back: the setting is what keeps them apart
+    fused = _session_ops(model_dir, tmp_path, disabled_optimizers=[])
+    assert fused["SkipLayerNormalization"] == 12
 
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:

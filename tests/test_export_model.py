@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from export_model.cli import default_source
 from export_model.parity import MIN_MEAN_COSINE, MIN_MIN_COSINE, Parity, ParityError, measure
 from export_model.parity_texts import parity_texts
-from witple_batch.model_files import MANIFEST_FILE, MODEL_FILES, sha256_file
+from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, MODEL_FILES, sha256_file
 from witple_batch.s3 import s3_client
 
 
@@ -37,6 +38,23 @@ def test_manifest_records_what_was_built(model_dir: Path) -> None:
     assert manifest["export_seconds"] > 0
     assert manifest["parity"]["mean_cosine"] >= MIN_MEAN_COSINE
     assert manifest["parity"]["min_cosine"] >= MIN_MIN_COSINE
+
+
+def test_the_exported_graph_is_the_recipe(model_dir: Path) -> None:
+    import onnx
+
+    nodes = onnx.load(str(model_dir / MODEL_FILE)).graph.node
+    ops = collections.Counter(node.op_type for node in nodes)
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 12
+    assert (ops["Attention"], ops["QAttention"]) == (1, 5)  # layer 0's attention alone in FP32
+
+    def layer0(prefix: str) -> set[str]:
+        return {node.op_type for node in nodes if node.name.startswith(f"/encoder/layer.0/{prefix}/")}
+
+    # layer 0's three projections (and their bias adds) in FP32 too; every other layer's are int8
+    for projection in ("attention/output/dense", "intermediate/dense", "output/dense"):
+        assert layer0(projection) <= {"MatMul", "Add"} and "MatMul" in layer0(projection)
+    assert "MatMulInteger" in {node.op_type for node in nodes if node.name.startswith("/encoder/layer.1/")}
 
 
 def test_parity_gate_passes_against_the_fp32_reference(model_dir: Path) -> None:
