@@ -29,7 +29,7 @@ from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE
 
 @dataclass(frozen=True)
 class Recipe:
-    """The graph choices an export makes; the default is what ships, the others are measured against it."""
+    """The graph choices an export makes: the default ships; benchmarks/export_bench.py measures others."""
 
     fuse_skip_layer_norm: bool = False
     fp32_layer0: tuple[str, ...] = ("attention", "attention_output", "feed_forward_in", "feed_forward_out")
@@ -43,7 +43,8 @@ QUANTISATION = {
     "per_channel": True,
     "reduce_range": False,
     "activations": "uint8, dynamic per-tensor",
-    "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1, residual adds and layer norms unfused",
+    "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1"
+    + ("" if RECIPE.fuse_skip_layer_norm else ", residual adds and layer norms unfused"),
     "fp32_nodes": "encoder layer 0: " + ", ".join(RECIPE.fp32_layer0),
 }
 

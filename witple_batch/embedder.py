@@ -9,7 +9,7 @@ Dynamic int8 quantises activations with one scale per tensor, so in a batch a te
 vector depends on its batch mates: the same place text embedded in two shards differed
 by up to cosine 0.996, which user vectors then mixed. Alone, a text's vector depends on
 the text only. `benchmarks/embed_bench.py` (2 threads): length-sorted batches of 32 run at
-0.81x the speed on long catalogue texts, 1.11x on one-sentence ones and 2.4x on short ones (a
+0.90x the speed on long catalogue texts, 0.96x on one-sentence ones and 2.4x on short ones (a
 name and category, or the category alone); the determinism is worth it.
 """
 
@@ -34,36 +34,36 @@ from witple_batch.model_files import (
 from witple_batch.resources import available_cpus
 
 # The export leaves residual adds and layer norms unfused: onnxruntime's CPU
-# SkipLayerNormalization took 85 us per 41-token text where Add + LayerNormalization took
-# 20 us (1.32, one thread). Its session would fuse them back at ORT_ENABLE_ALL.
-UNFUSED = ["SkipLayerNormFusion"]
+# SkipLayerNormalization spent 1.04 ms of kernel time per 41-token text where Add +
+# LayerNormalization spend 0.27 ms (benchmarks/export_bench.py, 1.32, one thread), and the
+# session would fuse them back at ORT_ENABLE_ALL. A session option, so it holds for every
+# session these options make (onnxruntime re-creates a session after some failures).
+UNFUSED = ("SkipLayerNormFusion",)
 
 
 def session_options() -> ort.SessionOptions:
-    """Parallel across texts, not inside one: short sequences leave a second op thread idle."""
+    """One op thread: parallel across texts, not inside one (short sequences leave a second idle)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("optimization.disable_specified_optimizers", ",".join(UNFUSED))
     return options
 
 
-def open_session(model_file: Path, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """The embedder's session; `options` (session_options() plus profiling, say) for benchmarks and tests."""
-    try:
-        return ort.InferenceSession(
-            str(model_file),
-            options or session_options(),
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=UNFUSED,
-        )
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped Fail/InvalidGraph errors
-        raise ModelError(f"{model_file} cannot be loaded: {exc}") from None
-
-
 class Embedder:
-    def __init__(self, model_dir: Path, *, threads: int | None = None, manifest: ModelManifest | None = None) -> None:
-        """`manifest`: what verify_model_dir(model_dir) already returned, so the files are not hashed twice."""
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int | None = None,
+        manifest: ModelManifest | None = None,
+        options: ort.SessionOptions | None = None,
+    ) -> None:
+        """`manifest`: what verify_model_dir(model_dir) already returned, so the files are not hashed twice.
+
+        `options`: session_options() with more set (profiling, say), for benchmarks and tests.
+        """
         self.manifest = manifest or verify_model_dir(model_dir)
         self.threads = threads or available_cpus()
         try:
@@ -72,7 +72,12 @@ class Embedder:
             raise ModelError(f"{model_dir / TOKENIZER_FILE} cannot be loaded: {exc}") from None
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.manifest.max_seq_length)
-        self._session = open_session(model_dir / MODEL_FILE)
+        try:
+            self._session = ort.InferenceSession(
+                str(model_dir / MODEL_FILE), options or session_options(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped Fail/InvalidGraph errors
+            raise ModelError(f"{model_dir / MODEL_FILE} cannot be loaded: {exc}") from None
         self._input_names = {i.name for i in self._session.get_inputs()}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
