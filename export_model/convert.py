@@ -9,9 +9,10 @@ come from one text. On that AVX2 machine, quantising every layer failed the pari
 short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
 mattered, so layer 0 stays in FP32. `benchmarks/export_bench.py` measures the recipes against
 each other on an AVX-512 VNNI machine (onnxruntime 1.32): there every layer in int8 passes
-the gate (0.9914 / 0.9765) at 1.4-1.6x the speed, but the gate runs only where the model is
-exported, and a Batch host without VNNI would run the graph that failed it. What ships
-instead is free: residual adds and layer norms stay unfused (1.15-1.19x, parity unchanged),
+the gate (0.9914 / 0.9765) at 1.39-1.52x the speed of the fused recipe, but the gate runs only
+where the model is exported, and a Batch host without VNNI would run the graph that failed it.
+What ships instead is free: residual adds and layer norms stay unfused (1.15-1.20x on sample
+and catalogue texts, 1 and 2 threads, parity unchanged),
 because onnxruntime's CPU SkipLayerNormalization is several times slower than Add +
 LayerNormalization on these shapes; the embedder keeps its session from fusing them back.
 """

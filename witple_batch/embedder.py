@@ -34,8 +34,8 @@ from witple_batch.model_files import (
 from witple_batch.resources import available_cpus
 
 # The export leaves residual adds and layer norms unfused: onnxruntime's CPU
-# SkipLayerNormalization spent 1.04 ms of kernel time per 41-token text where Add +
-# LayerNormalization spend 0.27 ms (benchmarks/export_bench.py, 1.32, one thread), and the
+# SkipLayerNormalization spent 1.06 ms of kernel time per 41-token text where Add +
+# LayerNormalization spend 0.28 ms (benchmarks/export_bench.py, 1.32, one thread), and the
 # session would fuse them back at ORT_ENABLE_ALL. A session option, so it holds for every
 # session these options make (onnxruntime re-creates a session after some failures).
 UNFUSED = ("SkipLayerNormFusion",)
