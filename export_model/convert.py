@@ -1,20 +1,21 @@
 """PyTorch weights -> ONNX (optimum) -> fused CPU graph -> dynamic int8 (onnxruntime).
 
-Measured on a 2-core AVX2 machine without VNNI, 3,000 mixed texts, 2 threads:
-per-channel QInt8 weights keep mean cosine ~0.991 while per-tensor QInt8 falls to ~0.954;
-QUInt8 weights are ~12% slower on AVX2; reduce_range costs accuracy for nothing here.
+Measured on a 2-core AVX2 machine without VNNI (not re-measured with VNNI), 3,000 mixed
+texts, 2 threads: per-channel QInt8 weights keep mean cosine ~0.991 while per-tensor QInt8
+falls to ~0.954; QUInt8 weights are ~12% slower on AVX2; reduce_range costs accuracy for
+nothing here.
 
 Each text runs alone at embedding time (see witple_batch.embedder), so activation scales
 come from one text. On that AVX2 machine, quantising every layer failed the parity gate on
 short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
 mattered, so layer 0 stays in FP32. `benchmarks/export_bench.py` measures the recipes against
-each other on an AVX-512 VNNI machine (onnxruntime 1.32): there every layer in int8 passes
-the gate (0.9914 / 0.9765) at 1.39-1.52x the speed of the fused recipe, but the gate runs only
-where the model is exported, and a Batch host without VNNI would run the graph that failed it.
-What ships instead is free: residual adds and layer norms stay unfused (1.15-1.20x on sample
-and catalogue texts, 1 and 2 threads, parity unchanged),
-because onnxruntime's CPU SkipLayerNormalization is several times slower than Add +
-LayerNormalization on these shapes; the embedder keeps its session from fusing them back.
+each other on an AVX-512 VNNI machine (onnxruntime 1.32). There every layer in int8 passes the
+gate (0.9914 / 0.9765) at 1.20-1.27x the speed of the shipped recipe, but the gate runs only
+where the model is exported, and a Batch host without VNNI would run a graph like the one that
+failed it. What ships instead is free: residual adds and layer norms stay unfused, because
+onnxruntime's CPU SkipLayerNormalization took ~3.8x their kernel time (1.06 against 0.28 ms per
+sample text, one thread): 1.15-1.20x the speed on sample and catalogue texts, 1 and 2 threads,
+the same gate cosines. The embedder keeps its session from fusing them back.
 """
 
 from __future__ import annotations
@@ -36,18 +37,22 @@ class Recipe:
     fp32_layer0: tuple[str, ...] = ("attention", "attention_output", "feed_forward_in", "feed_forward_out")
 
 
-RECIPE = Recipe()
+def describe(recipe: Recipe) -> dict[str, object]:
+    """What the manifest records about a recipe's quantisation."""
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "activations": "uint8, dynamic per-tensor",
+        "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1"
+        + ("" if recipe.fuse_skip_layer_norm else ", residual adds and layer norms unfused"),
+        "fp32_nodes": "encoder layer 0: " + (", ".join(recipe.fp32_layer0) or "none"),
+    }
 
-QUANTISATION = {
-    "method": "onnxruntime.quantization.quantize_dynamic",
-    "weight_type": "QInt8",
-    "per_channel": True,
-    "reduce_range": False,
-    "activations": "uint8, dynamic per-tensor",
-    "graph": "onnxruntime.transformers.optimizer bert fusion, opt_level 1"
-    + ("" if RECIPE.fuse_skip_layer_norm else ", residual adds and layer norms unfused"),
-    "fp32_nodes": "encoder layer 0: " + ", ".join(RECIPE.fp32_layer0),
-}
+
+RECIPE = Recipe()
+QUANTISATION = describe(RECIPE)
 
 
 def source_max_seq_length(source: Path) -> int:

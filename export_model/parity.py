@@ -57,6 +57,8 @@ def reference_embeddings(source: Path, texts: list[str], threads: int) -> np.nda
 
 def compare(reference: np.ndarray, ours: np.ndarray) -> Parity:
     """Row by row: both sides L2-normalised, so a dot product is the cosine."""
+    if reference.shape != ours.shape:
+        raise ValueError(f"cannot compare embeddings of shapes {reference.shape} and {ours.shape}")
     cosines = (reference * ours).sum(axis=1)
     return Parity(texts=len(cosines), mean_cosine=float(cosines.mean()), min_cosine=float(cosines.min()))
 

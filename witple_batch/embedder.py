@@ -33,17 +33,20 @@ from witple_batch.model_files import (
 )
 from witple_batch.resources import available_cpus
 
-# The export leaves residual adds and layer norms unfused: onnxruntime's CPU
-# SkipLayerNormalization spent 1.06 ms of kernel time per 41-token text where Add +
-# LayerNormalization spend 0.28 ms (benchmarks/export_bench.py, 1.32, one thread), and the
-# session would fuse them back at ORT_ENABLE_ALL. A session option, so it holds for every
-# session these options make (onnxruntime re-creates a session after some failures).
+# The export leaves residual adds and layer norms unfused: onnxruntime 1.32's CPU
+# SkipLayerNormalization spent 1.06 ms of kernel time per sample text (median 41 tokens) where
+# Add + LayerNormalization spend 0.28 ms (benchmarks/export_bench.py, one thread), and the
+# session would fuse them back at ORT_ENABLE_ALL. A session option rather than the binding's
+# `disabled_optimizers` argument, which its fallback session (after a provider failure) drops.
 UNFUSED = ("SkipLayerNormFusion",)
 
 
-def session_options() -> ort.SessionOptions:
-    """One op thread: parallel across texts, not inside one (short sequences leave a second idle)."""
-    options = ort.SessionOptions()
+def _session_options(options: ort.SessionOptions | None) -> ort.SessionOptions:
+    """What every embedder session needs, set on `options` (a fresh one if None); the rest is the caller's.
+
+    One op thread: parallel across texts, not inside one (short sequences leave a second idle).
+    """
+    options = options if options is not None else ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -62,7 +65,8 @@ class Embedder:
     ) -> None:
         """`manifest`: what verify_model_dir(model_dir) already returned, so the files are not hashed twice.
 
-        `options`: session_options() with more set (profiling, say), for benchmarks and tests.
+        `options`: onnxruntime session options with more set (profiling, say), for benchmarks and
+        tests; the embedder sets its own threads, optimisation level and unfused layer norms on them.
         """
         self.manifest = manifest or verify_model_dir(model_dir)
         self.threads = threads or available_cpus()
@@ -74,7 +78,7 @@ class Embedder:
         self._tokenizer.enable_truncation(self.manifest.max_seq_length)
         try:
             self._session = ort.InferenceSession(
-                str(model_dir / MODEL_FILE), options or session_options(), providers=["CPUExecutionProvider"]
+                str(model_dir / MODEL_FILE), _session_options(options), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped Fail/InvalidGraph errors
             raise ModelError(f"{model_dir / MODEL_FILE} cannot be loaded: {exc}") from None
