@@ -108,7 +108,7 @@ def main() -> None:
         seconds: dict[tuple[str, str, int], list[float]] = collections.defaultdict(list)
         names = list(embedders)
         for round_ in range(args.rounds):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # each first in turn
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # one later each round
                 embedder = embedders[name]
                 for kind, texts in kinds.items():
                     for threads in (1, 2):

@@ -69,11 +69,11 @@ def _versions() -> dict[str, str]:
 
 def input_fingerprint(weights: str) -> str:
     """Everything that changes the output: weights, settings, the exporter's versions and code."""
-    from export_model import convert, parity_texts
+    from export_model import convert, parity, parity_texts
     from witple_batch import embedder
 
-    # the parity figures in the manifest depend on how the embedder runs the model, too
-    code = b"".join(Path(m.__file__).read_bytes() for m in (convert, parity_texts, embedder))
+    # the parity figures in the manifest depend on how they are measured and how the embedder runs the model
+    code = b"".join(Path(m.__file__).read_bytes() for m in (convert, parity, parity_texts, embedder))
     blob = orjson.dumps(
         {"weights": weights, "quantisation": convert.QUANTISATION, "versions": _versions()},
         option=orjson.OPT_SORT_KEYS,

@@ -10,7 +10,7 @@ come from one text. On that AVX2 machine, quantising every layer failed the pari
 short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
 mattered, so layer 0 stays in FP32. `benchmarks/export_bench.py` measures the recipes against
 each other on an AVX-512 VNNI machine (onnxruntime 1.32). There every layer in int8 passes the
-gate (0.9914 / 0.9765) at 1.20-1.27x the speed of the shipped recipe, but the gate runs only
+gate (0.9914 / 0.9765) at 1.20-1.36x the speed of the shipped recipe (two runs), but the gate runs only
 where the model is exported, and a Batch host without VNNI would run a graph like the one that
 failed it. What ships instead is free: residual adds and layer norms stay unfused, because
 onnxruntime's CPU SkipLayerNormalization took ~3.8x their kernel time (1.06 against 0.28 ms per

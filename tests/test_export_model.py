@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from export_model.cli import default_source
-from export_model.parity import MIN_MEAN_COSINE, MIN_MIN_COSINE, Parity, ParityError, measure
+from export_model.parity import MIN_MEAN_COSINE, MIN_MIN_COSINE, Parity, ParityError, compare, measure
 from export_model.parity_texts import parity_texts
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, MODEL_FILES, sha256_file
 from witple_batch.s3 import s3_client
@@ -63,6 +64,15 @@ def test_parity_gate_passes_against_the_fp32_reference(model_dir: Path) -> None:
     assert parity.texts >= 200
     assert parity.mean_cosine >= MIN_MEAN_COSINE
     assert parity.min_cosine >= MIN_MIN_COSINE
+
+
+def test_parity_compares_row_by_row_and_refuses_mismatched_shapes() -> None:
+    rows = np.eye(3, 384, dtype=np.float32)
+    parity = compare(rows, rows[[0, 1, 0]])
+    assert (parity.texts, parity.mean_cosine, parity.min_cosine) == (3, pytest.approx(2 / 3), 0.0)
+    assert not parity.passes
+    with pytest.raises(ValueError, match="shapes"):
+        compare(rows, rows[:1])
 
 
 def test_parity_gate_fails_loudly() -> None:
