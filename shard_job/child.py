@@ -30,7 +30,7 @@ from witple_batch.entrypoint import Terminated
 from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
 from witple_batch.metrics import emit, run_figures
-from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILES, ModelManifest, sha256_file, verify_model_dir
+from witple_batch.model_files import EMBEDDING_DIM, ModelManifest, sha256_file, verify_model_dir
 from witple_batch.partials import (
     METRICS_FILE,
     REJECTS_FILE,
@@ -43,26 +43,11 @@ from witple_batch.partials import (
 from witple_batch.place_text import PLACE_TEXT_VERSION, place_text, text_sha256
 from witple_batch.resources import peak_rss_mb, process_age_seconds
 from witple_batch.run_layout import RunLayout, ShardPlan, load_shard_plan
-from witple_batch.s3 import parse_s3_uri
 
 if TYPE_CHECKING:
     from witple_batch.embedder import Embedder
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def model_folder(client: Any, config: ShardConfig) -> Iterator[Path]:
-    """MODEL_DIR as is, or MODEL_URI's three files fetched into a temporary folder."""
-    if config.model_uri is None:
-        yield config.model_dir
-        return
-    bucket, key_prefix = parse_s3_uri(config.model_uri)
-    key_prefix = key_prefix.rstrip("/") + "/" if key_prefix else ""
-    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
-        for name in MODEL_FILES:
-            client.download_file(bucket, key_prefix + name, str(Path(tmp) / name))
-        yield Path(tmp)
 
 
 def content_vectors(texts: list[str], embedder: Embedder, stored: StoredContent) -> tuple[np.ndarray, int]:
@@ -254,7 +239,7 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
     event(log, "shard started", batch_id=config.batch_id, shard=config.array_index, attempt=config.attempt)
     with (
-        model_folder(client, config) as model_dir,
+        config.model.folder(client) as model_dir,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as loader,
         tempfile.TemporaryDirectory(prefix="shard-") as tmp,
         RejectsFile(Path(tmp) / REJECTS_FILE) as rejects,

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -99,6 +99,12 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="places embedded by another model or text version that each child re-embeds (default 2000)",
     )
     parser.add_argument(
+        "--max-refresh-shards",
+        type=int,
+        default=8,
+        help="children added, with no files, for such places beyond the file shards' shares (default 8)",
+    )
+    parser.add_argument(
         "--full",
         action="store_true",
         help="list every key under the prefix, not only the hours since the last plan (e.g. once a day)",
@@ -129,7 +135,7 @@ def _max_records(value: str | None) -> int | None:
     return count or None
 
 
-def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
+def _plan_options(args: argparse.Namespace, batch_id: str, model: str | None) -> PlanOptions:
     from shard_job.plan import PlanOptions
     from shard_job.planning import parse_hour
 
@@ -146,6 +152,8 @@ def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
         raise ConfigError(f"--since/--until: {exc}") from None
     if args.refresh_per_shard < 0:
         raise ConfigError("--refresh-per-shard must be >= 0")
+    if not 0 <= args.max_refresh_shards <= 1_000:
+        raise ConfigError("--max-refresh-shards must be between 0 and 1000")
     if not 0 <= args.lookback_hours <= 24 * 31:
         raise ConfigError("--lookback-hours must be between 0 and 744")
     return PlanOptions(
@@ -159,10 +167,22 @@ def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
         use_ledger=not getattr(args, "no_ledger", False),
         lease_hours=args.lease_hours,
         refresh_per_shard=args.refresh_per_shard,
+        max_refresh_shards=args.max_refresh_shards,
+        model=model,
         full=args.full,
         lookback_hours=args.lookback_hours,
         max_records=_max_records(args.max_records),
     )
+
+
+def _children_model(args: argparse.Namespace, client: Any) -> str | None:
+    """The model the children will embed with (this image's, or MODEL_URI's: set it for the
+    coordinator as for the shards), so a new export's first run already re-embeds places."""
+    if getattr(args, "no_ledger", False):
+        return None  # nothing stored to compare with
+    from shard_job.model_source import ModelSource
+
+    return ModelSource.from_env().onnx_sha256(client)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -174,7 +194,8 @@ def _plan(args: argparse.Namespace) -> int:
     batch_id = validate_batch_id(args.batch_id or env_str("BATCH_ID") or new_batch_id())
     start = process_age_seconds()
     started = time.perf_counter()
-    result = plan(s3_client(config.region), config, _plan_options(args, batch_id))
+    client = s3_client(config.region)
+    result = plan(client, config, _plan_options(args, batch_id, _children_model(args, client)))
     result["seconds"] = {"start": round(start, 3), "plan": round(time.perf_counter() - started, 3)}
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
@@ -205,11 +226,12 @@ def _submit(args: argparse.Namespace) -> int:
     batch_id = validate_batch_id(
         args.batch_id or env_str("BATCH_ID") or coordinator_batch_id(config.job_id) or new_batch_id()
     )
-    options = replace(_plan_options(args, batch_id), resume=True)
+    client = s3_client(config.region)
+    options = replace(_plan_options(args, batch_id, _children_model(args, client)), resume=True)
     for warning in config.warnings():  # after every setting is known good: a bad one is the only line
         event(log, warning, logging.WARNING)
     batch = batch_client(config.region)
-    result = submit(s3_client(config.region), batch, config, settings, options)
+    result = submit(client, batch, config, settings, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
@@ -252,7 +274,7 @@ def _check(local: bool) -> int:
     common, settings = preflight.settings_check(build)
     if common is None:
         return preflight.report([settings])
-    checks = [preflight.model_check(shard[0].model_dir)]
+    checks = [preflight.model_check(shard[0].model.model_dir)]
     if not local:
         client = s3_client(common.region, max_attempts=2)
         checks += preflight.s3_checks(client, common, list_input=True, write_work=True)

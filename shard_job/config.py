@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from shard_job.catalogue import CatalogueSource
+from shard_job.model_source import ModelSource
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.input_files import InputLimits
-from witple_batch.settings import ConfigError, env_int, env_str
+from witple_batch.settings import env_int, env_str
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "model"
 MIB = 1024 * 1024
 
 
@@ -21,8 +20,7 @@ class ShardConfig:
     batch_id: str
     array_index: int
     array_size: int | None
-    model_dir: Path
-    model_uri: str | None
+    model: ModelSource
     limits: InputLimits
     download_concurrency: int
     read_ahead_bytes: int
@@ -46,9 +44,6 @@ def input_limits(env: Mapping[str, str] | None = None) -> InputLimits:
 
 def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
     common = common_from_env(env)
-    model_uri = env_str("MODEL_URI", env=env)
-    if model_uri is not None and not model_uri.startswith("s3://"):
-        raise ConfigError("MODEL_URI must be an s3:// URI")
     common.partials_key  # noqa: B018 - required: validated here, once, at start
     size = env_str("AWS_BATCH_JOB_ARRAY_SIZE", env=env)
     return ShardConfig(
@@ -56,8 +51,7 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         batch_id=required_batch_id(env),
         array_index=env_int("AWS_BATCH_JOB_ARRAY_INDEX", 0, env, minimum=0, maximum=9_999),
         array_size=None if size is None else env_int("AWS_BATCH_JOB_ARRAY_SIZE", 1, env, minimum=1),
-        model_dir=Path(env_str("MODEL_DIR", str(DEFAULT_MODEL_DIR), env) or DEFAULT_MODEL_DIR),
-        model_uri=model_uri,
+        model=ModelSource.from_env(env),
         limits=input_limits(env),
         download_concurrency=env_int("DOWNLOAD_CONCURRENCY", 16, env, minimum=1, maximum=128),
         read_ahead_bytes=env_int("READ_AHEAD_MB", 128, env, minimum=1, maximum=4096) * MIB,

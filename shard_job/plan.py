@@ -22,11 +22,12 @@ from botocore.exceptions import ClientError
 
 from shard_job import watermark
 from shard_job.listing import list_batch_files
-from shard_job.planning import actions_in_key, balance, file_limit, shard_count
+from shard_job.planning import actions_in_key, balance, file_limit, refresh_shard_limit, refresh_shards, shard_count
 from witple_batch import notices, run_report, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
 from witple_batch.logs import event
+from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
 from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
@@ -46,6 +47,8 @@ class PlanOptions:
     use_ledger: bool = True
     lease_hours: float = 8.0
     refresh_per_shard: int = 2_000  # places of another space re-embedded per child (bounded work per run)
+    max_refresh_shards: int = 8  # children added with no files when the file shards' shares leave places over
+    model: str | None = None  # the onnx sha256 the children embed with; None: the last applied space's
     full: bool = False  # list every key under the prefix, not the hours since the watermark
     lookback_hours: float = 24.0  # hours before the watermark listed again, for files that arrive late
     max_records: int | None = None  # actions per run, by the counts in the files' names (maxRecords)
@@ -144,7 +147,10 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             else:
                 files = run_state.claim(conn, options.batch_id, candidates, limit)
             shards = shard_count(files, options.shards, options.target_mb)
-            refresh = stale_places(conn, shards * options.refresh_per_shard)
+            refresh = []
+            if shards:
+                most = (shards + refresh_shard_limit(shards, options.max_refresh_shards)) * options.refresh_per_shard
+                refresh = stale_places(conn, most, options.model)
             listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
             result = _finish(client, config, options, files, shards, refresh, listing=listing)
             result["more"] = not listed_all or len(candidates) > len(files)  # new files left for another run
@@ -231,22 +237,22 @@ def settle_past_runs(conn: psycopg.Connection, client: Any, config: CommonConfig
         notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
-def stale_places(conn: psycopg.Connection, limit: int) -> list[tuple[str, str]]:
-    """Places whose stored content was not made in the current space, most recently active first.
-
-    The current space is the model and text version of the last batch applied (vector_space): a
-    new image's first batch switches it, the next runs bring these places along (each child
-    embeds its share), so every place reaches the new space within a few runs, not only those
-    touched again; until then such a place counts in no vector (reduce_job/vectors.py).
+def stale_places(conn: psycopg.Connection, limit: int, model: str | None) -> list[tuple[str, str]]:
+    """Places whose stored content was not made in the space the children embed in, most recently
+    active first: `model` (the image's, so a new export's first run already brings places over)
+    and this code's place text version. Without `model` (a planner with no model folder), the
+    model of the last batch applied (vector_space). Nothing before a first batch: an empty or
+    adopted table has nothing of ours to bring over. Until re-embedded, such a place counts in
+    no vector (reduce_job/vectors.py).
     """
     if limit == 0:
         return []
     rows = conn.execute(
         "SELECT p.place_category, p.place_id FROM place_vectors p, vector_space s"
-        " WHERE p.content_model IS DISTINCT FROM s.content_model"
-        " OR p.place_text_version IS DISTINCT FROM s.place_text_version"
-        " ORDER BY p.last_action_date DESC NULLS LAST, p.place_category, p.place_id LIMIT %s",
-        (limit,),
+        " WHERE p.content_model IS DISTINCT FROM coalesce(%(model)s, s.content_model)"
+        " OR p.place_text_version IS DISTINCT FROM %(text_version)s"
+        " ORDER BY p.last_action_date DESC NULLS LAST, p.place_category, p.place_id LIMIT %(limit)s",
+        {"model": model, "text_version": PLACE_TEXT_VERSION, "limit": limit},
     ).fetchall()
     return [(category, place_id) for category, place_id in rows]
 
@@ -261,10 +267,27 @@ def _finish(
     *,
     listing: str,
 ) -> dict[str, Any]:
-    event(log, "planned", files=len(files), shards=n, refresh=len(refresh), listing=listing)
-    result = {**_result(options, files, n), "refresh_places": len(refresh) if n else 0, "listing": listing}
+    """`n` shards of files, plus the refresh-only shards `refresh` needs beyond their shares."""
+    extra = refresh_shards(len(refresh), n, options.refresh_per_shard)
+    event(
+        log,
+        "planned",
+        files=len(files),
+        shards=n,
+        refresh_shards=extra,
+        refresh=len(refresh),
+        model=options.model,
+        listing=listing,
+    )
+    result = {
+        **_result(options, files, n + extra),
+        "refresh_places": len(refresh),
+        "refresh_shards": extra,
+        "listing": listing,
+    }
     if n and not options.dry_run:
+        shards = balance(files, n) + [[] for _ in range(extra)]
         result["manifest_uri"] = write_plan(
-            client, config, options.batch_id, balance(files, n), refresh, replace_orphan=options.use_ledger
+            client, config, options.batch_id, shards, refresh, replace_orphan=options.use_ledger
         )
     return result

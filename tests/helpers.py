@@ -60,6 +60,9 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         max_files=options.get("max_files"),
         use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
         refresh_per_shard=options.get("refresh_per_shard", 2_000),
+        max_refresh_shards=options.get("max_refresh_shards", 8),
+        model=options.get("model"),
+        dry_run=options.get("dry_run", False),
         full=options.get("full", False),
         lookback_hours=options.get("lookback_hours", 24.0),
     )

@@ -3,7 +3,18 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
-from shard_job.planning import actions_in_key, balance, file_limit, in_window, is_batch_file, parse_hour, shard_count
+from shard_job.planning import (
+    MAX_ARRAY_SIZE,
+    actions_in_key,
+    balance,
+    file_limit,
+    in_window,
+    is_batch_file,
+    parse_hour,
+    refresh_shard_limit,
+    refresh_shards,
+    shard_count,
+)
 from witple_batch.run_layout import InputFile
 
 
@@ -41,6 +52,17 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count(files, None, 25.0) == 4
     assert shard_count(files, 50, 64.0) == 10  # never more shards than files
     assert shard_count([], 5, 64.0) == 0
+
+
+def test_refresh_only_shards_take_what_the_file_shards_shares_leave() -> None:
+    assert refresh_shards(1_500, 1, 2_000) == 0  # one child's share takes them
+    assert refresh_shards(2_001, 1, 2_000) == 1
+    assert refresh_shards(9_000, 2, 2_000) == 3  # 4,000 on the file shards, 5,000 on three more
+    assert refresh_shards(9_000, 0, 2_000) == 0  # no run, nothing re-embedded
+    assert refresh_shards(9_000, 2, 0) == 0  # refresh turned off
+    assert refresh_shard_limit(3, 8) == 8
+    assert refresh_shard_limit(MAX_ARRAY_SIZE - 3, 8) == 3  # the array stays in Batch's limit
+    assert refresh_shard_limit(MAX_ARRAY_SIZE, 8) == 0
 
 
 def test_since_until() -> None:

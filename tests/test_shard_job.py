@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
+from shard_job.model_source import ModelSource
 from tests.helpers import (
     REPO,
     fresh_env,
@@ -25,7 +26,7 @@ from tests.helpers import (
     seed,
     work_objects,
 )
-from witple_batch.model_files import MODEL_FILE
+from witple_batch.model_files import MODEL_FILE, ModelError, read_manifest
 from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE
 from witple_batch.s3 import s3_client
 
@@ -307,6 +308,11 @@ def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
     without = run_module("shard_job", env)
     assert without.returncode == 2  # a broken model is not worth Batch's retries
     assert "not-there does not exist" in without.stderr
+    # the planner reads only the manifest: the space the children will embed in
+    assert ModelSource.from_env(with_uri).onnx_sha256(client) == read_manifest(model_dir).onnx_sha256
+    assert ModelSource.from_env(env).onnx_sha256(client) is None  # no model here: the last applied space
+    with pytest.raises(ModelError, match=r"models/none/model_manifest\.json is missing"):
+        ModelSource.from_env({**env, "MODEL_URI": f"s3://{env['WORK_BUCKET']}/models/none"}).onnx_sha256(client)
 
 
 def _data_files(files: dict[str, bytes]) -> dict[str, bytes]:

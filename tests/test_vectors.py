@@ -277,12 +277,36 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
 
     refreshing = _batch(env, **exported)
     seed(refreshing, SampleSet(files[5:8], second.expected))
-    planned = plan_run(refreshing, shards=2)
-    assert planned["refresh_places"] == sum(1 for m in models.values() if m == old)
-    for index in range(planned["shards"]):
-        run_child(refreshing, index)
+    stale = sum(1 for m in models.values() if m == old)
+    per = math.ceil(stale / 4)  # the file shard takes a quarter, children of their own the rest
+    planned = plan_run(refreshing, shards=1, refresh_per_shard=per, model=new)
+    assert stale >= 20 and (planned["refresh_places"], planned["refresh_shards"], planned["shards"]) == (stale, 3, 4)
+    done = [run_child(refreshing, index) for index in range(planned["shards"])]
+    assert [m["files"] for m in done[1:]] == [0, 0, 0] and sum(m["places"] for m in done[1:]) >= stale - per
     reduce_in_process(refreshing)
     assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
+    _assert_follows_the_definition(database_url, new)
+
+
+def test_a_new_exports_first_run_brings_every_place_over(s3_env, model_dir, database_url, sample, second, tmp_path):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=2)
+    old, new = _model(env), read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
+    places = len(stored(database_url).content_model)
+    deploy = _batch(env, MODEL_DIR=str(tmp_path / "b"))
+    seed(deploy, SampleSet(sorted(second.files, key=lambda f: f.key)[:5], second.expected))
+    # a planner that does not know the children's model can only follow the last applied space
+    assert plan_run(deploy, shards=1, model=None, dry_run=True)["refresh_places"] == 0
+    assert plan_run(deploy, shards=1, model=old, dry_run=True)["refresh_places"] == 0
+    from_image = run_module("shard_job", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
+    assert from_image.returncode == 0 and json.loads(from_image.stdout)["refresh_places"] == places
+    capped = plan_run(deploy, shards=1, model=new, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
+    assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
+    planned = plan_run(deploy, shards=1, model=new)
+    assert (planned["refresh_places"], planned["shards"]) == (places, 1)  # one child's share takes them all
+    run_child(deploy, 0)
+    reduce_in_process(deploy)
+    assert set(stored(database_url).content_model.values()) == {new}
     _assert_follows_the_definition(database_url, new)
 
 

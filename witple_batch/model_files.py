@@ -43,7 +43,7 @@ class ModelManifest:
     raw: dict[str, Any]
 
     @classmethod
-    def parse(cls, raw: dict[str, Any], where: Path) -> ModelManifest:
+    def parse(cls, raw: dict[str, Any], where: str) -> ModelManifest:
         try:
             manifest = cls(
                 dim=int(raw["dim"]),
@@ -66,14 +66,21 @@ def read_manifest(model_dir: Path) -> ModelManifest:
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist (run: python -m export_model --output {model_dir})")
     try:
-        raw = orjson.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{path} is missing (run: python -m export_model --output {model_dir})") from None
+    return parse_manifest(data, str(path))
+
+
+def parse_manifest(data: bytes, where: str) -> ModelManifest:
+    """A manifest's bytes, wherever they were read (a folder, or S3 for MODEL_URI)."""
+    try:
+        raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from None
+        raise ModelError(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
-        raise ModelError(f"{path} must hold a JSON object")
-    return ModelManifest.parse(raw, path)
+        raise ModelError(f"{where} must hold a JSON object")
+    return ModelManifest.parse(raw, where)
 
 
 def verify_model_dir(model_dir: Path) -> ModelManifest:
