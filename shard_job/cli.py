@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -135,7 +135,8 @@ def _max_records(value: str | None) -> int | None:
     return count or None
 
 
-def _plan_options(args: argparse.Namespace, batch_id: str, model: str | None) -> PlanOptions:
+def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
+    from shard_job.model_source import ModelSource
     from shard_job.plan import PlanOptions
     from shard_job.planning import parse_hour
 
@@ -168,21 +169,11 @@ def _plan_options(args: argparse.Namespace, batch_id: str, model: str | None) ->
         lease_hours=args.lease_hours,
         refresh_per_shard=args.refresh_per_shard,
         max_refresh_shards=args.max_refresh_shards,
-        model=model,
+        model=ModelSource.from_env(),  # read by the planner when it picks places to re-embed
         full=args.full,
         lookback_hours=args.lookback_hours,
         max_records=_max_records(args.max_records),
     )
-
-
-def _children_model(args: argparse.Namespace, client: Any) -> str | None:
-    """The model the children will embed with (this image's, or MODEL_URI's: set it for the
-    coordinator as for the shards), so a new export's first run already re-embeds places."""
-    if getattr(args, "no_ledger", False):
-        return None  # nothing stored to compare with
-    from shard_job.model_source import ModelSource
-
-    return ModelSource.from_env().onnx_sha256(client)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -194,8 +185,7 @@ def _plan(args: argparse.Namespace) -> int:
     batch_id = validate_batch_id(args.batch_id or env_str("BATCH_ID") or new_batch_id())
     start = process_age_seconds()
     started = time.perf_counter()
-    client = s3_client(config.region)
-    result = plan(client, config, _plan_options(args, batch_id, _children_model(args, client)))
+    result = plan(s3_client(config.region), config, _plan_options(args, batch_id))
     result["seconds"] = {"start": round(start, 3), "plan": round(time.perf_counter() - started, 3)}
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
@@ -226,12 +216,11 @@ def _submit(args: argparse.Namespace) -> int:
     batch_id = validate_batch_id(
         args.batch_id or env_str("BATCH_ID") or coordinator_batch_id(config.job_id) or new_batch_id()
     )
-    client = s3_client(config.region)
-    options = replace(_plan_options(args, batch_id, _children_model(args, client)), resume=True)
+    options = replace(_plan_options(args, batch_id), resume=True)
     for warning in config.warnings():  # after every setting is known good: a bad one is the only line
         event(log, warning, logging.WARNING)
     batch = batch_client(config.region)
-    result = submit(client, batch, config, settings, options)
+    result = submit(s3_client(config.region), batch, config, settings, options)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -48,12 +48,9 @@ class ModelSource:
                 client.download_file(bucket, prefix + name, str(Path(tmp) / name))
             yield Path(tmp)
 
-    def onnx_sha256(self, client: Any) -> str | None:
-        """The model's identity as its manifest gives it; None where there is no model to read (a
-        planner run outside the image): the caller then keeps to the last applied space."""
+    def onnx_sha256(self, client: Any) -> str:
+        """The model's identity as its manifest gives it, read without the other two files."""
         if self.model_uri is None:
-            if not (self.model_dir / MANIFEST_FILE).is_file():
-                return None
             return read_manifest(self.model_dir).onnx_sha256
         bucket, prefix = self._location()
         where = f"{self.model_uri.rstrip('/')}/{MANIFEST_FILE}"

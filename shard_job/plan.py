@@ -18,21 +18,27 @@ from itertools import islice
 from typing import Any
 
 import psycopg
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shard_job import watermark
 from shard_job.listing import list_batch_files
+from shard_job.model_source import ModelSource
 from shard_job.planning import actions_in_key, balance, file_limit, refresh_shard_limit, refresh_shards, shard_count
 from witple_batch import notices, run_report, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
 from witple_batch.logs import event
+from witple_batch.model_files import ModelError
 from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
 from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# a run's plan as the ledger records it (and a retried coordinator reads it back)
+RECORDED = ("files", "bytes", "shards", "actions_named", "refresh_places", "refresh_shards")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class PlanOptions:
     lease_hours: float = 8.0
     refresh_per_shard: int = 2_000  # places of another space re-embedded per child (bounded work per run)
     max_refresh_shards: int = 8  # children added with no files when the file shards' shares leave places over
-    model: str | None = None  # the onnx sha256 the children embed with; None: the last applied space's
+    model: ModelSource | None = None  # the children's model; None: re-embed toward the last applied space
     full: bool = False  # list every key under the prefix, not the hours since the watermark
     lookback_hours: float = 24.0  # hours before the watermark listed again, for files that arrive late
     max_records: int | None = None  # actions per run, by the counts in the files' names (maxRecords)
@@ -131,6 +137,8 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             return _resumed(existing)  # before any listing: a retried coordinator only needs the record
         if options.settle and not options.dry_run:
             settle_past_runs(conn, client, config)
+        model = children_model(options.model, client)
+        toward = model if trust_model(conn, model) else None
         source = watermark.source_of(config.s3_bucket, config.s3_prefix)
         recorded = watermark.read(conn, source)
         start = None if options.full else watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
@@ -150,7 +158,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             refresh = []
             if shards:
                 most = (shards + refresh_shard_limit(shards, options.max_refresh_shards)) * options.refresh_per_shard
-                refresh = stale_places(conn, most, options.model)
+                refresh = stale_places(conn, most, toward)
             listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
             result = _finish(client, config, options, files, shards, refresh, listing=listing)
             result["more"] = not listed_all or len(candidates) > len(files)  # new files left for another run
@@ -159,14 +167,15 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             if options.since is None and options.until is None:  # a window says nothing of other hours
                 watermark.advance(conn, source, now, seen_claimed)
             if result["shards"]:
-                plan_stats = {k: result[k] for k in ("files", "bytes", "shards", "actions_named")}
+                plan_stats = {k: result[k] for k in RECORDED}
+                plan_stats["model"] = model  # what this planner read: the next one checks it against the applied
                 run_state.record_planned(conn, options.batch_id, options.lease_hours * 3600, plan_stats)
     return result
 
 
 def _resumed(run: run_state.Run) -> dict[str, Any]:
     """What a run planned before holds, as a plan's result (its files stay claimed by it)."""
-    recorded = {k: int(run.plan.get(k, 0)) for k in ("shards", "files", "bytes", "actions_named")}
+    recorded = {k: int(run.plan.get(k, 0)) for k in RECORDED}
     return {"batch_id": run.batch_id, **recorded, "manifest_uri": None, "resumed": run.status, "more": True}
 
 
@@ -237,13 +246,55 @@ def settle_past_runs(conn: psycopg.Connection, client: Any, config: CommonConfig
         notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
+def children_model(source: ModelSource | None, client: Any) -> str | None:
+    """The onnx sha256 the children will embed with, from the manifest of the image's MODEL_DIR or
+    of MODEL_URI. None, with a warning, when it cannot be read: re-embedding then follows the
+    last applied space, a run later, which is no reason to stop planning files."""
+    if source is None:
+        return None
+    try:
+        return source.onnx_sha256(client)
+    except (ModelError, ClientError, BotoCoreError) as exc:
+        event(
+            log,
+            "children's model unknown: re-embedding follows the last applied space",
+            logging.WARNING,
+            error=str(exc),
+        )
+        return None
+
+
+def trust_model(conn: psycopg.Connection, model: str | None) -> bool:
+    """Whether to re-embed toward `model` rather than the last applied space. Not when the last
+    applied run was planned for this model but its children embedded with another: then the
+    coordinator and the shards read different models (MODEL_DIR or MODEL_URI), and this model's
+    places would be re-embedded toward on every run while the applied space's never came over."""
+    if model is None:
+        return False
+    row = conn.execute(
+        "SELECT r.plan ->> 'model', s.content_model FROM vector_space s,"
+        " LATERAL (SELECT plan FROM batch_runs WHERE status IN ('committed', 'notified')"
+        " ORDER BY committed_at DESC NULLS LAST LIMIT 1) r"
+    ).fetchone()
+    if row is not None and row[0] == model and row[1] != model:
+        event(
+            log,
+            "the last run was planned for this model and applied with another: the coordinator and the shards"
+            " read different models (MODEL_DIR, MODEL_URI); re-embedding follows the applied space",
+            logging.WARNING,
+            planned=model,
+            applied=row[1],
+        )
+        return False
+    return True
+
+
 def stale_places(conn: psycopg.Connection, limit: int, model: str | None) -> list[tuple[str, str]]:
     """Places whose stored content was not made in the space the children embed in, most recently
     active first: `model` (the image's, so a new export's first run already brings places over)
-    and this code's place text version. Without `model` (a planner with no model folder), the
-    model of the last batch applied (vector_space). Nothing before a first batch: an empty or
-    adopted table has nothing of ours to bring over. Until re-embedded, such a place counts in
-    no vector (reduce_job/vectors.py).
+    and this code's place text version. Without `model`, the model of the last batch applied
+    (vector_space). Nothing before a first batch: an empty or adopted table has nothing of ours
+    to bring over. Until re-embedded, such a place counts in no vector (reduce_job/vectors.py).
     """
     if limit == 0:
         return []
@@ -262,31 +313,31 @@ def _finish(
     config: CommonConfig,
     options: PlanOptions,
     files: list[InputFile],
-    n: int,
+    file_shards: int,
     refresh: list[tuple[str, str]],
     *,
     listing: str,
 ) -> dict[str, Any]:
-    """`n` shards of files, plus the refresh-only shards `refresh` needs beyond their shares."""
-    extra = refresh_shards(len(refresh), n, options.refresh_per_shard)
+    """The file shards, then the refresh-only ones for what their shares of `refresh` leave over."""
+    extra = refresh_shards(len(refresh), file_shards, options.refresh_per_shard, options.max_refresh_shards)
+    refresh = refresh[: (file_shards + extra) * options.refresh_per_shard]
     event(
         log,
         "planned",
         files=len(files),
-        shards=n,
+        shards=file_shards,
         refresh_shards=extra,
         refresh=len(refresh),
-        model=options.model,
         listing=listing,
     )
     result = {
-        **_result(options, files, n + extra),
+        **_result(options, files, file_shards + extra),
         "refresh_places": len(refresh),
         "refresh_shards": extra,
         "listing": listing,
     }
-    if n and not options.dry_run:
-        shards = balance(files, n) + [[] for _ in range(extra)]
+    if file_shards and not options.dry_run:
+        shards = balance(files, file_shards) + [[] for _ in range(extra)]
         result["manifest_uri"] = write_plan(
             client, config, options.batch_id, shards, refresh, replace_orphan=options.use_ledger
         )

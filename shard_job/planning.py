@@ -83,13 +83,15 @@ def refresh_shard_limit(shards: int, max_refresh_shards: int) -> int:
     return max(0, min(max_refresh_shards, MAX_ARRAY_SIZE - shards))
 
 
-def refresh_shards(stale: int, shards: int, per_shard: int) -> int:
+def refresh_shards(stale: int, shards: int, per_shard: int, max_refresh_shards: int) -> int:
     """Children with no files, only places to re-embed, for the `stale` places that the `shards`
-    file shards' shares (`per_shard` each) leave over: a new export's places come over in one run
-    on children of their own, not over many runs on the file shards' spare time."""
+    file shards' shares (`per_shard` each) leave over, at most `max_refresh_shards`: a new
+    export's places come over in one run on children of their own, not over many runs on the
+    file shards' spare time."""
     if shards == 0 or per_shard == 0:
         return 0
-    return math.ceil(max(0, stale - shards * per_shard) / per_shard)
+    wanted = math.ceil(max(0, stale - shards * per_shard) / per_shard)
+    return min(wanted, refresh_shard_limit(shards, max_refresh_shards))
 
 
 def balance(files: list[InputFile], shards: int) -> list[list[InputFile]]:

@@ -17,6 +17,7 @@ from local_stack.sample_data import SampleSet, ensure_bucket, upload
 from shard_job.child import run_shard
 from shard_job.config import shard_config_from_env
 from shard_job.fetch_process import FetchProcess
+from shard_job.model_source import ModelSource
 from shard_job.plan import PlanOptions, plan
 from witple_batch.config import common_from_env
 from witple_batch.partials import SUCCESS_FILE, ShardPartial, decode_partial, parse_success
@@ -61,7 +62,7 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
         refresh_per_shard=options.get("refresh_per_shard", 2_000),
         max_refresh_shards=options.get("max_refresh_shards", 8),
-        model=options.get("model"),
+        model=options.get("model", ModelSource.from_env(env)),  # as the CLI reads it
         dry_run=options.get("dry_run", False),
         full=options.get("full", False),
         lookback_hours=options.get("lookback_hours", 24.0),

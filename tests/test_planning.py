@@ -55,11 +55,13 @@ def test_shard_count_from_target_size_and_caps() -> None:
 
 
 def test_refresh_only_shards_take_what_the_file_shards_shares_leave() -> None:
-    assert refresh_shards(1_500, 1, 2_000) == 0  # one child's share takes them
-    assert refresh_shards(2_001, 1, 2_000) == 1
-    assert refresh_shards(9_000, 2, 2_000) == 3  # 4,000 on the file shards, 5,000 on three more
-    assert refresh_shards(9_000, 0, 2_000) == 0  # no run, nothing re-embedded
-    assert refresh_shards(9_000, 2, 0) == 0  # refresh turned off
+    assert refresh_shards(1_500, 1, 2_000, 8) == 0  # one child's share takes them
+    assert refresh_shards(2_001, 1, 2_000, 8) == 1
+    assert refresh_shards(9_000, 2, 2_000, 8) == 3  # 4,000 on the file shards, 5,000 on three more
+    assert refresh_shards(9_000, 0, 2_000, 8) == 0  # no run, nothing re-embedded
+    assert refresh_shards(9_000, 2, 0, 8) == 0  # refresh turned off
+    assert refresh_shards(90_000, 2, 2_000, 8) == 8  # at most --max-refresh-shards; the rest next run
+    assert refresh_shards(30_000_000, MAX_ARRAY_SIZE - 1, 2_000, 8) == 1  # Batch allows 10,000 children
     assert refresh_shard_limit(3, 8) == 8
     assert refresh_shard_limit(MAX_ARRAY_SIZE - 3, 8) == 3  # the array stays in Batch's limit
     assert refresh_shard_limit(MAX_ARRAY_SIZE, 8) == 0

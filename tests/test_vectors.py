@@ -23,6 +23,7 @@ from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import SampleFile, SampleSet, catalogue, generate, install_catalogue, place_key
 from reduce_job import vector_sums
+from shard_job.model_source import ModelSource
 from tests.helpers import (
     fresh_env,
     load_partial,
@@ -279,10 +280,12 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     seed(refreshing, SampleSet(files[5:8], second.expected))
     stale = sum(1 for m in models.values() if m == old)
     per = math.ceil(stale / 4)  # the file shard takes a quarter, children of their own the rest
-    planned = plan_run(refreshing, shards=1, refresh_per_shard=per, model=new)
+    planned = plan_run(refreshing, shards=1, refresh_per_shard=per)
     assert stale >= 20 and (planned["refresh_places"], planned["refresh_shards"], planned["shards"]) == (stale, 3, 4)
     done = [run_child(refreshing, index) for index in range(planned["shards"])]
-    assert [m["files"] for m in done[1:]] == [0, 0, 0] and sum(m["places"] for m in done[1:]) >= stale - per
+    on_the_file_shard = len(range(0, stale, 4))  # the places are dealt round the four children
+    assert [m["files"] for m in done[1:]] == [0, 0, 0]
+    assert sum(m["places"] for m in done[1:]) == stale - on_the_file_shard
     reduce_in_process(refreshing)
     assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
     _assert_follows_the_definition(database_url, new)
@@ -291,23 +294,43 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
 def test_a_new_exports_first_run_brings_every_place_over(s3_env, model_dir, database_url, sample, second, tmp_path):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, sample, shards=2)
-    old, new = _model(env), read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
+    new = read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
     places = len(stored(database_url).content_model)
     deploy = _batch(env, MODEL_DIR=str(tmp_path / "b"))
     seed(deploy, SampleSet(sorted(second.files, key=lambda f: f.key)[:5], second.expected))
-    # a planner that does not know the children's model can only follow the last applied space
-    assert plan_run(deploy, shards=1, model=None, dry_run=True)["refresh_places"] == 0
-    assert plan_run(deploy, shards=1, model=old, dry_run=True)["refresh_places"] == 0
+    # a planner that cannot read the children's model follows the last applied space: nothing to bring over
+    unknown = ModelSource(tmp_path / "not-there", None)
+    assert plan_run(deploy, shards=1, model=unknown, dry_run=True)["refresh_places"] == 0
+    assert plan_run(deploy, shards=1, model=ModelSource(model_dir, None), dry_run=True)["refresh_places"] == 0
+    capped = plan_run(deploy, shards=1, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
+    assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
     from_image = run_module("shard_job", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
     assert from_image.returncode == 0 and json.loads(from_image.stdout)["refresh_places"] == places
-    capped = plan_run(deploy, shards=1, model=new, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
-    assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
-    planned = plan_run(deploy, shards=1, model=new)
+    planned = plan_run(deploy, shards=1)
     assert (planned["refresh_places"], planned["shards"]) == (places, 1)  # one child's share takes them all
     run_child(deploy, 0)
     reduce_in_process(deploy)
     assert set(stored(database_url).content_model.values()) == {new}
     _assert_follows_the_definition(database_url, new)
+
+
+def test_a_planner_reading_another_model_than_the_children_follows_the_applied_space(
+    s3_env, model_dir, database_url, sample, second, tmp_path
+):
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=2)
+    elsewhere = ModelSource(other_export(model_dir, tmp_path / "b"), None)  # the coordinator's, not the children's
+    files = sorted(second.files, key=lambda f: f.key)
+    first = _batch(env)
+    seed(first, SampleSet(files[:5], second.expected))
+    assert plan_run(first, shards=1, model=elsewhere)["refresh_places"] > 0  # it cannot know yet
+    run_child(first, 0)
+    reduce_in_process(first)
+    assert set(stored(database_url).content_model.values()) == {_model(env)}  # nothing changed space
+    later = _batch(env)
+    seed(later, SampleSet(files[5:8], second.expected))
+    # the last run was planned for `elsewhere` and applied with the children's model: the planner sees it
+    assert plan_run(later, shards=1, model=elsewhere, dry_run=True)["refresh_places"] == 0
 
 
 def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s3_env, model_dir, database_url, sample):
