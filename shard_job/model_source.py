@@ -28,12 +28,15 @@ class ModelSource:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSource:
         uri = env_str("MODEL_URI", env=env)
-        if uri is not None and not uri.startswith("s3://"):
-            raise ConfigError("MODEL_URI must be an s3:// URI")
+        if uri is not None:
+            try:
+                parse_s3_uri(uri)
+            except ConfigError:
+                raise ConfigError(f"MODEL_URI must be an s3://bucket/prefix URI, got {uri!r}") from None
         return cls(Path(env_str("MODEL_DIR", str(DEFAULT_MODEL_DIR), env) or DEFAULT_MODEL_DIR), uri)
 
     def _location(self) -> tuple[str, str]:
-        bucket, prefix = parse_s3_uri(self.model_uri or "")
+        bucket, prefix = parse_s3_uri(self.model_uri or "")  # checked in from_env
         return bucket, prefix.rstrip("/") + "/" if prefix else ""
 
     @contextmanager

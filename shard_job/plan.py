@@ -37,8 +37,8 @@ from witple_batch.settings import ConfigError
 log = logging.getLogger(__name__)
 
 
-# a run's plan as the ledger records it (and a retried coordinator reads it back)
-RECORDED = ("files", "bytes", "shards", "actions_named", "refresh_places", "refresh_shards")
+# the counts of a run's plan the ledger records, and a retried coordinator reads back
+PLAN_COUNTS = ("files", "bytes", "shards", "actions_named", "refresh_places", "refresh_shards")
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             return _resumed(existing)  # before any listing: a retried coordinator only needs the record
         if options.settle and not options.dry_run:
             settle_past_runs(conn, client, config)
-        model = children_model(options.model, client)
-        toward = model if trust_model(conn, model) else None
+        read = children_space(options.model, client) if options.refresh_per_shard else None
+        toward = refresh_space(conn, read)
         source = watermark.source_of(config.s3_bucket, config.s3_prefix)
         recorded = watermark.read(conn, source)
         start = None if options.full else watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
@@ -154,28 +154,29 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 files = candidates[:limit]  # what it would claim now
             else:
                 files = run_state.claim(conn, options.batch_id, candidates, limit)
-            shards = shard_count(files, options.shards, options.target_mb)
+            file_shards = shard_count(files, options.shards, options.target_mb)
             refresh = []
-            if shards:
-                most = (shards + refresh_shard_limit(shards, options.max_refresh_shards)) * options.refresh_per_shard
-                refresh = stale_places(conn, most, toward)
+            if file_shards and not run_state.another_run_live(conn):  # its children may be re-embedding them
+                most = file_shards + refresh_shard_limit(file_shards, options.max_refresh_shards)
+                refresh = stale_places(conn, most * options.refresh_per_shard, toward)
             listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
-            result = _finish(client, config, options, files, shards, refresh, listing=listing)
+            result = _finish(client, config, options, files, file_shards, refresh, listing=listing)
+            result["refresh_space"] = toward  # None: the last applied space
             result["more"] = not listed_all or len(candidates) > len(files)  # new files left for another run
             if options.dry_run:
                 raise psycopg.Rollback  # nothing claimed, nothing moved
             if options.since is None and options.until is None:  # a window says nothing of other hours
                 watermark.advance(conn, source, now, seen_claimed)
             if result["shards"]:
-                plan_stats = {k: result[k] for k in RECORDED}
-                plan_stats["model"] = model  # what this planner read: the next one checks it against the applied
+                # with the space it read: the next planner checks it against the space the run applied
+                plan_stats = {**{k: result[k] for k in PLAN_COUNTS}, run_state.VECTOR_SPACE: read}
                 run_state.record_planned(conn, options.batch_id, options.lease_hours * 3600, plan_stats)
     return result
 
 
 def _resumed(run: run_state.Run) -> dict[str, Any]:
     """What a run planned before holds, as a plan's result (its files stay claimed by it)."""
-    recorded = {k: int(run.plan.get(k, 0)) for k in RECORDED}
+    recorded = {k: int(run.plan.get(k, 0)) for k in PLAN_COUNTS}
     return {"batch_id": run.batch_id, **recorded, "manifest_uri": None, "resumed": run.status, "more": True}
 
 
@@ -246,15 +247,16 @@ def settle_past_runs(conn: psycopg.Connection, client: Any, config: CommonConfig
         notices.settle(config, batch_id, error, 0.0, {"stage": "plan"})
 
 
-def children_model(source: ModelSource | None, client: Any) -> str | None:
-    """The onnx sha256 the children will embed with, from the manifest of the image's MODEL_DIR or
-    of MODEL_URI. None, with a warning, when it cannot be read: re-embedding then follows the
-    last applied space, a run later, which is no reason to stop planning files."""
+def children_space(source: ModelSource | None, client: Any) -> dict[str, str] | None:
+    """The space the children will embed in: the model of the planner's own MODEL_DIR or MODEL_URI
+    (the image's, which a coordinator shares with its shards) and this code's place text version.
+    None, with a warning, when the model cannot be read: re-embedding then follows the last
+    applied space, a run later, which is no reason to stop planning files."""
     if source is None:
         return None
     try:
-        return source.onnx_sha256(client)
-    except (ModelError, ClientError, BotoCoreError) as exc:
+        model = source.onnx_sha256(client)
+    except (ModelError, ConfigError, OSError, ClientError, BotoCoreError) as exc:
         event(
             log,
             "children's model unknown: re-embedding follows the last applied space",
@@ -262,48 +264,50 @@ def children_model(source: ModelSource | None, client: Any) -> str | None:
             error=str(exc),
         )
         return None
+    return {"model": model, "text_version": PLACE_TEXT_VERSION}
 
 
-def trust_model(conn: psycopg.Connection, model: str | None) -> bool:
-    """Whether to re-embed toward `model` rather than the last applied space. Not when the last
-    applied run was planned for this model but its children embedded with another: then the
-    coordinator and the shards read different models (MODEL_DIR or MODEL_URI), and this model's
-    places would be re-embedded toward on every run while the applied space's never came over."""
-    if model is None:
-        return False
+def refresh_space(conn: psycopg.Connection, read: dict[str, str] | None) -> dict[str, str] | None:
+    """The space to bring places over to: the one this planner read, so a new export's first run
+    already re-embeds. Not when the last committed run planned for a space was applied in another
+    (the coordinator and the shards read different models or run different code): the children
+    would find every place named already in theirs while the applied space's stale places never
+    came over. None then, with a warning: the last applied space (vector_space), as without a read.
+    """
+    if read is None:
+        return None
     row = conn.execute(
-        "SELECT r.plan ->> 'model', s.content_model FROM vector_space s,"
-        " LATERAL (SELECT plan FROM batch_runs WHERE status IN ('committed', 'notified')"
-        " ORDER BY committed_at DESC NULLS LAST LIMIT 1) r"
+        f"SELECT plan -> '{run_state.VECTOR_SPACE}', stats -> '{run_state.VECTOR_SPACE}' FROM batch_runs"
+        f" WHERE status IN ('committed', 'notified') AND plan -> '{run_state.VECTOR_SPACE}' ->> 'model' IS NOT NULL"
+        " ORDER BY committed_at DESC LIMIT 1"
     ).fetchone()
-    if row is not None and row[0] == model and row[1] != model:
+    if row is not None and row[0] == read and row[1] is not None and row[1] != read:
         event(
             log,
-            "the last run was planned for this model and applied with another: the coordinator and the shards"
-            " read different models (MODEL_DIR, MODEL_URI); re-embedding follows the applied space",
+            "the last run planned for this space applied another: the coordinator and the shards read"
+            " different models (MODEL_DIR, MODEL_URI) or run different code; re-embedding follows the applied space",
             logging.WARNING,
-            planned=model,
+            planned=read,
             applied=row[1],
         )
-        return False
-    return True
+        return None
+    return read
 
 
-def stale_places(conn: psycopg.Connection, limit: int, model: str | None) -> list[tuple[str, str]]:
-    """Places whose stored content was not made in the space the children embed in, most recently
-    active first: `model` (the image's, so a new export's first run already brings places over)
-    and this code's place text version. Without `model`, the model of the last batch applied
-    (vector_space). Nothing before a first batch: an empty or adopted table has nothing of ours
-    to bring over. Until re-embedded, such a place counts in no vector (reduce_job/vectors.py).
+def stale_places(conn: psycopg.Connection, limit: int, space: dict[str, str] | None) -> list[tuple[str, str]]:
+    """Places whose stored content was not made in `space`, most recently active first; without
+    `space`, in the last applied one (vector_space). Nothing before a first batch: an empty or
+    adopted table has nothing of ours to bring over. Until re-embedded, such a place counts in no
+    vector (reduce_job/vectors.py).
     """
     if limit == 0:
         return []
     rows = conn.execute(
         "SELECT p.place_category, p.place_id FROM place_vectors p, vector_space s"
         " WHERE p.content_model IS DISTINCT FROM coalesce(%(model)s, s.content_model)"
-        " OR p.place_text_version IS DISTINCT FROM %(text_version)s"
+        " OR p.place_text_version IS DISTINCT FROM coalesce(%(text_version)s, s.place_text_version)"
         " ORDER BY p.last_action_date DESC NULLS LAST, p.place_category, p.place_id LIMIT %(limit)s",
-        {"model": model, "text_version": PLACE_TEXT_VERSION, "limit": limit},
+        {**(space or {"model": None, "text_version": None}), "limit": limit},
     ).fetchall()
     return [(category, place_id) for category, place_id in rows]
 
@@ -320,7 +324,6 @@ def _finish(
 ) -> dict[str, Any]:
     """The file shards, then the refresh-only ones for what their shares of `refresh` leave over."""
     extra = refresh_shards(len(refresh), file_shards, options.refresh_per_shard, options.max_refresh_shards)
-    refresh = refresh[: (file_shards + extra) * options.refresh_per_shard]
     event(
         log,
         "planned",

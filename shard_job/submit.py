@@ -191,8 +191,6 @@ def submit(s3: Any, batch: Any, config: CommonConfig, settings: JobSettings, opt
             max_records=cap,
             lease_hours=options.lease_hours + index,  # a run later in the chain waits longer for its reduce
             settle=index == 0,  # past runs are settled once per submission
-            # the later runs are planned before the first applies: they would re-embed its places
-            refresh_per_shard=options.refresh_per_shard if index == 0 else 0,
         )
         after = previous_reduce if previous_reduce and job_status(batch, previous_reduce) in PENDING else None
         result = submit_run(s3, batch, config, settings, run_options, after)

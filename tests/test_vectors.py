@@ -269,6 +269,10 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     first_b = _batch(env, **exported)
     seed(first_b, SampleSet(files[:5], second.expected))
     assert plan_run(first_b, shards=1, refresh_per_shard=0)["refresh_places"] == 0
+    refreshing = _batch(env, **exported)
+    seed(refreshing, SampleSet(files[5:8], second.expected))
+    # while first_b is live, another plan names no place: first_b's children may be re-embedding them
+    assert plan_run(refreshing, shards=1, dry_run=True)["refresh_places"] == 0
     run_child(first_b, 0)
     reduce_in_process(first_b)
     models = stored(database_url).content_model
@@ -276,15 +280,13 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     _assert_follows_the_definition(database_url, new)  # ... and count in no vector: nothing is blended
     assert all(v is None for k, v in stored(database_url).combined.items() if models[k] == old)
 
-    refreshing = _batch(env, **exported)
-    seed(refreshing, SampleSet(files[5:8], second.expected))
     stale = sum(1 for m in models.values() if m == old)
     per = math.ceil(stale / 4)  # the file shard takes a quarter, children of their own the rest
     planned = plan_run(refreshing, shards=1, refresh_per_shard=per)
     assert stale >= 20 and (planned["refresh_places"], planned["refresh_shards"], planned["shards"]) == (stale, 3, 4)
     done = [run_child(refreshing, index) for index in range(planned["shards"])]
     on_the_file_shard = len(range(0, stale, 4))  # the places are dealt round the four children
-    assert [m["files"] for m in done[1:]] == [0, 0, 0]
+    assert [m["files"] for m in done[1:]] == [0, 0, 0] and max(m["places"] for m in done[1:]) <= per
     assert sum(m["places"] for m in done[1:]) == stale - on_the_file_shard
     reduce_in_process(refreshing)
     assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
@@ -299,15 +301,15 @@ def test_a_new_exports_first_run_brings_every_place_over(s3_env, model_dir, data
     deploy = _batch(env, MODEL_DIR=str(tmp_path / "b"))
     seed(deploy, SampleSet(sorted(second.files, key=lambda f: f.key)[:5], second.expected))
     # a planner that cannot read the children's model follows the last applied space: nothing to bring over
-    unknown = ModelSource(tmp_path / "not-there", None)
-    assert plan_run(deploy, shards=1, model=unknown, dry_run=True)["refresh_places"] == 0
-    assert plan_run(deploy, shards=1, model=ModelSource(model_dir, None), dry_run=True)["refresh_places"] == 0
+    unknown = plan_run(deploy, shards=1, model=ModelSource(tmp_path / "not-there", None), dry_run=True)
+    assert (unknown["refresh_places"], unknown["refresh_space"]) == (0, None)
     capped = plan_run(deploy, shards=1, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
     assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
     from_image = run_module("shard_job", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
     assert from_image.returncode == 0 and json.loads(from_image.stdout)["refresh_places"] == places
     planned = plan_run(deploy, shards=1)
     assert (planned["refresh_places"], planned["shards"]) == (places, 1)  # one child's share takes them all
+    assert planned["refresh_space"] == {"model": new, "text_version": PLACE_TEXT_VERSION}
     run_child(deploy, 0)
     reduce_in_process(deploy)
     assert set(stored(database_url).content_model.values()) == {new}
@@ -319,18 +321,25 @@ def test_a_planner_reading_another_model_than_the_children_follows_the_applied_s
 ):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, sample, shards=2)
+    places = len(stored(database_url).content_model)
     elsewhere = ModelSource(other_export(model_dir, tmp_path / "b"), None)  # the coordinator's, not the children's
     files = sorted(second.files, key=lambda f: f.key)
     first = _batch(env)
     seed(first, SampleSet(files[:5], second.expected))
-    assert plan_run(first, shards=1, model=elsewhere)["refresh_places"] > 0  # it cannot know yet
-    run_child(first, 0)
+    assert plan_run(first, shards=1, model=elsewhere)["refresh_places"] == places  # it cannot know yet
+    child = run_child(first, 0)
+    assert (child["texts_embedded"], child["places_reused"]) == (0, child["places"])  # a wasted run, nothing moved
     reduce_in_process(first)
-    assert set(stored(database_url).content_model.values()) == {_model(env)}  # nothing changed space
-    later = _batch(env)
-    seed(later, SampleSet(files[5:8], second.expected))
-    # the last run was planned for `elsewhere` and applied with the children's model: the planner sees it
-    assert plan_run(later, shards=1, model=elsewhere, dry_run=True)["refresh_places"] == 0
+    # the last run was planned for `elsewhere` and applied the children's model: the planner sees it, and
+    # records what it read again, so the next one sees it too
+    for later in (files[5:8], files[8:11]):
+        run = _batch(env)
+        seed(run, SampleSet(later, second.expected))
+        planned = plan_run(run, shards=1, model=elsewhere)
+        assert (planned["refresh_places"], planned["refresh_space"]) == (0, None)
+        run_child(run, 0)
+        reduce_in_process(run)
+    _assert_follows_the_definition(database_url, _model(env))
 
 
 def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s3_env, model_dir, database_url, sample):

@@ -138,6 +138,18 @@ def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], 
     return [f for f in candidates if f.key in claimed]
 
 
+# {"model", "text_version"}: in a run's plan the space its planner read, in its stats the one it applied
+VECTOR_SPACE = "space"
+
+
+def another_run_live(conn: psycopg.Connection) -> bool:
+    """Whether a run is planned or sharded and within its lease (the planner asks before recording its own)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status IN ('planned', 'sharded') AND lease_expires_at > now())"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def record_planned(conn: psycopg.Connection, batch_id: str, lease_seconds: float, plan: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO batch_runs (batch_id, status, planned_at, lease_expires_at, plan)"
