@@ -138,7 +138,6 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
         if options.settle and not options.dry_run:
             settle_past_runs(conn, client, config)
         read = children_space(options.model, client) if options.refresh_per_shard else None
-        toward = refresh_space(conn, read)
         source = watermark.source_of(config.s3_bucket, config.s3_prefix)
         recorded = watermark.read(conn, source)
         start = None if options.full else watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
@@ -155,8 +154,8 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             else:
                 files = run_state.claim(conn, options.batch_id, candidates, limit)
             file_shards = shard_count(files, options.shards, options.target_mb)
-            refresh = []
-            if file_shards and not run_state.another_run_live(conn):  # its children may be re-embedding them
+            refresh, toward = [], refresh_space(conn, read)  # under the lock: no run commits meanwhile
+            if file_shards and not run_state.another_run_refreshing(conn):  # its children may be re-embedding them
                 most = file_shards + refresh_shard_limit(file_shards, options.max_refresh_shards)
                 refresh = stale_places(conn, most * options.refresh_per_shard, toward)
             listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
@@ -279,7 +278,7 @@ def refresh_space(conn: psycopg.Connection, read: dict[str, str] | None) -> dict
     row = conn.execute(
         f"SELECT plan -> '{run_state.VECTOR_SPACE}', stats -> '{run_state.VECTOR_SPACE}' FROM batch_runs"
         f" WHERE status IN ('committed', 'notified') AND plan -> '{run_state.VECTOR_SPACE}' ->> 'model' IS NOT NULL"
-        " ORDER BY committed_at DESC LIMIT 1"
+        " ORDER BY committed_at DESC NULLS LAST, batch_id DESC LIMIT 1"
     ).fetchone()
     if row is not None and row[0] == read and row[1] is not None and row[1] != read:
         event(
@@ -337,6 +336,7 @@ def _finish(
         **_result(options, files, file_shards + extra),
         "refresh_places": len(refresh),
         "refresh_shards": extra,
+        "refresh_space": None,  # the last applied space (the ledger's planner says which it chose)
         "listing": listing,
     }
     if file_shards and not options.dry_run:

@@ -82,6 +82,7 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
         "listing": "full",
         "refresh_places": 0,
         "refresh_shards": 0,
+        "refresh_space": None,
     }
 
 

@@ -269,10 +269,6 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     first_b = _batch(env, **exported)
     seed(first_b, SampleSet(files[:5], second.expected))
     assert plan_run(first_b, shards=1, refresh_per_shard=0)["refresh_places"] == 0
-    refreshing = _batch(env, **exported)
-    seed(refreshing, SampleSet(files[5:8], second.expected))
-    # while first_b is live, another plan names no place: first_b's children may be re-embedding them
-    assert plan_run(refreshing, shards=1, dry_run=True)["refresh_places"] == 0
     run_child(first_b, 0)
     reduce_in_process(first_b)
     models = stored(database_url).content_model
@@ -280,10 +276,16 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     _assert_follows_the_definition(database_url, new)  # ... and count in no vector: nothing is blended
     assert all(v is None for k, v in stored(database_url).combined.items() if models[k] == old)
 
+    refreshing = _batch(env, **exported)
+    seed(refreshing, SampleSet(files[5:8], second.expected))
     stale = sum(1 for m in models.values() if m == old)
     per = math.ceil(stale / 4)  # the file shard takes a quarter, children of their own the rest
     planned = plan_run(refreshing, shards=1, refresh_per_shard=per)
     assert stale >= 20 and (planned["refresh_places"], planned["refresh_shards"], planned["shards"]) == (stale, 3, 4)
+    meanwhile = _batch(env, **exported)
+    seed(meanwhile, SampleSet(files[8:11], second.expected))
+    # while `refreshing` is live, another plan names no place: its children may be re-embedding them
+    assert plan_run(meanwhile, shards=1, refresh_per_shard=per, dry_run=True)["refresh_places"] == 0
     done = [run_child(refreshing, index) for index in range(planned["shards"])]
     on_the_file_shard = len(range(0, stale, 4))  # the places are dealt round the four children
     assert [m["files"] for m in done[1:]] == [0, 0, 0] and max(m["places"] for m in done[1:]) <= per

@@ -44,7 +44,7 @@ class Run:
     error: str | None
     stats: dict[str, Any]
     webhook_status: str | None
-    plan: dict[str, Any]  # what the planner recorded: files, bytes, shards
+    plan: dict[str, Any]  # what the planner recorded: its counts (shard_job.plan.PLAN_COUNTS) and the space it read
 
 
 def get(conn: psycopg.Connection, batch_id: str) -> Run | None:
@@ -142,10 +142,12 @@ def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], 
 VECTOR_SPACE = "space"
 
 
-def another_run_live(conn: psycopg.Connection) -> bool:
-    """Whether a run is planned or sharded and within its lease (the planner asks before recording its own)."""
+def another_run_refreshing(conn: psycopg.Connection) -> bool:
+    """Whether a run within its lease, planned or sharded, was handed places to re-embed (or was
+    planned by a version that did not say): a plan now would name the same places again."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status IN ('planned', 'sharded') AND lease_expires_at > now())"
+        "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status IN ('planned', 'sharded') AND lease_expires_at > now()"
+        " AND coalesce((plan ->> 'refresh_places')::int, 1) > 0)"
     ).fetchone()
     return bool(row and row[0])
 
