@@ -7,6 +7,8 @@ lock: the oldest of those are claimed for this run, the watermark moves (never p
 may still need planning, shard_job/watermark.py), the run is recorded `planned`, and the shard
 file lists and the manifest are written with If-None-Match before the transaction commits. Two
 planners at once, or a planner during a run in flight, therefore never put a file in two runs.
+The children are also handed places stored in another vector space than theirs (a new export's
+first run), on children of their own when the file shards' shares cannot take them all.
 """
 
 from __future__ import annotations
