@@ -87,7 +87,7 @@ def stage_batch(
         **totals,
         "shards": len(manifest.shards),
         # the space applied: a planner that read another for this run stops trusting what it reads
-        run_state.VECTOR_SPACE: {"model": space["model"], "text_version": space["text_version"]},
+        run_state.VECTOR_SPACE: run_state.space_record(space["model"], space["text_version"]),
         "shard_peak_rss_mb": shard_rss,
         "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }

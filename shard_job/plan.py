@@ -161,8 +161,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 most = file_shards + refresh_shard_limit(file_shards, options.max_refresh_shards)
                 refresh = stale_places(conn, most * options.refresh_per_shard, toward)
             listing = "full" if start is None else f"hours from {start:%Y-%m-%dT%H}"
-            result = _finish(client, config, options, files, file_shards, refresh, listing=listing)
-            result["refresh_space"] = toward  # None: the last applied space
+            result = _finish(client, config, options, files, file_shards, refresh, listing=listing, toward=toward)
             result["more"] = not listed_all or len(candidates) > len(files)  # new files left for another run
             if options.dry_run:
                 raise psycopg.Rollback  # nothing claimed, nothing moved
@@ -265,7 +264,7 @@ def children_space(source: ModelSource | None, client: Any) -> dict[str, str] | 
             error=str(exc),
         )
         return None
-    return {"model": model, "text_version": PLACE_TEXT_VERSION}
+    return run_state.space_record(model, PLACE_TEXT_VERSION)
 
 
 def refresh_space(conn: psycopg.Connection, read: dict[str, str] | None) -> dict[str, str] | None:
@@ -322,8 +321,10 @@ def _finish(
     refresh: list[tuple[str, str]],
     *,
     listing: str,
+    toward: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The file shards, then the refresh-only ones for what their shares of `refresh` leave over."""
+    """The file shards, then the refresh-only ones for what their shares of `refresh` leave over
+    (re-embedded toward `toward`; None: the last applied space)."""
     extra = refresh_shards(len(refresh), file_shards, options.refresh_per_shard, options.max_refresh_shards)
     event(
         log,
@@ -338,7 +339,7 @@ def _finish(
         **_result(options, files, file_shards + extra),
         "refresh_places": len(refresh),
         "refresh_shards": extra,
-        "refresh_space": None,  # the last applied space (the ledger's planner says which it chose)
+        "refresh_space": toward,
         "listing": listing,
     }
     if file_shards and not options.dry_run:

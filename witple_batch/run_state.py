@@ -138,8 +138,13 @@ def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], 
     return [f for f in candidates if f.key in claimed]
 
 
-# {"model", "text_version"}: in a run's plan the space its planner read, in its stats the one it applied
+# in a run's plan the space its planner read, in its stats the one it applied (both space_record)
 VECTOR_SPACE = "space"
+
+
+def space_record(model: str, text_version: str) -> dict[str, str]:
+    """A vector space as a run's plan and stats hold it: one shape, so the planner's check compares like with like."""
+    return {"model": model, "text_version": text_version}
 
 
 def another_run_refreshing(conn: psycopg.Connection) -> bool:
