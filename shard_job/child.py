@@ -198,6 +198,14 @@ def read_files(
             progress.reading(None)
         raise
     progress.reading(None)
+    if shard.full:
+        event(
+            log,
+            "shard full: files left to the next plan",
+            logging.WARNING,
+            max_actions=shard.max_actions,
+            files_deferred=shard.files_deferred,
+        )
     return plan
 
 
@@ -253,7 +261,7 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
         connect_started = time.perf_counter()
         with database(config) as conn:
             seconds["connect"] = time.perf_counter() - connect_started
-            shard = ShardInput(rejects=rejects)
+            shard = ShardInput(rejects=rejects, max_actions=config.max_actions)
             read_started = time.perf_counter()
             plan = read_files(client, reader, config, layout, shard, conn)
             seconds["read"] = time.perf_counter() - read_started

@@ -5,6 +5,15 @@ Memory per file is bounded by its limits, whatever it holds: records are parsed 
 the file has been read to its end (a file that turns out malformed or over a limit adds
 nothing); rejects go straight to a gzip file on disk, per file the first REJECT_SAMPLES raw
 records and the counts by reason. What stays in memory per file is one row of files.json.
+
+Memory per shard is bounded by MAX_ACTIONS_PER_SHARD accepted actions (ShardInput.max_actions),
+whatever the files' names claim or the listing's byte counts allow (gzip inflates): the file
+that would take the shard past it, and every file after it, is deferred to the next plan
+(left out of the ledger, as a file changed after planning), so a run always takes its first
+files and the backlog drains a shard's worth per run. Read and aggregated, an action costs at
+most ~1.2 KB at peak when every id is new and 256 characters long, ~150 B when ids repeat
+(benchmarks/shard_cap_bench.py): 2.3 GB and 0.3 GB at the default 2,000,000, within the
+shard's 4 GiB (deploy/job-definitions/shard.json).
 """
 
 from __future__ import annotations
@@ -54,9 +63,17 @@ class RejectsFile:
         self.close()
 
 
+@dataclass(frozen=True)
+class ShardFull:
+    """The shard holds its MAX_ACTIONS_PER_SHARD: this file and the rest wait for the next plan."""
+
+    reason: str
+
+
 @dataclass
 class ShardInput:
     rejects: RejectsFile
+    max_actions: int
     columns: ActionColumns = field(default_factory=ActionColumns)
     files: list[dict[str, Any]] = field(default_factory=list)
     records_read: int = 0
@@ -65,6 +82,7 @@ class ShardInput:
     files_quarantined: int = 0
     files_deferred: int = 0
     decompressed_bytes: int = 0
+    full: bool = False  # a file did not fit under max_actions: the rest of the plan is deferred too
 
     @property
     def records_accepted(self) -> int:
@@ -75,10 +93,11 @@ def _file_row(item: InputFile) -> dict[str, Any]:
     return {"key": item.key, "etag": item.etag, "size": item.size}
 
 
-def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone) -> None:
+def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone | ShardFull) -> None:
     """The whole file is out: quarantined (over a limit, or it stopped a child), rejected (malformed)
-    or deferred (changed or deleted after planning: left out of the ledger for the next plan)."""
-    if isinstance(exc, ObjectGone):
+    or deferred (changed or deleted after planning, or the shard is full: left out of the ledger
+    for the next plan)."""
+    if isinstance(exc, (ObjectGone, ShardFull)):
         status, reason = "deferred", exc.reason
         shard.files_deferred += 1
     elif isinstance(exc, FileQuarantined):
@@ -102,6 +121,13 @@ def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone
     )
 
 
+def _full(shard: ShardInput) -> ShardFull:
+    return ShardFull(
+        f"the shard holds {len(shard.columns):,} accepted actions (MAX_ACTIONS_PER_SHARD {shard.max_actions:,});"
+        " left to the next plan"
+    )
+
+
 def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
     """The collection server's batch_id: the main server marks its own rows processed by it."""
     value = (envelope or {}).get("batch_id")
@@ -111,7 +137,11 @@ def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
 
 
 def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimits, planned_us: int) -> None:
-    """Parse, validate and add one file; a bad record or file is rejected, never raised."""
+    """Parse, validate and add one file; a bad record or file is rejected, never raised; a file
+    that would take a shard holding actions past max_actions is deferred, and every file after it."""
+    if shard.full:
+        set_aside(shard, item, _full(shard))
+        return
     reader = FileReader(data, limits)
     accepted: list[Action] = []
     by_reason: Counter[str] = Counter()
@@ -130,6 +160,10 @@ def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimit
                 samples.append({"key": item.key, "record_index": index, "reason": result, "raw": raw})
     except FileRejected as exc:
         set_aside(shard, item, exc)
+        return
+    if len(shard.columns) and len(shard.columns) + len(accepted) > shard.max_actions:
+        shard.full = True
+        set_aside(shard, item, _full(shard))
         return
     for action in accepted:
         shard.columns.add(action)

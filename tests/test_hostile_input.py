@@ -31,9 +31,9 @@ PLANNED_US = 1_737_000_000_000_000
 
 
 @contextmanager
-def shard_input(tmp_path: Path) -> Iterator[ShardInput]:
+def shard_input(tmp_path: Path, max_actions: int = 10_000_000) -> Iterator[ShardInput]:
     with RejectsFile(tmp_path / f"rejects-{uuid.uuid4().hex}.jsonl.gz") as rejects:
-        yield ShardInput(rejects=rejects)
+        yield ShardInput(rejects=rejects, max_actions=max_actions)
 
 
 def rejects_of(shard: ShardInput) -> list[dict]:
@@ -160,6 +160,27 @@ def test_a_huge_single_line_file_is_parsed_within_the_cap(tmp_path) -> None:
     with shard_input(tmp_path) as shard:
         add(shard, "k", body, InputLimits(64 * LIMIT, 64 * LIMIT, 100_000, 65_536))
         assert shard.records_accepted == 70_000
+
+
+def test_a_shard_stops_taking_files_at_its_action_cap_whatever_their_names_say(tmp_path) -> None:
+    def body(count: int) -> bytes:
+        action = {"place_id": "p", "place_category": "nature", "action_type": "click"}
+        return orjson.dumps([{**action, "user_id": f"u{i}"} for i in range(count)])
+
+    with shard_input(tmp_path, max_actions=100) as shard:
+        add(shard, "batch-1-0-a.json", body(60))
+        add(shard, "batch-2-0-b.json", body(50))  # past the cap: this file and every later one wait
+        add(shard, "batch-3-0-c.json", body(10))  # would fit, but the oldest go first
+        assert shard.records_accepted == 60
+        assert [(f["key"], f["status"]) for f in shard.files] == [
+            ("batch-1-0-a.json", "processed"),
+            ("batch-2-0-b.json", "deferred"),
+            ("batch-3-0-c.json", "deferred"),
+        ]
+        assert shard.files_deferred == 2 and "MAX_ACTIONS_PER_SHARD 100" in shard.files[2]["reason"]
+    with shard_input(tmp_path, max_actions=100) as shard:
+        add(shard, "batch-1-0-a.json", body(150))  # a first file always goes in, so the backlog drains
+        assert shard.records_accepted == 150
 
 
 def test_a_50_mb_single_line_record_is_rejected_not_fatal(tmp_path) -> None:

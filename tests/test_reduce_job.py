@@ -156,6 +156,37 @@ def test_one_batch_matches_an_independent_recomputation(s3_env, model_dir, datab
     assert combined == [(0,)]
 
 
+def test_a_shard_holds_at_most_its_actions_and_the_rest_drain_in_later_runs(
+    s3_env, model_dir, database_url, receiver, first_sample
+):
+    """Files whose names understate their actions cannot grow a shard past MAX_ACTIONS_PER_SHARD:
+    the file that would, and the files after it, wait for the next plan; nothing is lost."""
+    cap = 700
+    env = _env(s3_env, model_dir, database_url, receiver, MAX_ACTIONS_PER_SHARD=str(cap))
+    seed(env, first_sample)
+    runs = []
+    while True:
+        planned = plan_run(env, shards=1)
+        if not planned["shards"]:
+            break
+        metrics = run_child(env, 0)
+        reduce_in_process(env)
+        (stats,) = query(database_url, "SELECT stats FROM batch_runs WHERE batch_id = %s", (env["BATCH_ID"],))[0]
+        runs.append((planned["files"], metrics["records_accepted"], metrics["files_deferred"], stats["files_deferred"]))
+        env = _new_batch(env)
+        assert len(runs) < 10, runs
+    assert len(runs) == 3, runs  # 2,000 actions, 700 a shard
+    for _files, accepted, deferred, deferred_in_stats in runs:
+        assert accepted <= cap and deferred == deferred_in_stats
+    assert [deferred > 0 for _, _, deferred, _ in runs] == [True, True, False]
+    assert runs[1][0] == runs[0][2] and runs[2][0] == runs[1][2]  # the deferred files, and only they, come back
+    assert_database_matches(database_url, first_sample.expected)
+    ledger = query(database_url, "SELECT count(*) FROM processed_files")
+    assert ledger == [(len(first_sample.files),)]
+    notices = [(r.json["job_status"], r.json["metadata"]["files_deferred"]) for r in receiver.delivered()]
+    assert notices == [("SUCCEEDED", deferred) for _, _, deferred, _ in runs]
+
+
 def test_a_first_load_rebuilds_the_place_index_instead_of_inserting_into_it(s3_env, model_dir, database_url):
     many = generate(actions=6_000, users=300, places=3_000, seed=77, batch_size=120, malformed_files=0)
     assert len(many.expected.places) > 1_000
