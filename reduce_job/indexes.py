@@ -98,6 +98,7 @@ def ensure_index(conn: psycopg.Connection, index: VectorIndex, wanted: bool) -> 
         return "present"
     if state is False:  # a build that failed earlier left an invalid index
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+    budget = conn.execute("SHOW statement_timeout").fetchone()[0]  # type: ignore[index]
     try:
         # a large build may take longer than a statement's budget: the job's timeout bounds it
         conn.execute("SET statement_timeout = 0")
@@ -115,6 +116,6 @@ def ensure_index(conn: psycopg.Connection, index: VectorIndex, wanted: bool) -> 
             error=str(exc),
         )
         return "deferred"
-    finally:
-        conn.execute("RESET statement_timeout")
+    finally:  # the job's budget back (RESET would be the server's default, often none)
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(budget)))
     return "built"

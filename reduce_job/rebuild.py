@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 from reduce_job import staging, vectors
-from reduce_job.run import apply_staged
+from reduce_job.run import apply_staged, take_reduce_lock
 from witple_batch.config import DEFAULT_WEIGHTS, common_from_env, parse_weights
-from witple_batch.database import connect_for, set_timeouts
-from witple_batch.schema import REDUCE_LOCK, migrate
+from witple_batch.database import connect_for
+from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError, env_str
 
 
@@ -28,8 +28,7 @@ def rebuild_vectors() -> dict[str, Any]:
         migrate(conn)
         staging.create(conn)  # empty: a rebuild is a batch of nothing with every vector recomputed
         with conn.transaction():
-            set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+            take_reduce_lock(conn, common)
             stored = vectors.stored_space(conn)
             if stored is None:
                 raise ConfigError("no vectors to rebuild yet: no batch has been applied")

@@ -13,6 +13,7 @@ import psycopg
 from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
 from witple_batch import metrics, notices, run_report, run_state
+from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb, process_age_seconds
@@ -94,6 +95,17 @@ def stage_batch(
     return space, stats
 
 
+def take_reduce_lock(conn: psycopg.Connection, common: CommonConfig) -> None:
+    """Inside a transaction: the reduce lock, held to its end, so no two applies interleave.
+
+    A concurrent reduce holds it for its whole transaction, so this waits up to a statement's
+    budget; every statement after it waits for a row lock only DB_LOCK_TIMEOUT_SECONDS.
+    """
+    set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
+    set_timeouts(conn, lock_s=common.db_lock_timeout, statement_s=common.db_statement_timeout, local=True)
+
+
 def apply(
     conn: psycopg.Connection,
     config: ReduceConfig,
@@ -103,12 +115,8 @@ def apply(
     seconds: dict[str, float],
 ) -> None:
     """Everything in one transaction under the reduce lock: statistics, vectors, ledger, committed state."""
-    common = config.common
     with conn.transaction():
-        # a concurrent reduce holds the lock for its whole transaction: wait up to a statement's budget
-        set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-        set_timeouts(conn, lock_s=common.db_lock_timeout, statement_s=common.db_statement_timeout, local=True)
+        take_reduce_lock(conn, config.common)
         run = run_state.get(conn, config.batch_id)
         if run is not None and run.status in ("committed", "notified"):
             raise _AlreadyCommitted

@@ -368,6 +368,29 @@ def test_the_user_vector_index_is_built_and_used_when_asked_for(s3_env, model_di
     assert query(database_url, "SELECT count(*) FROM pg_class WHERE relname = 'user_behavior_vectors_hnsw'") == [(0,)]
 
 
+def test_building_an_index_gives_the_connection_its_statement_budget_back(database_url):
+    from reduce_job.indexes import USER_INDEX, ensure_index
+    from witple_batch.database import connect
+
+    with connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+    with connect(database_url, autocommit=True, statement_timeout_s=7) as conn:
+        assert ensure_index(conn, USER_INDEX, True) == "built"
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("7s",)  # not the server's default
+
+
+def test_a_rebuild_waits_for_a_row_lock_only_its_lock_budget(s3_env, model_dir, database_url, first_sample):
+    env = _env(s3_env, model_dir, database_url, DB_LOCK_TIMEOUT_SECONDS="1", DB_STATEMENT_TIMEOUT_SECONDS="60")
+    pipeline(env, first_sample)
+    with psycopg.connect(database_url) as blocker:  # the main server, holding a row for a while
+        blocker.execute("SELECT 1 FROM user_behavior_vectors ORDER BY user_id LIMIT 1 FOR UPDATE")
+        started = time.monotonic()
+        rebuilt = run_module("reduce_job", env, "rebuild-vectors", timeout=120)
+        waited = time.monotonic() - started
+    assert rebuilt.returncode != 0 and "lock timeout" in rebuilt.stderr, rebuilt.stderr[-2000:]
+    assert waited < 30  # DB_LOCK_TIMEOUT_SECONDS, not the statement's 60 s
+
+
 @pytest.mark.parametrize("stage", ["waiting_for_the_reduce_lock", "during_the_upsert"])
 def test_sigkill_mid_transaction_leaves_the_database_unchanged(
     s3_env, model_dir, database_url, first_sample, second_sample, stage
