@@ -142,6 +142,8 @@ def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
 
     if args.shards is not None and not 1 <= args.shards <= 10_000:
         raise ConfigError("--shards must be between 1 and 10000")
+    if not 0 < args.target_mb_per_shard <= 1_048_576:  # NaN fails too
+        raise ConfigError("--target-mb-per-shard must be above 0 and at most 1048576")
     if args.max_files is not None and args.max_files < 1:
         raise ConfigError("--max-files must be >= 1")
     if not 0 < args.lease_hours <= 72:

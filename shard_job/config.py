@@ -59,6 +59,6 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         max_actions=env_int("MAX_ACTIONS_PER_SHARD", 2_000_000, env, minimum=1, maximum=100_000_000),
         embed_threads=None
         if env_str("EMBED_THREADS", env=env) is None
-        else env_int("EMBED_THREADS", 1, env, minimum=1),
+        else env_int("EMBED_THREADS", 1, env, minimum=1, maximum=256),
         catalogue=CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto", env) or "auto"),
     )

@@ -70,6 +70,11 @@ def test_check_names_a_missing_or_bad_setting_in_one_line(stack_env):
     assert bad.returncode == 2
     [line] = bad.stdout.strip().splitlines()
     assert line.startswith("FAIL settings: MAX_OBJECT_MB")
+    endless = _run("reduce_job", {**stack_env, "DB_STATEMENT_TIMEOUT_SECONDS": "inf"}, "check")
+    assert endless.returncode == 2
+    assert _lines(endless)["settings"] == "FAIL DB_STATEMENT_TIMEOUT_SECONDS must be a finite number, got 'inf'"
+    empty = _run("shard_job", stack_env, "plan", "--dry-run", "--target-mb-per-shard", "0")
+    assert empty.returncode == 2 and "--target-mb-per-shard must be above 0" in empty.stderr, empty.stderr[-500:]
 
 
 def test_check_finds_a_model_file_that_does_not_match_its_manifest(stack_env, model_dir, tmp_path):

@@ -77,7 +77,9 @@ def test_no_secret_reaches_any_output(migrated, database_url, receiver):
         "WEBHOOK_SECRET": f"webhook-secret-{tag}",
         "PARTIALS_SECRET": f"partials-secret-{tag}-long-enough-for-a-key",
     }
-    env = {**migrated, **secrets, "DATABASE_URL": writer_url, "WEBHOOK_URL": receiver.url, "LOG_LEVEL": "DEBUG"}
+    hook_path, hook_code = f"hooks/T0/B0/path-credential-{tag}", f"query-credential-{tag}"
+    webhook_url = f"{receiver.url.rstrip('/')}/{hook_path}?code={hook_code}"  # credentials as Slack and Azure put them
+    env = {**migrated, **secrets, "DATABASE_URL": writer_url, "WEBHOOK_URL": webhook_url, "LOG_LEVEL": "DEBUG"}
     sample = generate(actions=500, users=30, places=15, batch_size=50, malformed_files=2)
     seed(env, sample)
     outputs = [
@@ -100,6 +102,7 @@ def test_no_secret_reaches_any_output(migrated, database_url, receiver):
     for index, received in enumerate(receiver.received):
         texts[f"webhook {index}"] = received.body.decode() + repr(received.headers)
     assert any("postgresql://" in t for t in texts.values())  # URLs are logged, masked
-    for name, secret in [*secrets.items(), ("database password", db_password)]:
+    webhook_credentials = [("webhook path", f"path-credential-{tag}"), ("webhook query", hook_code)]
+    for name, secret in [*secrets.items(), ("database password", db_password), *webhook_credentials]:
         leaked = [where for where, text in texts.items() if secret in text]
         assert leaked == [], f"{name} appears in {leaked}"

@@ -21,6 +21,7 @@ from witple_batch.config import CommonConfig
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import verify_model_dir
 from witple_batch.settings import EXIT_CONFIG, ConfigError
+from witple_batch.webhook import origin
 
 CHECK_BATCH_ID = "preflight-check"  # stands in for BATCH_ID, which only a run has
 
@@ -71,7 +72,7 @@ def settings_check(build: Callable[[dict[str, str]], CommonConfig]) -> tuple[Com
         common = build(env)
     except ConfigError as exc:
         return None, Result("settings", False, str(exc))
-    webhook = mask_secrets(common.webhook_url) if common.webhook_url else "no webhook"
+    webhook = f"webhook {origin(common.webhook_url)}" if common.webhook_url else "no webhook"
     detail = f"input {common.s3_input_path}, work s3://{common.work_bucket}/{common.work_prefix}, {webhook}"
     return common, Result("settings", True, detail)
 

@@ -6,6 +6,7 @@ ConfigError naming the variable, which the entry point turns into one line and e
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from urllib.parse import urlparse
@@ -63,6 +64,8 @@ def env_float(name: str, default: float, env: Mapping[str, str] | None = None, *
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if not value >= minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {raw}")
     return value

@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,13 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         raise TransientDeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
 
 
+def origin(url: str) -> str:
+    """What the logs say of the webhook URL: scheme, host and port. A path or query may carry a
+    credential (`/hooks/T0/B0/XXXX`, `?code=...`) in forms no pattern list can know."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
 def headers_for(body: bytes, secret: str | None, idempotency_key: str) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
@@ -141,15 +149,15 @@ def send(
         status = post()
     except RetryError as exc:
         error = str(exc.last_attempt.exception())
-        event(log, "webhook not delivered", logging.ERROR, url=mask_secrets(url), attempts=tries, error=error)
+        event(log, "webhook not delivered", logging.ERROR, url=origin(url), attempts=tries, error=error)
         return Delivery(False, tries, None, error)
     except PermanentDeliveryError as exc:
-        event(log, "webhook refused", logging.ERROR, url=mask_secrets(url), attempts=tries, error=str(exc))
+        event(log, "webhook refused", logging.ERROR, url=origin(url), attempts=tries, error=str(exc))
         return Delivery(False, tries, None, str(exc))
     event(
         log,
         "webhook delivered",
-        url=mask_secrets(url),
+        url=origin(url),
         attempts=tries,
         status=status,
         job_status=body_fields["job_status"],
