@@ -150,9 +150,7 @@ def lookup(
         return {}
     if source.kind == "s3":
         return from_export(client, source, keys)
-    if conn is None:
-        if source.kind != "auto":
-            raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:... needs DATABASE_URL")
+    if conn is None:  # auto without a database (table: and query: need one, checked at start)
         return {}
     try:
         with conn.transaction():

@@ -75,7 +75,11 @@ def database(config: ShardConfig) -> Iterator[psycopg.Connection | None]:
     """
     if config.common.database_url is None:
         if config.catalogue.kind == "auto":
-            event(log, "no DATABASE_URL: no catalogue and no stored vectors; places get their fallback texts")
+            event(
+                log,
+                "no DATABASE_URL: no catalogue and no stored vectors; places get their fallback texts",
+                logging.WARNING,
+            )
         yield None
         return
     try:

@@ -9,7 +9,7 @@ from shard_job.catalogue import CatalogueSource
 from shard_job.model_source import ModelSource
 from witple_batch.config import CommonConfig, common_from_env, required_batch_id
 from witple_batch.input_files import InputLimits
-from witple_batch.settings import env_int, env_str
+from witple_batch.settings import ConfigError, env_int, env_str
 
 MIB = 1024 * 1024
 
@@ -46,6 +46,9 @@ def input_limits(env: Mapping[str, str] | None = None) -> InputLimits:
 def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
     common = common_from_env(env)
     common.partials_key  # noqa: B018 - required: validated here, once, at start
+    catalogue = CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto", env) or "auto")
+    if catalogue.kind in ("table", "query") and common.database_url is None:
+        raise ConfigError(f"CATALOGUE_SOURCE {catalogue.kind}:... needs DATABASE_URL, which is not set")
     size = env_str("AWS_BATCH_JOB_ARRAY_SIZE", env=env)
     return ShardConfig(
         common=common,
@@ -60,5 +63,5 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         embed_threads=None
         if env_str("EMBED_THREADS", env=env) is None
         else env_int("EMBED_THREADS", 1, env, minimum=1, maximum=256),
-        catalogue=CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto", env) or "auto"),
+        catalogue=catalogue,
     )

@@ -73,6 +73,10 @@ def test_check_names_a_missing_or_bad_setting_in_one_line(stack_env):
     endless = _run("reduce_job", {**stack_env, "DB_STATEMENT_TIMEOUT_SECONDS": "inf"}, "check")
     assert endless.returncode == 2
     assert _lines(endless)["settings"] == "FAIL DB_STATEMENT_TIMEOUT_SECONDS must be a finite number, got 'inf'"
+    no_database = {**stack_env, "DATABASE_URL": "", "CATALOGUE_SOURCE": "table:places"}
+    assert _lines(_run("shard_job", no_database, "check"))["settings"] == (
+        "FAIL CATALOGUE_SOURCE table:... needs DATABASE_URL, which is not set"
+    )
     empty = _run("shard_job", stack_env, "plan", "--dry-run", "--target-mb-per-shard", "0")
     assert empty.returncode == 2 and "--target-mb-per-shard must be above 0" in empty.stderr, empty.stderr[-500:]
 
