@@ -33,10 +33,11 @@ migrate [--dry-run]: applies the pending migrations (every job also does at star
 what they would change and how many rows, changing nothing. On the main server's database the
 first run adopts its user_behavior_vectors and place_vectors in place (README).
 
-Environment: BATCH_ID and DATABASE_URL (required), S3_BUCKET, S3_PREFIX, WORK_BUCKET,
-WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS, USER_VECTOR_INDEX
-(hnsw|none), WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS,
-DB_LOCK_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS, LOG_LEVEL.
+Environment: BATCH_ID, DATABASE_URL and PARTIALS_SECRET (required), S3_BUCKET, S3_PREFIX,
+WORK_BUCKET, WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS,
+USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS,
+DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS,
+JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
 Exit codes: 0 done (also when only the webhook failed), 2 configuration or permanent
 error (overlapping files, a bad partial), 1 anything else (worth a retry).
 """

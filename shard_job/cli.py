@@ -265,12 +265,23 @@ def _check(local: bool) -> int:
     common, settings = preflight.settings_check(build)
     if common is None:
         return preflight.report([settings])
-    checks = [preflight.model_check(shard[0].model.model_dir)]
-    if not local:
-        client = s3_client(common.region, max_attempts=2)
-        checks += preflight.s3_checks(client, common, list_input=True, write_work=True)
-        if common.database_url is not None:
-            checks.append(preflight.database_check(common, "shard_job.check"))
+    source = shard[0].model
+    if local:
+        if source.model_uri is None:
+            checks = [preflight.model_check(source.model_dir)]
+        else:  # the HEALTHCHECK has no network: the child checks the files it fetches
+            fetched = f"{source.model_uri}: fetched and checked by the child (check without --local)"
+            checks = [("model", lambda: fetched)]
+        return preflight.report([settings, *preflight.run_checks(checks)])
+    client = s3_client(common.region, max_attempts=2)
+
+    def model() -> str:
+        with source.folder(client) as folder:  # the files the child would use, checked as it checks them
+            return preflight.model_check(folder, shown=source.model_uri)[1]()
+
+    checks = [("model", model), *preflight.s3_checks(client, common, list_input=True, write_work=True)]
+    if common.database_url is not None:
+        checks.append(preflight.database_check(common, "shard_job.check"))
     return preflight.report([settings, *preflight.run_checks(checks)])
 
 

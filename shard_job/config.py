@@ -19,7 +19,6 @@ class ShardConfig:
     common: CommonConfig
     batch_id: str
     array_index: int
-    array_size: int | None
     model: ModelSource
     limits: InputLimits
     download_concurrency: int
@@ -49,12 +48,10 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
     catalogue = CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto", env) or "auto")
     if catalogue.kind in ("table", "query") and common.database_url is None:
         raise ConfigError(f"CATALOGUE_SOURCE {catalogue.kind}:... needs DATABASE_URL, which is not set")
-    size = env_str("AWS_BATCH_JOB_ARRAY_SIZE", env=env)
     return ShardConfig(
         common=common,
         batch_id=required_batch_id(env),
         array_index=env_int("AWS_BATCH_JOB_ARRAY_INDEX", 0, env, minimum=0, maximum=9_999),
-        array_size=None if size is None else env_int("AWS_BATCH_JOB_ARRAY_SIZE", 1, env, minimum=1),
         model=ModelSource.from_env(env),
         limits=input_limits(env),
         download_concurrency=env_int("DOWNLOAD_CONCURRENCY", 16, env, minimum=1, maximum=128),

@@ -169,7 +169,11 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 watermark.advance(conn, source, now, seen_claimed)
             if result["shards"]:
                 # with the space it read: the next planner checks it against the space the run applied
-                plan_stats = {**{k: result[k] for k in PLAN_COUNTS}, run_state.VECTOR_SPACE: read}
+                plan_stats = {
+                    **{k: result[k] for k in PLAN_COUNTS},
+                    "more": result["more"],
+                    run_state.VECTOR_SPACE: read,
+                }
                 run_state.record_planned(conn, options.batch_id, options.lease_hours * 3600, plan_stats)
     return result
 
@@ -177,7 +181,9 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
 def _resumed(run: run_state.Run) -> dict[str, Any]:
     """What a run planned before holds, as a plan's result (its files stay claimed by it)."""
     recorded = {k: int(run.plan.get(k, 0)) for k in PLAN_COUNTS}
-    return {"batch_id": run.batch_id, **recorded, "manifest_uri": None, "resumed": run.status, "more": True}
+    # whether it left new files for another run (a plan recorded before this was kept says so)
+    more = bool(run.plan.get("more", True))
+    return {"batch_id": run.batch_id, **recorded, "manifest_uri": None, "resumed": run.status, "more": more}
 
 
 def new_files(

@@ -98,6 +98,7 @@ def test_a_coordinator_that_died_between_its_submits_submits_only_the_reduce(bat
     result = run_script("submit_array.sh", batch_env)  # the retry, with the same BATCH_ID
     out = _output(result)
     assert out["resumed"] == "planned" and out["shards"] == 2
+    assert len(out["runs"]) == 1  # it had taken every file: the retry plans no further run
     assert out["shard_job_id"] == shard_id
     assert out["submitted"] == [out["reduce_job_id"]]
     [reduce] = batch.describe_jobs(jobs=[out["reduce_job_id"]])["jobs"]

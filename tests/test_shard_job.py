@@ -310,6 +310,11 @@ def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
     without = run_module("shard_job", env)
     assert without.returncode == 2  # a broken model is not worth Batch's retries
     assert "not-there does not exist" in without.stderr
+    checked = run_module("shard_job", with_uri, "check")  # the files the child uses, not MODEL_DIR's
+    assert checked.returncode == 0 and f"model: {with_uri['MODEL_URI']}: files match" in checked.stdout, checked.stdout
+    elsewhere = run_module("shard_job", {**with_uri, "MODEL_URI": with_uri["MODEL_URI"] + "x/"}, "check")
+    assert elsewhere.returncode == 2 and "FAIL model:" in elsewhere.stdout, elsewhere.stdout
+    assert run_module("shard_job", with_uri, "check", "--local").returncode == 0
     # the planner reads only the manifest: the space the children will embed in
     assert ModelSource.from_env(with_uri).onnx_sha256(client) == read_manifest(model_dir).onnx_sha256
     with pytest.raises(ModelError, match=r"models/none/model_manifest\.json is missing"):

@@ -35,7 +35,6 @@ class CommonConfig:
     job_name: str
     attempt: int  # AWS_BATCH_JOB_ATTEMPT, set by Batch
     job_attempts: int  # the job definition's attempts: the last one is final
-    job_timeout: float  # the job definition's attemptDurationSeconds
     webhook_attempts: int
     webhook_timeout: float
     db_connect_attempts: int
@@ -73,8 +72,14 @@ def _bucket(name: str, value: str) -> str:
     return value
 
 
+def job_timeout(env: Mapping[str, str] | None = None) -> float:
+    """JOB_TIMEOUT_SECONDS, the job definition's attemptDurationSeconds."""
+    return env_float("JOB_TIMEOUT_SECONDS", 3600.0, env, minimum=1.0)
+
+
 def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
     bucket = _bucket("S3_BUCKET", env_str("S3_BUCKET", DEFAULT_BUCKET, env) or DEFAULT_BUCKET)
+    job_timeout(env)  # validated at start; the entry point reads it when a SIGTERM comes
     return CommonConfig(
         region=env_str("AWS_REGION", DEFAULT_REGION, env) or DEFAULT_REGION,
         s3_bucket=bucket,
@@ -88,7 +93,6 @@ def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
         job_name=env_str("AWS_BATCH_JOB_NAME", "witple-batch", env) or "witple-batch",
         attempt=env_int("AWS_BATCH_JOB_ATTEMPT", 1, env, minimum=1),
         job_attempts=env_int("JOB_ATTEMPTS", 3, env, minimum=1, maximum=10),
-        job_timeout=env_float("JOB_TIMEOUT_SECONDS", 3600.0, env, minimum=1.0),
         webhook_attempts=env_int("WEBHOOK_ATTEMPTS", 5, env, minimum=1, maximum=20),
         webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
         db_connect_attempts=env_int("DB_CONNECT_ATTEMPTS", 5, env, minimum=1, maximum=30),

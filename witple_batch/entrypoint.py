@@ -10,7 +10,6 @@ JOB_TIMEOUT_SECONDS is the timeout, and final.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+from witple_batch.config import job_timeout
 from witple_batch.logs import LEVELS, configure, event, log_level, mask_secrets
 from witple_batch.settings import EXIT_CONFIG, ConfigError, PermanentError
 
@@ -43,10 +43,10 @@ def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
 
 
 def _timeout_seconds() -> float:
-    """JOB_TIMEOUT_SECONDS, leniently: a bad value is common_from_env's to report."""
+    """JOB_TIMEOUT_SECONDS, leniently: a bad value is the job's settings' to report, at start."""
     try:
-        return float(os.environ.get("JOB_TIMEOUT_SECONDS", "3600"))
-    except ValueError:
+        return job_timeout()
+    except ConfigError:
         return 3600.0
 
 

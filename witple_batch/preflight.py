@@ -77,10 +77,12 @@ def settings_check(build: Callable[[dict[str, str]], CommonConfig]) -> tuple[Com
     return common, Result("settings", True, detail)
 
 
-def model_check(model_dir: Path) -> Check:
+def model_check(model_dir: Path, shown: str | None = None) -> Check:
+    """The model files against their manifest; `shown`: where they came from, if not model_dir."""
+
     def check() -> str:
         manifest = verify_model_dir(model_dir)
-        return f"{model_dir}: files match the manifest (model.onnx sha256 {manifest.onnx_sha256[:12]}...)"
+        return f"{shown or model_dir}: files match the manifest (model.onnx sha256 {manifest.onnx_sha256[:12]}...)"
 
     return "model", check
 

@@ -166,7 +166,8 @@ def record_planned(conn: psycopg.Connection, batch_id: str, lease_seconds: float
 
 
 def mark_sharded(conn: psycopg.Connection, batch_id: str) -> None:
-    """Every partial of the run is present and verified (informational: the reduce may still fail)."""
+    """Every shard of the run left its signed _SUCCESS.json (informational: its files are checked against
+    the marker's sha256 as they are staged, and the reduce may still fail)."""
     conn.execute(
         "UPDATE batch_runs SET status = 'sharded', updated_at = now() WHERE batch_id = %s AND status = 'planned'",
         (batch_id,),
