@@ -17,7 +17,7 @@ from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.resources import process_age_seconds
 from witple_batch.s3 import s3_client
-from witple_batch.settings import ConfigError, env_str, prefix
+from witple_batch.settings import ConfigError, env_str, partition_root
 
 if TYPE_CHECKING:
     from shard_job.config import ShardConfig
@@ -210,7 +210,7 @@ def _submit(args: argparse.Namespace) -> int:
         raise ConfigError(f"inputBucket must be the deployed input bucket {deployed.s3_bucket!r}, got {bucket!r}")
     if input_prefix is not None and not input_prefix.startswith(deployed.s3_prefix):
         raise ConfigError(f"inputPrefix must be under the deployed S3_PREFIX {deployed.s3_prefix!r}: {input_prefix!r}")
-    config = replace(deployed, s3_prefix=prefix(input_prefix)) if input_prefix is not None else deployed
+    config = replace(deployed, s3_prefix=partition_root("inputPrefix", input_prefix)) if input_prefix else deployed
     parse_output_table(_given(args.output_table))
     if not args.dry_run:
         config.partials_key  # noqa: B018 - required to sign the plans: checked before anything is claimed

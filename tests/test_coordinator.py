@@ -124,6 +124,7 @@ def test_an_ended_run_is_never_given_new_jobs(batch_env):
         ("--input-bucket", "someone-elses-bucket", "inputBucket must be the deployed input bucket"),
         ("--input-prefix", "other-prefix/", "inputPrefix must be under the deployed S3_PREFIX 'user-actions/'"),
         ("--max-records", "lots", "--max-records (maxRecords) must be a whole number"),
+        ("--input-prefix", "user-actions/year=2025/month=01/", "inputPrefix must be the folder holding the year=YYYY/"),
     ],
 )
 def test_a_request_the_job_cannot_honour_is_refused_in_one_line(batch_env, option, value, message):

@@ -9,7 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from witple_batch.actions import ACTION_TYPES
-from witple_batch.settings import ConfigError, env_float, env_int, env_required, env_str, env_url, prefix
+from witple_batch.settings import (
+    ConfigError,
+    env_float,
+    env_int,
+    env_required,
+    env_str,
+    env_url,
+    partition_root,
+    prefix,
+)
 from witple_batch.signing import MIN_KEY_CHARS
 
 DEFAULT_REGION = "ap-northeast-2"
@@ -83,7 +92,7 @@ def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
     return CommonConfig(
         region=env_str("AWS_REGION", DEFAULT_REGION, env) or DEFAULT_REGION,
         s3_bucket=bucket,
-        s3_prefix=prefix(env_str("S3_PREFIX", DEFAULT_PREFIX, env) or ""),
+        s3_prefix=partition_root("S3_PREFIX", env_str("S3_PREFIX", DEFAULT_PREFIX, env) or ""),
         work_bucket=_bucket("WORK_BUCKET", env_str("WORK_BUCKET", bucket, env) or bucket),
         work_prefix=prefix(env_str("WORK_PREFIX", DEFAULT_WORK_PREFIX, env) or ""),
         database_url=env_url("DATABASE_URL", env, schemes=("postgresql", "postgres")),

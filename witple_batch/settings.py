@@ -92,3 +92,14 @@ def prefix(value: str) -> str:
     """S3 prefixes compare as strings: normalise to no leading slash and one trailing slash."""
     value = value.strip("/")
     return f"{value}/" if value else ""
+
+
+def partition_root(name: str, value: str) -> str:
+    """`value` as a prefix the hour partitions sit directly under: the incremental planner lists
+    <prefix>year=YYYY/month=MM/day=DD/hour=HH/, so a prefix inside a partition would list nothing."""
+    normalised = prefix(value)
+    if "year=" in normalised:
+        raise ConfigError(
+            f"{name} must be the folder holding the year=YYYY/ partitions, got {value!r} (--since/--until pick hours)"
+        )
+    return normalised
