@@ -10,6 +10,12 @@ whatever waits is released). The users rows this batch writes for are locked FOR
 until it commits, so an account deleted meanwhile waits for the commit instead of failing the
 batch on the foreign key. `users_pending` (in every report and notice) says how many wait.
 
+A batch looks up its own pending users and the RELEASE_CHECKS_PER_BATCH others checked longest
+ago (pending_user_totals.checked_at), not all of them: accounts that never appear wait for good,
+and the lookups, locks and deletes of a reduce stay bounded whatever their number. A user who
+signs up is released by its next batch if it acts again, else within ceil(pending /
+RELEASE_CHECKS_PER_BATCH) batches.
+
 Leaves `user_sums` (the totals each user row receives in this batch: its own actions, or its
 released pending ones) and `released_users` for upsert and vectors.
 """
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import psycopg
 from psycopg import sql
+
+RELEASE_CHECKS_PER_BATCH = 100_000  # pending users not in the batch looked up per batch, oldest check first
 
 USER_SUMS = """
 CREATE TEMP TABLE user_sums ON COMMIT DROP AS
@@ -65,21 +73,33 @@ def _known(reference: tuple[str, str] | None, alias: str) -> sql.Composable:
 
 
 def _lock_known(conn: psycopg.Connection, reference: tuple[str, str]) -> None:
-    """FOR KEY SHARE on the users rows of this batch's and the pending users, until commit."""
+    """FOR KEY SHARE on the users rows of this batch's users and of the candidates, until commit."""
     table, column = reference
     conn.execute(
         sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM {} r WHERE r.{}::text IN"
-            " (SELECT user_id FROM batch_pairs UNION SELECT user_id FROM pending_user_totals) FOR KEY SHARE OF r) k"
+            " (SELECT user_id FROM batch_pairs UNION SELECT user_id FROM release_candidates) FOR KEY SHARE OF r) k"
         ).format(sql.SQL(table), sql.Identifier(column))
     )
 
 
+def _candidates(conn: psycopg.Connection, reference: tuple[str, str] | None) -> None:
+    """release_candidates: the pending users this batch looks up (all of them without a foreign key)."""
+    others = "" if reference is None else " ORDER BY checked_at, user_id LIMIT %(checks)s"
+    conn.execute(
+        "CREATE TEMP TABLE release_candidates ON COMMIT DROP AS"
+        " SELECT p.user_id FROM pending_user_totals p WHERE p.user_id IN (SELECT user_id FROM batch_pairs)"
+        f" UNION SELECT user_id FROM (SELECT user_id FROM pending_user_totals{others}) s",
+        {"checks": RELEASE_CHECKS_PER_BATCH},
+    )
+
+
 def hold_and_release(conn: psycopg.Connection) -> dict[str, int]:
-    """Hold this batch's unknown users, release the pending ones the main server now knows."""
+    """Hold this batch's unknown users, release the candidates the main server now knows."""
     reference = users_reference(conn)
     conn.execute("CREATE TEMP TABLE held_users (user_id text PRIMARY KEY) ON COMMIT DROP")
     conn.execute("CREATE TEMP TABLE released_users (LIKE pending_user_totals) ON COMMIT DROP")
+    _candidates(conn, reference)
     if reference is not None:
         _lock_known(conn, reference)
         conn.execute(
@@ -90,9 +110,13 @@ def hold_and_release(conn: psycopg.Connection) -> dict[str, int]:
         )
     conn.execute(
         sql.SQL(
-            "WITH gone AS (DELETE FROM pending_user_totals p WHERE {} RETURNING p.*)"
+            "WITH gone AS (DELETE FROM pending_user_totals p"
+            " WHERE p.user_id IN (SELECT user_id FROM release_candidates) AND {} RETURNING p.*)"
             " INSERT INTO released_users SELECT * FROM gone"
         ).format(_known(reference, "p"))
+    )
+    conn.execute(  # the candidates still unknown go to the back of the line
+        "UPDATE pending_user_totals SET checked_at = now() WHERE user_id IN (SELECT user_id FROM release_candidates)"
     )
     conn.execute(HOLD)
     conn.execute(USER_SUMS)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
@@ -18,6 +18,7 @@ from pgvector.psycopg import register_vector
 
 from local_stack import main_server
 from local_stack.sample_data import SampleSet, catalogue, generate, install_catalogue
+from reduce_job import held_users
 from tests.helpers import (
     REPO,
     fresh_env,
@@ -171,6 +172,31 @@ def test_a_deployment_onto_the_main_server_database_works_the_first_time(
         (sorted(unknown),),
     ) == [(0,)]
     assert receiver.delivered()[-1].json["metadata"]["users_released"] == len(unknown)
+
+
+def test_a_batch_looks_up_a_bounded_number_of_pending_users(s3_env, model_dir, database_url, sample, monkeypatch):
+    monkeypatch.setattr(held_users, "RELEASE_CHECKS_PER_BATCH", 10)  # the reduce runs in this process
+    users = sorted(sample.expected.users)
+    _seed_main_server(database_url, users)
+    env = _env(s3_env, model_dir, database_url)
+    pipeline(env, sample, shards=1)
+    unknown = sorted(u for u in users if not known(u))
+    assert len(unknown) == 30 and unknown[1] == "user-000003"
+    with psycopg.connect(database_url, autocommit=True) as conn:  # all but one sign up
+        for user in unknown[:1] + unknown[2:]:
+            conn.execute("INSERT INTO users (user_id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))
+    released = []
+    for day in range(4):  # batches of two known users, one of them pending until now (user-000000)
+        later = {**env, "BATCH_ID": f"later-{day}-{uuid.uuid4().hex[:6]}"}
+        start = NEXT_DAY + timedelta(days=day)
+        pipeline(later, generate(actions=20, users=2, places=PLACES, seed=60 + day, start=start, malformed_files=0), 1)
+        [(count,)] = query(
+            database_url, "SELECT stats -> 'users_released' FROM batch_runs WHERE batch_id = %s", (later["BATCH_ID"],)
+        )
+        released.append(count)
+    # ten looked up a batch, oldest check first: the one still unknown goes to the back of the line
+    assert released == [9, 10, 10, 0]
+    assert query(database_url, "SELECT user_id FROM pending_user_totals") == [("user-000003",)]
 
 
 def test_an_account_deleted_while_the_reduce_runs_is_held_back_not_a_failed_batch(
