@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from reduce_job.upsert import CONTENT_DIFFERS
 from witple_batch.logs import event
 
 log = logging.getLogger(__name__)
@@ -54,22 +56,23 @@ def _state(conn: psycopg.Connection, name: str) -> bool | None:
 BULK_MIN_PLACES = 1_000
 BULK_SHARE = 0.1
 
-CHANGED_CONTENT = """
+# the staged places whose content vector the batch will write, new places included (each an
+# index insert): counted before the apply transaction, which builds batch_places from the same rows
+CHANGED_CONTENT = f"""
 SELECT count(*) FROM (
     SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.text_sha256
     FROM stage_place_keys k JOIN stage_place_content c USING (shard, idx)
     ORDER BY k.place_category, k.place_id, k.shard
 ) b
 LEFT JOIN place_vectors p USING (place_category, place_id)
-WHERE p.place_id IS NULL OR p.content_text_sha256 IS DISTINCT FROM b.text_sha256
-   OR p.content_model IS DISTINCT FROM %(model)s
+WHERE p.place_id IS NULL OR {CONTENT_DIFFERS}
 """
 
 
-def bulk_content_change(conn: psycopg.Connection, model: str) -> bool:
+def bulk_content_change(conn: psycopg.Connection, space: dict[str, Any]) -> bool:
     """Whether the staged batch changes so many content vectors that rebuilding the place index
     beats inserting into it."""
-    changed = conn.execute(CHANGED_CONTENT, {"model": model}).fetchone()[0]  # type: ignore[index]
+    changed = conn.execute(CHANGED_CONTENT, space).fetchone()[0]  # type: ignore[index,arg-type]
     stored = conn.execute(
         "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'place_vectors'::regclass"
     ).fetchone()[0]  # type: ignore[index]

@@ -175,7 +175,7 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
             manifest = load_manifest(client, layout, config.common.partials_key)
             t = time.perf_counter()
             space, stats = stage_batch(conn, client, config, layout, manifest)
-            if indexes.bulk_content_change(conn, space["model"]):
+            if indexes.bulk_content_change(conn, space):
                 stats["place_index"] = indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=False)
             seconds["stage"] = time.perf_counter() - t
             try:

@@ -66,12 +66,16 @@ SELECT place_category, place_id, count(*) FILTER (WHERE inserted) AS new_users F
 """
 
 # the batch's places whose stored content was made by another model, text version or text
-CHANGED_CONTENT = """
+# a stored place row `p` whose content vector is not the one of text `b.text_sha256` in this space
+# (model, place text version): the batch writes it a new one
+CONTENT_DIFFERS = """(p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
+   OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.content_text_sha256 IS DISTINCT FROM b.text_sha256)"""
+
+CHANGED_CONTENT = f"""
 CREATE TEMP TABLE changed_content ON COMMIT DROP AS
 SELECT b.place_category, b.place_id FROM batch_places b
 JOIN place_vectors p USING (place_category, place_id)
-WHERE p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
-   OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.content_text_sha256 IS DISTINCT FROM b.text_sha256
+WHERE {CONTENT_DIFFERS}
 """
 
 
