@@ -109,7 +109,7 @@ def write_batch(env: dict[str, str], users: int, pairs_per_user: int, pairs_per_
     total = users * pairs_per_user
     shards = max(2, -(-total // pairs_per_shard))
     files = [[InputFile(f"user-actions/batch-{i:05d}.json", 1, "e")] for i in range(shards)]
-    write_plan(client, config, env["BATCH_ID"], files, [], replace_orphan=False)
+    write_plan(client, config, env["BATCH_ID"], files, [], None, replace_orphan=False)
     layout = RunLayout(config.work_bucket, config.work_prefix, env["BATCH_ID"])
     written = 0
     rng = np.random.default_rng(users)

@@ -164,6 +164,8 @@ def read_files(
     """Every planned file into the shard: read, or set aside (over the listed-size limit, it stopped
     earlier attempts, or it changed after planning). Returns the plan it read."""
     plan = load_shard_plan(client, layout, config.array_index, config.common.partials_key)
+    if plan.max_actions is not None:  # its share of the run's cap, which the files' names may understate
+        shard.max_actions = min(shard.max_actions, plan.max_actions)
     progress = Progress.load(client, layout, config.array_index, config.attempt)
     readable = []
     for item in plan.files:

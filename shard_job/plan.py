@@ -25,7 +25,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shard_job import watermark
 from shard_job.listing import list_batch_files
 from shard_job.model_source import ModelSource
-from shard_job.planning import actions_in_key, balance, file_limit, refresh_shard_limit, refresh_shards, shard_count
+from shard_job.planning import (
+    actions_in_key,
+    balance,
+    file_limit,
+    refresh_shard_limit,
+    refresh_shards,
+    shard_action_share,
+    shard_count,
+)
 from witple_batch import notices, run_report, run_state
 from witple_batch.config import CommonConfig
 from witple_batch.database import connect_for
@@ -89,6 +97,7 @@ def write_plan(
     batch_id: str,
     shards: list[list[InputFile]],
     refresh: list[tuple[str, str]],
+    max_actions: int | None,
     *,
     replace_orphan: bool,
 ) -> str:
@@ -98,7 +107,7 @@ def write_plan(
     entries = []
     for index, files in enumerate(shards):
         stale = tuple(refresh[index :: len(shards)])  # spread evenly: each child embeds its share
-        plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files), stale)
+        plan = ShardPlan(batch_id, index, config.s3_bucket, planned_us, tuple(files), stale, max_actions)
         body = plan.to_json(config.partials_key)
         put_create_only(client, layout.work_bucket, layout.shard_plan_key(index), body, replace_orphan=replace_orphan)
         entries.append(shard_entry(plan, body))
@@ -350,7 +359,8 @@ def _finish(
     }
     if file_shards and not options.dry_run:
         shards = balance(files, file_shards) + [[] for _ in range(extra)]
+        share = shard_action_share(options.max_records, file_shards)
         result["manifest_uri"] = write_plan(
-            client, config, options.batch_id, shards, refresh, replace_orphan=options.use_ledger
+            client, config, options.batch_id, shards, refresh, share, replace_orphan=options.use_ledger
         )
     return result

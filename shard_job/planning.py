@@ -78,6 +78,18 @@ def shard_count(files: list[InputFile], shards: int | None, target_mb: float) ->
     return max(1, min(shards, len(files), MAX_ARRAY_SIZE))
 
 
+RUN_CAP_SLACK = 1.25  # shards are balanced by bytes, not actions: room for the imbalance
+
+
+def shard_action_share(max_records: int | None, shards: int) -> int | None:
+    """What each of a run's `shards` file shards may accept when the run takes at most `max_records`
+    actions by its files' names: names can understate, so the children hold the run to it (at most
+    RUN_CAP_SLACK times over, plus a first file each). None: no run cap."""
+    if max_records is None or shards == 0:
+        return None
+    return max(1, math.ceil(RUN_CAP_SLACK * max_records / shards))
+
+
 def refresh_shard_limit(shards: int, max_refresh_shards: int) -> int:
     """How many refresh-only children a run of `shards` file shards may add (the array stays in Batch's limit)."""
     return max(0, min(max_refresh_shards, MAX_ARRAY_SIZE - shards))

@@ -6,8 +6,10 @@ the file has been read to its end (a file that turns out malformed or over a lim
 nothing); rejects go straight to a gzip file on disk, per file the first REJECT_SAMPLES raw
 records and the counts by reason. What stays in memory per file is one row of files.json.
 
-Memory per shard is bounded by MAX_ACTIONS_PER_SHARD accepted actions (ShardInput.max_actions),
-whatever the files' names claim or the listing's byte counts allow (gzip inflates): the file
+Memory per shard is bounded by MAX_ACTIONS_PER_SHARD accepted actions (ShardInput.max_actions;
+lower when the plan gives the shard its share of the run's action cap, which the names alone
+cannot hold a run to), whatever the files' names claim or the listing's byte counts allow (gzip
+inflates): the file
 that would take the shard past it, and every file after it, is deferred to the next plan
 (left out of the ledger, as a file changed after planning), so a run always takes its first
 files and the backlog drains a shard's worth per run. Read and aggregated, an action costs at
@@ -123,8 +125,8 @@ def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone
 
 def _full(shard: ShardInput) -> ShardFull:
     return ShardFull(
-        f"the shard holds {len(shard.columns):,} accepted actions (MAX_ACTIONS_PER_SHARD {shard.max_actions:,});"
-        " left to the next plan"
+        f"the shard holds {len(shard.columns):,} accepted actions, its cap {shard.max_actions:,}"
+        " (MAX_ACTIONS_PER_SHARD, or its share of the run's action cap); left to the next plan"
     )
 
 

@@ -66,6 +66,7 @@ def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dic
         dry_run=options.get("dry_run", False),
         full=options.get("full", False),
         lookback_hours=options.get("lookback_hours", 24.0),
+        max_records=options.get("max_records"),
     )
     return plan(s3_client(config.region), config, opts)
 

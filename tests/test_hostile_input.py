@@ -177,7 +177,7 @@ def test_a_shard_stops_taking_files_at_its_action_cap_whatever_their_names_say(t
             ("batch-2-0-b.json", "deferred"),
             ("batch-3-0-c.json", "deferred"),
         ]
-        assert shard.files_deferred == 2 and "MAX_ACTIONS_PER_SHARD 100" in shard.files[2]["reason"]
+        assert shard.files_deferred == 2 and "its cap 100 (MAX_ACTIONS_PER_SHARD" in shard.files[2]["reason"]
     with shard_input(tmp_path, max_actions=100) as shard:
         add(shard, "batch-1-0-a.json", body(150))  # a first file always goes in, so the backlog drains
         assert shard.records_accepted == 150

@@ -13,6 +13,7 @@ from shard_job.planning import (
     parse_hour,
     refresh_shard_limit,
     refresh_shards,
+    shard_action_share,
     shard_count,
 )
 from witple_batch.run_layout import InputFile
@@ -52,6 +53,14 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count(files, None, 25.0) == 4
     assert shard_count(files, 50, 64.0) == 10  # never more shards than files
     assert shard_count([], 5, 64.0) == 0
+
+
+def test_each_shard_gets_its_share_of_the_runs_action_cap() -> None:
+    assert shard_action_share(None, 4) is None  # no run cap: only MAX_ACTIONS_PER_SHARD
+    assert shard_action_share(10_000_000, 4) == 3_125_000  # 1.25 x a quarter
+    assert shard_action_share(560, 2) == 350
+    assert shard_action_share(1, 3) == 1  # never 0: a shard always takes its first file
+    assert shard_action_share(100, 0) is None
 
 
 def test_refresh_only_shards_take_what_the_file_shards_shares_leave() -> None:

@@ -88,6 +88,7 @@ class ShardPlan:
     planned_at_us: int
     files: tuple[InputFile, ...]
     refresh: tuple[tuple[str, str], ...] = ()  # places whose stored content another model or text made
+    max_actions: int | None = None  # its share of the run's action cap (None: only MAX_ACTIONS_PER_SHARD)
 
     def to_json(self, key: bytes) -> bytes:
         body = {
@@ -98,6 +99,7 @@ class ShardPlan:
             "planned_at_us": self.planned_at_us,
             "files": [f.as_dict() for f in self.files],
             "refresh": [list(place) for place in self.refresh],
+            "max_actions": self.max_actions,
         }
         return orjson.dumps(sign(body, key))
 
@@ -111,6 +113,7 @@ class ShardPlan:
                 input_bucket=str(body["input_bucket"]),
                 planned_at_us=int(body["planned_at_us"]),
                 refresh=tuple((str(c), str(p)) for c, p in body.get("refresh", [])),
+                max_actions=None if body.get("max_actions") is None else int(body["max_actions"]),
                 files=tuple(
                     InputFile(key=str(f["key"]), size=int(f["size"]), etag=str(f["etag"])) for f in body["files"]
                 ),
