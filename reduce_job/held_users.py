@@ -11,7 +11,8 @@ until it commits, so an account deleted meanwhile waits for the commit instead o
 batch on the foreign key. `users_pending` (in every report and notice) says how many wait.
 
 A batch looks up its own pending users and the RELEASE_CHECKS_PER_BATCH others checked longest
-ago (pending_user_totals.checked_at), not all of them: accounts that never appear wait for good,
+ago (pending_user_totals.checked_at; a user held by this batch was just checked, so it joins the
+back of the line), not all of them: accounts that never appear wait for good,
 and the lookups, locks and deletes of a reduce stay bounded whatever their number. A user who
 signs up is released by its next batch if it acts again, else within ceil(pending /
 RELEASE_CHECKS_PER_BATCH) batches.
@@ -41,13 +42,14 @@ GROUP BY user_id
 """
 
 HOLD = """
-INSERT INTO pending_user_totals AS t (user_id, clicks, likes, bookmarks, other, first_action_at, last_action_at)
-SELECT user_id, sum(clicks), sum(likes), sum(bookmarks), sum(other), min(first_at), max(last_at)
+INSERT INTO pending_user_totals AS t
+    (user_id, clicks, likes, bookmarks, other, first_action_at, last_action_at, checked_at)
+SELECT user_id, sum(clicks), sum(likes), sum(bookmarks), sum(other), min(first_at), max(last_at), now()
 FROM batch_pairs WHERE user_id IN (SELECT user_id FROM held_users) GROUP BY user_id
 ON CONFLICT (user_id) DO UPDATE SET
     clicks = t.clicks + EXCLUDED.clicks, likes = t.likes + EXCLUDED.likes, bookmarks = t.bookmarks + EXCLUDED.bookmarks,
     other = t.other + EXCLUDED.other, first_action_at = least(t.first_action_at, EXCLUDED.first_action_at),
-    last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at), updated_at = now()
+    last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at), checked_at = now(), updated_at = now()
 """
 
 

@@ -182,6 +182,8 @@ def test_a_batch_looks_up_a_bounded_number_of_pending_users(s3_env, model_dir, d
     pipeline(env, sample, shards=1)
     unknown = sorted(u for u in users if not known(u))
     assert len(unknown) == 30 and unknown[1] == "user-000003"
+    fresh = "SELECT count(*) FROM pending_user_totals WHERE checked_at = '-infinity'"
+    assert query(database_url, fresh) == [(0,)]  # just held, so just checked: the back of the line
     with psycopg.connect(database_url, autocommit=True) as conn:  # all but one sign up
         for user in unknown[:1] + unknown[2:]:
             conn.execute("INSERT INTO users (user_id, email) VALUES (%s, %s)", (user, f"{user}@example.com"))

@@ -73,6 +73,8 @@ def test_check_names_a_missing_or_bad_setting_in_one_line(stack_env):
     endless = _run("reduce_job", {**stack_env, "DB_STATEMENT_TIMEOUT_SECONDS": "inf"}, "check")
     assert endless.returncode == 2
     assert _lines(endless)["settings"] == "FAIL DB_STATEMENT_TIMEOUT_SECONDS must be a finite number, got 'inf'"
+    bad_port = _run("reduce_job", {**stack_env, "WEBHOOK_URL": "https://main.example:99999/hook"}, "check")
+    assert _lines(bad_port)["settings"] == "FAIL WEBHOOK_URL has a bad port"
     no_database = {**stack_env, "DATABASE_URL": "", "CATALOGUE_SOURCE": "table:places"}
     assert _lines(_run("shard_job", no_database, "check"))["settings"] == (
         "FAIL CATALOGUE_SOURCE table:... needs DATABASE_URL, which is not set"

@@ -3,6 +3,8 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
+import pytest
+
 from shard_job.planning import (
     MAX_ARRAY_SIZE,
     actions_in_key,
@@ -17,6 +19,7 @@ from shard_job.planning import (
     shard_count,
 )
 from witple_batch.run_layout import InputFile
+from witple_batch.settings import ConfigError, partition_root
 
 
 def _files(n: int, seed: int = 1) -> list[InputFile]:
@@ -97,3 +100,10 @@ def test_max_records_counts_the_actions_in_the_file_names() -> None:
     assert file_limit(files, 2, 350) == 2
     assert file_limit(files, None, 50) == 1  # a file larger than the cap still goes, alone
     assert file_limit(files, None, 5_000) is None  # all fit: no limit from records
+
+
+def test_an_input_prefix_must_hold_the_hour_partitions() -> None:
+    assert partition_root("S3_PREFIX", "/user-actions") == "user-actions/"
+    assert partition_root("S3_PREFIX", "logs/fiscal_year=2025") == "logs/fiscal_year=2025/"
+    with pytest.raises(ConfigError, match="S3_PREFIX must be the folder holding the year=YYYY/ partitions"):
+        partition_root("S3_PREFIX", "user-actions/year=2025/month=01")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
@@ -85,6 +86,10 @@ def env_url(name: str, env: Mapping[str, str] | None = None, *, schemes: tuple[s
     parsed = urlparse(value)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.query):
         raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL")
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port") from None
     return value
 
 
@@ -98,7 +103,7 @@ def partition_root(name: str, value: str) -> str:
     """`value` as a prefix the hour partitions sit directly under: the incremental planner lists
     <prefix>year=YYYY/month=MM/day=DD/hour=HH/, so a prefix inside a partition would list nothing."""
     normalised = prefix(value)
-    if "year=" in normalised:
+    if re.search(r"(^|/)year=\d{4}/", normalised):
         raise ConfigError(
             f"{name} must be the folder holding the year=YYYY/ partitions, got {value!r} (--since/--until pick hours)"
         )
