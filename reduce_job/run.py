@@ -113,6 +113,7 @@ def apply(
     stats: dict[str, Any],
     started: float,
     seconds: dict[str, float],
+    input_source: str,
 ) -> None:
     """Everything in one transaction under the reduce lock: statistics, vectors, ledger, committed state."""
     with conn.transaction():
@@ -123,7 +124,7 @@ def apply(
         run_state.check_can_commit(conn, config.batch_id)
         stats.update(apply_staged(conn, space, seconds))
         stats["reduce_peak_rss_mb"] = round(peak_rss_mb(), 1)
-        stats["ledger_rows"] = run_state.commit(conn, config.batch_id, started, seconds, stats)
+        stats["ledger_rows"] = run_state.commit(conn, config.batch_id, started, seconds, stats, input_source)
 
 
 def apply_staged(
@@ -179,7 +180,7 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
                 stats["place_index"] = indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=False)
             seconds["stage"] = time.perf_counter() - t
             try:
-                apply(conn, config, space, stats, started, seconds)
+                apply(conn, config, space, stats, started, seconds, manifest.input_source)
                 outcome = Outcome(stats=stats, seconds=seconds)
                 logged = {k: v for k, v in stats.items() if k != "envelope_batch_ids"}
                 event(log, "batch committed", batch_id=config.batch_id, **logged, seconds=_rounded(seconds))

@@ -231,6 +231,7 @@ def _quarantine(args: argparse.Namespace) -> int:
     from shard_job import watermark
     from witple_batch import run_state
     from witple_batch.database import connect_for
+    from witple_batch.run_layout import input_source
 
     config = common_from_env()
     with connect_for(config, "shard_job.quarantine") as conn:
@@ -241,7 +242,7 @@ def _quarantine(args: argparse.Namespace) -> int:
         with conn.transaction():
             if not run_state.release(conn, args.release):
                 raise ConfigError(f"{args.release} is not quarantined")
-            listed = watermark.rewind(conn, watermark.source_of(config.s3_bucket, config.s3_prefix), args.release)
+            listed = watermark.rewind(conn, input_source(config.s3_bucket, config.s3_prefix), args.release)
         event(
             log,
             "released from quarantine; the next plan reads it again"

@@ -40,7 +40,7 @@ from witple_batch.database import connect_for
 from witple_batch.logs import event
 from witple_batch.model_files import ModelError
 from witple_batch.place_text import PLACE_TEXT_VERSION
-from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, shard_entry
+from witple_batch.run_layout import InputFile, RunLayout, RunManifest, ShardPlan, input_source, shard_entry
 from witple_batch.schema import migrate
 from witple_batch.settings import ConfigError
 
@@ -149,9 +149,12 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
         if options.settle and not options.dry_run:
             settle_past_runs(conn, client, config)
         read = children_space(options.model, client) if options.refresh_per_shard else None
-        source = watermark.source_of(config.s3_bucket, config.s3_prefix)
+        source = input_source(config.s3_bucket, config.s3_prefix)
         recorded = watermark.read(conn, source)
-        start = None if options.full else watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
+        if options.full or options.since is not None or options.until is not None:
+            start = options.since  # a window names its hours, before the watermark too (a backfill)
+        else:
+            start = watermark.start_hour(recorded, timedelta(hours=options.lookback_hours))
         candidates, listed_all, seen_claimed = new_files(conn, client, config, options, start, now)
         with conn.transaction():
             _plan_lock(conn)

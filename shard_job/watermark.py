@@ -28,10 +28,6 @@ SELECT least(
 """
 
 
-def source_of(bucket: str, prefix: str) -> str:
-    return f"s3://{bucket}/{prefix}"
-
-
 def read(conn: psycopg.Connection, source: str) -> datetime | None:
     """The recorded resume hour (aware UTC), None before the first plan of this input."""
     row = conn.execute("SELECT resume_hour FROM planner_watermarks WHERE source = %s", (source,)).fetchone()

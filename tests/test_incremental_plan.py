@@ -11,7 +11,7 @@ import pytest
 from local_stack.sample_data import SampleFile, SampleSet, generate
 from shard_job.listing import hour_prefix
 from shard_job.planning import partition_hour
-from tests.helpers import fresh_env, plan_run, query, seed
+from tests.helpers import fresh_env, plan_run, query, reduce_in_process, run_child, seed
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -85,13 +85,13 @@ def test_a_run_failing_while_a_plan_lists_keeps_its_files_in_reach(s3_env, model
     from shard_job import watermark
     from witple_batch import run_state
     from witple_batch.database import connect
-    from witple_batch.run_layout import InputFile
+    from witple_batch.run_layout import InputFile, input_source
 
     env = _env(s3_env, model_dir, database_url, "r")
     old = SampleSet([written_late(f, 30, "r") for f in recent.files[:3]], recent.expected)  # 30 hours ago
     seed(env, old)
     plan_run(env, shards=1)  # run A claims the three files
-    source = watermark.source_of(env["S3_BUCKET"], "user-actions/")
+    source = input_source(env["S3_BUCKET"], "user-actions/")
     files = [InputFile(f.key, len(f.body), "e") for f in old.files]
     with connect(database_url, autocommit=True) as conn:
         untaken, claimed = run_state.untaken(conn, files)  # what a second plan's listing sees
@@ -106,3 +106,19 @@ def test_a_run_failing_while_a_plan_lists_keeps_its_files_in_reach(s3_env, model
     assert query(database_url, "SELECT witple_partition_hour('x/year=2025/month=13/day=40/hour=99/b.json')") == [
         (None,)
     ]
+
+
+def test_files_a_windowed_run_deferred_are_listed_by_the_next_incremental_plan(s3_env, model_dir, database_url, recent):
+    """A window moves no watermark: the run's commit brings it back to its deferred files' hours."""
+    env = {**_env(s3_env, model_dir, database_url, "w"), "MAX_ACTIONS_PER_SHARD": "100"}
+    assert plan_run(env, shards=1)["files"] == 0  # an incremental plan of nothing: the watermark is now
+    backfill = [written_late(f, 24 * 5, "w") for f in recent.files[:6]]  # 5 days ago
+    seed(env, SampleSet(backfill, recent.expected))
+    hour = partition_hour(backfill[0].key)
+    window = plan_run({**env, "BATCH_ID": "inc-w1"}, shards=1, since=hour, until=hour + timedelta(hours=1))
+    assert window["files"] == 6
+    deferred = run_child({**env, "BATCH_ID": "inc-w1"}, 0)["files_deferred"]
+    assert deferred > 0  # past 100 accepted actions
+    reduce_in_process({**env, "BATCH_ID": "inc-w1"})
+    later = plan_run({**env, "BATCH_ID": "inc-w2"}, shards=1)
+    assert later["files"] == deferred, later["listing"]  # listed from their hour, not only the last day

@@ -122,6 +122,11 @@ class ShardPlan:
             raise ManifestError(f"{where}: malformed shard plan: {exc!r}") from None
 
 
+def input_source(bucket: str, prefix: str) -> str:
+    """An input location as planner_watermarks names it (one watermark per bucket and prefix)."""
+    return f"s3://{bucket}/{prefix}"
+
+
 @dataclass(frozen=True)
 class RunManifest:
     """The run's summary: one entry per shard with its plan's sha256, file count and bytes."""
@@ -135,6 +140,10 @@ class RunManifest:
     @property
     def files(self) -> int:
         return sum(int(s["files"]) for s in self.shards)
+
+    @property
+    def input_source(self) -> str:
+        return input_source(self.input_bucket, self.input_prefix)
 
     @property
     def total_bytes(self) -> int:

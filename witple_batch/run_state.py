@@ -199,11 +199,16 @@ def check_can_commit(conn: psycopg.Connection, batch_id: str) -> None:
 
 
 def commit(
-    conn: psycopg.Connection, batch_id: str, started_at: float, seconds: dict[str, float], stats: dict[str, Any]
+    conn: psycopg.Connection,
+    batch_id: str,
+    started_at: float,
+    seconds: dict[str, float],
+    stats: dict[str, Any],
+    input_source: str,
 ) -> int:
     """Ledger rows for every staged file, the committed state, claims released: the apply transaction's last writes."""
-    # deferred files (changed or deleted after planning) stay out: the next plan reads them again;
-    # a file this run's child already quarantined (quarantine()) keeps its row
+    # deferred files (changed or deleted after planning, or past a full shard) stay out: the next
+    # plan reads them again; a file this run's child already quarantined (quarantine()) keeps its row
     ledger_rows = conn.execute(
         "INSERT INTO processed_files (key, etag, size, batch_id, status, reason, records, accepted, rejected,"
         " rejects_by_reason, envelope_batch_id)"
@@ -222,6 +227,14 @@ def commit(
     if moved != 1:  # check_can_commit holds the row, so only a caller that skipped it gets here
         raise RunFailed(f"batch {batch_id} is no longer planned; nothing applied")
     conn.execute("DELETE FROM file_claims WHERE batch_id = %s", (batch_id,))
+    # its claims held the input's watermark at their hours; released, the deferred ones bring it back
+    # there, so an incremental plan lists them even when a windowed plan (which moves no watermark) took them
+    conn.execute(
+        "UPDATE planner_watermarks w SET resume_hour = least(w.resume_hour, d.hour), updated_at = now()"
+        " FROM (SELECT min(witple_partition_hour(key)) AS hour FROM stage_files WHERE status = 'deferred') d"
+        " WHERE w.source = %s AND d.hour IS NOT NULL",
+        (input_source,),
+    )
     return int(ledger_rows)
 
 
