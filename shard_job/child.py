@@ -21,7 +21,7 @@ from shard_job.config import ShardConfig
 from shard_job.fetch import ObjectGone
 from shard_job.fetch_process import FetchProcess
 from shard_job.progress import Progress
-from shard_job.read_shard import RejectsFile, ShardInput, add_file, set_aside
+from shard_job.read_shard import RejectsFile, ShardInput, add_file, defer, set_aside
 from shard_job.stored_content import StoredContent, stored_content
 from witple_batch import run_state
 from witple_batch.aggregate import Aggregates, aggregate
@@ -187,9 +187,10 @@ def read_files(
         config.read_ahead_bytes,
         before_wait=lambda item: progress.reading(item.key),
     )
-    parsing = False
+    parsing, done = False, 0
     try:
         for item, data in fetched:
+            done += 1
             if isinstance(data, ObjectGone):
                 event(log, "file left to the next plan", key=item.key, reason=data.reason, level=logging.WARNING)
                 set_aside(shard, item, data)
@@ -197,6 +198,8 @@ def read_files(
                 parsing = True
                 add_file(shard, item, data, config.limits, plan.planned_at_us)
                 parsing = False
+            if shard.full:  # the rest waits for the next plan, unread
+                break
     except Exception as exc:
         # an exception the file provokes in our code (MemoryError included) leaves the note, as a
         # kill does; anything else (S3, the note's own PUT, a Spot SIGTERM) is not the file's doing
@@ -205,6 +208,8 @@ def read_files(
         raise
     progress.reading(None)
     if shard.full:
+        reader.stop()
+        defer(shard, readable[done:])
         event(
             log,
             "shard full: files left to the next plan",

@@ -35,6 +35,7 @@ from typing import IO, Any
 import orjson
 
 from shard_job.fetch import FetchError, ObjectGone
+from witple_batch.resources import peak_rss_mb
 from witple_batch.run_layout import InputFile
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,25 @@ class FetchProcess:
                 if pipe is not None:
                     with contextlib.suppress(BrokenPipeError):  # a flush that failed before: already told
                         pipe.close()
+
+    def stop(self) -> None:
+        """The shard reads no further (it is full): the process ends now, its read-ahead freed;
+        its peak so far is kept for the shard's metrics. One that has already sent everything
+        has exited, and its peak is in its last frame, still in the pipe (at most its 64 KiB)."""
+        self.peak_rss_mb = round(peak_rss_mb(self.pid), 1)
+        if not self.peak_rss_mb:  # no memory of its own left: it is exiting, or has exited
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+        if not self.peak_rss_mb and self._process.poll() is not None:
+            stdout = self._process.stdout
+            assert stdout is not None
+            while header := stdout.read(_FRAME.size):
+                _index, kind, length = _FRAME.unpack(header)
+                payload = stdout.read(length)
+                if kind == _DONE:
+                    self.peak_rss_mb = float(orjson.loads(payload)["peak_rss_mb"])
+        self._process.kill()
+        self._process.wait()
 
     def killed_first_on_oom(self) -> None:
         """Make the kernel's OOM killer pick this process (the shard) before the GET process.

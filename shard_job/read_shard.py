@@ -123,11 +123,14 @@ def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone
     )
 
 
-def _full(shard: ShardInput) -> ShardFull:
-    return ShardFull(
+def defer(shard: ShardInput, items: list[InputFile]) -> None:
+    """Files a full shard leaves to the next plan (read, or never fetched)."""
+    full = ShardFull(
         f"the shard holds {len(shard.columns):,} accepted actions, its cap {shard.max_actions:,}"
         " (MAX_ACTIONS_PER_SHARD, or its share of the run's action cap); left to the next plan"
     )
+    for item in items:
+        set_aside(shard, item, full)
 
 
 def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
@@ -142,7 +145,7 @@ def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimit
     """Parse, validate and add one file; a bad record or file is rejected, never raised; a file
     that would take a shard holding actions past max_actions is deferred, and every file after it."""
     if shard.full:
-        set_aside(shard, item, _full(shard))
+        defer(shard, [item])
         return
     reader = FileReader(data, limits)
     accepted: list[Action] = []
@@ -165,7 +168,7 @@ def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimit
         return
     if len(shard.columns) and len(shard.columns) + len(accepted) > shard.max_actions:
         shard.full = True
-        set_aside(shard, item, _full(shard))
+        defer(shard, [item])
         return
     for action in accepted:
         shard.columns.add(action)

@@ -184,6 +184,8 @@ def test_a_shard_holds_at_most_its_actions_and_the_rest_drain_in_later_runs(
         children = [run_child(env, index) for index in range(planned["shards"])]
         reduce_in_process(env)
         (stats,) = query(database_url, "SELECT stats FROM batch_runs WHERE batch_id = %s", (env["BATCH_ID"],))[0]
+        readers = [c["reader_peak_rss_mb"] for c in children]
+        assert all(peak > 0 for peak in readers), readers  # also when the child stopped its reader early
         accepted = sum(c["records_accepted"] for c in children)
         deferred = sum(c["files_deferred"] for c in children)
         runs.append((planned["files"], accepted, deferred, stats["files_deferred"]))

@@ -43,19 +43,19 @@ def available_cpus() -> int:
     return max(1, min(affinity, math.ceil(quota)))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB.
+def peak_rss_mb(pid: int | None = None) -> float:
+    """This process's (or a child's, by `pid`) peak resident memory in MiB.
 
     VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a job started by a
     large parent (a local runner, a benchmark holding its data) would report the parent's size.
     """
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in (_STATUS if pid is None else Path(f"/proc/{pid}/status")).read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024  # kB
     except (OSError, ValueError, IndexError):
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if pid is None else 0.0  # Linux: KiB
 
 
 def process_age_seconds() -> float:
