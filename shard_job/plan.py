@@ -138,7 +138,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
         )
         files = list(islice(listed, options.max_files))
         files = files[: file_limit(files, options.max_files, options.max_records)]
-        shards = shard_count(files, options.shards, options.target_mb)
+        shards = shard_count(files, options.shards, options.target_mb, options.max_records)
         return _finish(client, config, options, files, shards, [], listing="full")
     if config.database_url is None:
         raise ConfigError("DATABASE_URL is required to plan (files are claimed in the ledger); or pass --no-ledger")
@@ -167,7 +167,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
                 files = candidates[:limit]  # what it would claim now
             else:
                 files = run_state.claim(conn, options.batch_id, candidates, limit)
-            file_shards = shard_count(files, options.shards, options.target_mb)
+            file_shards = shard_count(files, options.shards, options.target_mb, options.max_records)
             refresh, toward = [], refresh_space(conn, read)  # under the lock: no run commits meanwhile
             if file_shards and not run_state.another_run_refreshing(conn):  # its children may be re-embedding them
                 most = file_shards + refresh_shard_limit(file_shards, options.max_refresh_shards)

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from witple_batch.run_layout import InputFile
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array size limit
+RUN_CAP_SLACK = 1.25  # shards are balanced by bytes, not actions: room for the imbalance
+SHARE_FLOOR = 100_000  # a shard's share of a run cap is at least a file's records (MAX_RECORDS_PER_FILE's default)
 _BATCH_NAME = re.compile(r"^batch-[^/]*\.json(\.gz)?$")
 _ACTION_COUNT = re.compile(r"^batch-\d+-(\d+)-")  # batch-<epoch ms>-<action count>-<uuid>.json
 _PARTITION = re.compile(r"year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/hour=(\d{1,2})/")
@@ -69,16 +71,18 @@ def file_limit(files: list[InputFile], max_files: int | None, max_records: int |
     return limit
 
 
-def shard_count(files: list[InputFile], shards: int | None, target_mb: float) -> int:
+def shard_count(files: list[InputFile], shards: int | None, target_mb: float, max_records: int | None = None) -> int:
+    """File shards: `shards`, else one per `target_mb` listed; with a run cap, few enough that each
+    one's share of it (shard_action_share) holds at least SHARE_FLOOR actions: every shard takes
+    its first file whatever it holds, so the run stays within 2 x RUN_CAP_SLACK x the cap."""
     if not files:
         return 0
     if shards is None:
         total = sum(f.size for f in files)
         shards = math.ceil(total / (target_mb * 1024 * 1024))
+    if max_records is not None:
+        shards = min(shards, math.ceil(RUN_CAP_SLACK * max_records / SHARE_FLOOR))
     return max(1, min(shards, len(files), MAX_ARRAY_SIZE))
-
-
-RUN_CAP_SLACK = 1.25  # shards are balanced by bytes, not actions: room for the imbalance
 
 
 def shard_action_share(max_records: int | None, shards: int) -> int | None:

@@ -56,6 +56,11 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count(files, None, 25.0) == 4
     assert shard_count(files, 50, 64.0) == 10  # never more shards than files
     assert shard_count([], 5, 64.0) == 0
+    many = [InputFile(f"k{i}", 1 << 20, "e") for i in range(1_000)]
+    assert shard_count(many, None, 1.0) == 1_000
+    assert shard_count(many, None, 1.0, max_records=250_000) == 4  # shares of at least 100,000 actions
+    assert shard_count(many, 50, 1.0, max_records=250_000) == 4
+    assert shard_count(many, None, 1.0, max_records=1) == 1
 
 
 def test_each_shard_gets_its_share_of_the_runs_action_cap() -> None:

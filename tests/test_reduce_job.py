@@ -172,7 +172,7 @@ def test_a_shard_holds_at_most_its_actions_and_the_rest_drain_in_later_runs(
     if cap == "shard":  # 700 a shard, one shard
         env = _env(s3_env, model_dir, database_url, receiver, MAX_ACTIONS_PER_SHARD="700")
         shards, max_records, per_run = 1, None, 700
-    else:  # 560 a run by the names, two shards: 350 each (RUN_CAP_SLACK 1.25)
+    else:  # 560 a run by the names: one shard (shares of at least 100,000), 700 (RUN_CAP_SLACK 1.25)
         env = _env(s3_env, model_dir, database_url, receiver)
         shards, max_records, per_run = 2, 560, 700
     seed(env, lying)
