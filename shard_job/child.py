@@ -272,7 +272,7 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
         connect_started = time.perf_counter()
         with database(config) as conn:
             seconds["connect"] = time.perf_counter() - connect_started
-            shard = ShardInput(rejects=rejects, max_actions=config.max_actions)
+            shard = ShardInput(rejects=rejects, max_actions=config.max_actions, max_places=config.max_places)
             read_started = time.perf_counter()
             plan = read_files(client, reader, config, layout, shard, conn)
             seconds["read"] = time.perf_counter() - read_started

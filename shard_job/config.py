@@ -24,6 +24,7 @@ class ShardConfig:
     download_concurrency: int
     read_ahead_bytes: int
     max_actions: int  # accepted actions a shard holds; the files past it wait for the next plan
+    max_places: int  # distinct places a shard holds, likewise
     embed_threads: int | None
     catalogue: CatalogueSource
 
@@ -56,7 +57,8 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         limits=input_limits(env),
         download_concurrency=env_int("DOWNLOAD_CONCURRENCY", 16, env, minimum=1, maximum=128),
         read_ahead_bytes=env_int("READ_AHEAD_MB", 128, env, minimum=1, maximum=4096) * MIB,
-        max_actions=env_int("MAX_ACTIONS_PER_SHARD", 2_000_000, env, minimum=1, maximum=100_000_000),
+        max_actions=env_int("MAX_ACTIONS_PER_SHARD", 1_000_000, env, minimum=1, maximum=100_000_000),
+        max_places=env_int("MAX_PLACES_PER_SHARD", 250_000, env, minimum=1, maximum=10_000_000),
         embed_threads=None
         if env_str("EMBED_THREADS", env=env) is None
         else env_int("EMBED_THREADS", 1, env, minimum=1, maximum=256),

@@ -6,16 +6,16 @@ the file has been read to its end (a file that turns out malformed or over a lim
 nothing); rejects go straight to a gzip file on disk, per file the first REJECT_SAMPLES raw
 records and the counts by reason. What stays in memory per file is one row of files.json.
 
-Memory per shard is bounded by MAX_ACTIONS_PER_SHARD accepted actions (ShardInput.max_actions;
-lower when the plan gives the shard its share of the run's action cap, which the names alone
-cannot hold a run to), whatever the files' names claim or the listing's byte counts allow (gzip
-inflates): the file
-that would take the shard past it, and every file after it, is deferred to the next plan
-(left out of the ledger, as a file changed after planning), so a run always takes its first
-files and the backlog drains a shard's worth per run. Read and aggregated, an action costs at
-most ~1.2 KB at peak when every id is new and 256 characters long, ~150 B when ids repeat
-(benchmarks/shard_cap_bench.py): 2.3 GB and 0.3 GB at the default 2,000,000, within the
-shard's 4 GiB (deploy/job-definitions/shard.json).
+Memory per shard is bounded by its caps, whatever the files' names claim or the listing's byte
+counts allow (gzip inflates): MAX_ACTIONS_PER_SHARD accepted actions (lower when the plan gives
+the shard its share of the run's action cap, which the names alone cannot hold a run to) and
+MAX_PLACES_PER_SHARD distinct places (each a content vector, text and hash downstream). The file
+that would take the shard past either, and every file after it, is deferred to the next plan
+(left out of the ledger, as a file changed after planning); a shard always takes its first
+file, so the backlog drains. Through the whole child an action costs at most ~1.2 KB when every
+user id is new and 256 characters long, a new place ~5 KB, ~110 B per action when ids repeat
+(benchmarks/shard_cap_bench.py): about 2.2 GB at worst at the defaults (1,000,000 and 250,000),
+within the shard's 4 GiB (deploy/job-definitions/shard.json).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class ShardFull:
 class ShardInput:
     rejects: RejectsFile
     max_actions: int
+    max_places: int  # distinct places: each costs a content vector and its text downstream
     columns: ActionColumns = field(default_factory=ActionColumns)
     files: list[dict[str, Any]] = field(default_factory=list)
     records_read: int = 0
@@ -123,11 +124,21 @@ def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone
     )
 
 
+def _past_caps(shard: ShardInput, accepted: list[Action]) -> bool:
+    """Whether a file's accepted actions would take the shard past max_actions or max_places."""
+    if len(shard.columns) + len(accepted) > shard.max_actions:
+        return True
+    known = shard.columns.place_codes
+    new_places = {key for action in accepted if (key := (action.place_category, action.place_id)) not in known}
+    return len(known) + len(new_places) > shard.max_places
+
+
 def defer(shard: ShardInput, items: list[InputFile]) -> None:
     """Files a full shard leaves to the next plan (read, or never fetched)."""
     full = ShardFull(
-        f"the shard holds {len(shard.columns):,} accepted actions, its cap {shard.max_actions:,}"
-        " (MAX_ACTIONS_PER_SHARD, or its share of the run's action cap); left to the next plan"
+        f"the shard holds {len(shard.columns):,} accepted actions on {len(shard.columns.place_codes):,} places,"
+        f" its caps {shard.max_actions:,} (MAX_ACTIONS_PER_SHARD, or its share of the run's action cap) and"
+        f" {shard.max_places:,} (MAX_PLACES_PER_SHARD); left to the next plan"
     )
     for item in items:
         set_aside(shard, item, full)
@@ -166,7 +177,7 @@ def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimit
     except FileRejected as exc:
         set_aside(shard, item, exc)
         return
-    if len(shard.columns) and len(shard.columns) + len(accepted) > shard.max_actions:
+    if len(shard.columns) and _past_caps(shard, accepted):
         shard.full = True
         defer(shard, [item])
         return

@@ -31,9 +31,9 @@ PLANNED_US = 1_737_000_000_000_000
 
 
 @contextmanager
-def shard_input(tmp_path: Path, max_actions: int = 10_000_000) -> Iterator[ShardInput]:
+def shard_input(tmp_path: Path, max_actions: int = 10_000_000, max_places: int = 10_000_000) -> Iterator[ShardInput]:
     with RejectsFile(tmp_path / f"rejects-{uuid.uuid4().hex}.jsonl.gz") as rejects:
-        yield ShardInput(rejects=rejects, max_actions=max_actions)
+        yield ShardInput(rejects=rejects, max_actions=max_actions, max_places=max_places)
 
 
 def rejects_of(shard: ShardInput) -> list[dict]:
@@ -177,10 +177,25 @@ def test_a_shard_stops_taking_files_at_its_action_cap_whatever_their_names_say(t
             ("batch-2-0-b.json", "deferred"),
             ("batch-3-0-c.json", "deferred"),
         ]
-        assert shard.files_deferred == 2 and "its cap 100 (MAX_ACTIONS_PER_SHARD" in shard.files[2]["reason"]
+        assert shard.files_deferred == 2 and "its caps 100 (MAX_ACTIONS_PER_SHARD" in shard.files[2]["reason"]
     with shard_input(tmp_path, max_actions=100) as shard:
         add(shard, "batch-1-0-a.json", body(150))  # a first file always goes in, so the backlog drains
         assert shard.records_accepted == 150
+
+
+def test_a_shard_stops_taking_files_at_its_place_cap(tmp_path) -> None:
+    def body(places: range) -> bytes:
+        return orjson.dumps(
+            [{"user_id": "u", "place_id": str(p), "place_category": "nature", "action_type": "click"} for p in places]
+        )
+
+    with shard_input(tmp_path, max_places=100) as shard:
+        add(shard, "batch-1-0-a.json", body(range(0, 60)))
+        add(shard, "batch-2-0-b.json", body(range(0, 60)))  # the same places: no new ones
+        add(shard, "batch-3-0-c.json", body(range(60, 101)))  # 101 places: past the cap
+        assert shard.records_accepted == 120
+        assert [f["status"] for f in shard.files] == ["processed", "processed", "deferred"]
+        assert "100 (MAX_PLACES_PER_SHARD)" in shard.files[2]["reason"]
 
 
 def test_a_50_mb_single_line_record_is_rejected_not_fatal(tmp_path) -> None:

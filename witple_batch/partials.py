@@ -108,11 +108,13 @@ def _arrays(partial: ShardPartial) -> dict[str, np.ndarray]:
     return arrays
 
 
-def encode_partial(partial: ShardPartial) -> list[tuple[str, bytes]]:
-    """The arrays and files.json, in upload order (rejects, metrics and the marker come from the writer)."""
-    files = [(f"{name}.npy", _npy(array)) for name, array in sorted(_arrays(partial).items())]
-    files.append((FILES_FILE, orjson.dumps(partial.files, option=orjson.OPT_SORT_KEYS)))
-    return files
+def encode_partial(partial: ShardPartial) -> Iterator[tuple[str, bytes]]:
+    """The arrays and files.json, in upload order (rejects, metrics and the marker come from the
+    writer), one encoded at a time: a shard never holds a second copy of all its arrays."""
+    arrays = _arrays(partial)
+    for name in sorted(arrays):
+        yield f"{name}.npy", _npy(arrays.pop(name))  # the id columns' bytes go as they are sent
+    yield FILES_FILE, orjson.dumps(partial.files, option=orjson.OPT_SORT_KEYS)
 
 
 def success_marker(partial: ShardPartial, digests: Mapping[str, str], key: bytes, batch_id: str, shard: int) -> bytes:
