@@ -11,6 +11,7 @@ from witple_batch.run_layout import InputFile
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array size limit
 RUN_CAP_SLACK = 1.25  # shards are balanced by bytes, not actions: room for the imbalance
+ACTIONS_PER_SHARD = 500_000  # half MAX_ACTIONS_PER_SHARD's default: shards balanced by bytes stay under it
 SHARE_FLOOR = 100_000  # a shard's share of a run cap is at least a file's records (MAX_RECORDS_PER_FILE's default)
 _BATCH_NAME = re.compile(r"^batch-[^/]*\.json(\.gz)?$")
 _ACTION_COUNT = re.compile(r"^batch-\d+-(\d+)-")  # batch-<epoch ms>-<action count>-<uuid>.json
@@ -72,14 +73,16 @@ def file_limit(files: list[InputFile], max_files: int | None, max_records: int |
 
 
 def shard_count(files: list[InputFile], shards: int | None, target_mb: float, max_records: int | None = None) -> int:
-    """File shards: `shards`, else one per `target_mb` listed; with a run cap, few enough that each
+    """File shards: `shards`, else one per `target_mb` listed and per ACTIONS_PER_SHARD named
+    (compressed files hold many actions per byte); with a run cap, few enough that each
     one's share of it (shard_action_share) holds at least SHARE_FLOOR actions: every shard takes
     its first file whatever it holds, so the run stays within 2 x RUN_CAP_SLACK x the cap."""
     if not files:
         return 0
     if shards is None:
         total = sum(f.size for f in files)
-        shards = math.ceil(total / (target_mb * 1024 * 1024))
+        named = sum(actions_in_key(f.key) for f in files)
+        shards = max(math.ceil(total / (target_mb * 1024 * 1024)), math.ceil(named / ACTIONS_PER_SHARD))
     if max_records is not None:
         shards = min(shards, math.ceil(RUN_CAP_SLACK * max_records / SHARE_FLOOR))
     return max(1, min(shards, len(files), MAX_ARRAY_SIZE))

@@ -61,6 +61,8 @@ def test_shard_count_from_target_size_and_caps() -> None:
     assert shard_count(many, None, 1.0, max_records=250_000) == 4  # shares of at least 100,000 actions
     assert shard_count(many, 50, 1.0, max_records=250_000) == 4
     assert shard_count(many, None, 1.0, max_records=1) == 1
+    dense = [InputFile(f"p/batch-1-100000-{i:08d}.json.gz", 1 << 20, "e") for i in range(30)]  # gzip: 3 M actions
+    assert shard_count(dense, None, 64.0) == 6  # by the names, 500,000 a shard; by bytes it would be 1
 
 
 def test_each_shard_gets_its_share_of_the_runs_action_cap() -> None:
