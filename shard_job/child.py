@@ -166,6 +166,7 @@ def read_files(
     plan = load_shard_plan(client, layout, config.array_index, config.common.partials_key)
     if plan.max_actions is not None:  # its share of the run's cap, which the files' names may understate
         shard.max_actions = min(shard.max_actions, plan.max_actions)
+    shard.max_places = max(1, shard.max_places - len(plan.refresh))  # the places it re-embeds count too
     progress = Progress.load(client, layout, config.array_index, config.attempt)
     readable = []
     for item in plan.files:
@@ -215,6 +216,9 @@ def read_files(
             "shard full: files left to the next plan",
             logging.WARNING,
             max_actions=shard.max_actions,
+            max_places=shard.max_places,
+            actions=len(shard.columns),
+            places=len(shard.columns.place_codes),
             files_deferred=shard.files_deferred,
         )
     return plan

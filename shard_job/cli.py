@@ -153,8 +153,8 @@ def _plan_options(args: argparse.Namespace, batch_id: str) -> PlanOptions:
         until = parse_hour(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from None
-    if args.refresh_per_shard < 0:
-        raise ConfigError("--refresh-per-shard must be >= 0")
+    if not 0 <= args.refresh_per_shard <= 100_000:
+        raise ConfigError("--refresh-per-shard must be between 0 and 100000")
     if not 0 <= args.max_refresh_shards <= 1_000:
         raise ConfigError("--max-refresh-shards must be between 0 and 1000")
     if not 0 <= args.lookback_hours <= 24 * 31:

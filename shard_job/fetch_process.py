@@ -87,11 +87,12 @@ class FetchProcess:
         if not self.peak_rss_mb and self._process.poll() is not None:
             stdout = self._process.stdout
             assert stdout is not None
-            while header := stdout.read(_FRAME.size):
-                _index, kind, length = _FRAME.unpack(header)
-                payload = stdout.read(length)
-                if kind == _DONE:
-                    self.peak_rss_mb = float(orjson.loads(payload)["peak_rss_mb"])
+            with contextlib.suppress(struct.error, ValueError, KeyError, TypeError):  # only a metric
+                while header := stdout.read(_FRAME.size):
+                    _index, kind, length = _FRAME.unpack(header)
+                    payload = stdout.read(length)
+                    if kind == _DONE:
+                        self.peak_rss_mb = float(orjson.loads(payload)["peak_rss_mb"])
         self._process.kill()
         self._process.wait()
 

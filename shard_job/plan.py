@@ -178,7 +178,7 @@ def plan(client: Any, config: CommonConfig, options: PlanOptions) -> dict[str, A
             if options.dry_run:
                 raise psycopg.Rollback  # nothing claimed, nothing moved
             if options.since is None and options.until is None:  # a window says nothing of other hours
-                watermark.advance(conn, source, now, seen_claimed)
+                watermark.advance(conn, source, now, seen_claimed, recorded)
             if result["shards"]:
                 # with the space it read: the next planner checks it against the space the run applied
                 plan_stats = {
@@ -215,7 +215,7 @@ def new_files(
         config.s3_bucket,
         config.s3_prefix,
         start=start,
-        end=now + timedelta(hours=1),
+        end=min(now + timedelta(hours=1), options.until or now + timedelta(hours=1)),
         since=options.since,
         until=options.until,
     )

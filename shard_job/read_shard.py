@@ -67,7 +67,7 @@ class RejectsFile:
 
 @dataclass(frozen=True)
 class ShardFull:
-    """The shard holds its MAX_ACTIONS_PER_SHARD: this file and the rest wait for the next plan."""
+    """The shard is at one of its caps (actions, places): this file and the rest wait for the next plan."""
 
     reason: str
 
@@ -85,7 +85,7 @@ class ShardInput:
     files_quarantined: int = 0
     files_deferred: int = 0
     decompressed_bytes: int = 0
-    full: bool = False  # a file did not fit under max_actions: the rest of the plan is deferred too
+    full: bool = False  # a file did not fit under max_actions or max_places: the rest of the plan waits too
 
     @property
     def records_accepted(self) -> int:
@@ -154,7 +154,8 @@ def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
 
 def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimits, planned_us: int) -> None:
     """Parse, validate and add one file; a bad record or file is rejected, never raised; a file
-    that would take a shard holding actions past max_actions is deferred, and every file after it."""
+    that would take a shard holding actions past max_actions or max_places is deferred, and every
+    file after it."""
     if shard.full:
         defer(shard, [item])
         return

@@ -39,20 +39,26 @@ def start_hour(resume: datetime | None, lookback: timedelta) -> datetime | None:
     return None if resume is None else resume.astimezone(UTC).replace(tzinfo=None) - lookback
 
 
-def advance(conn: psycopg.Connection, source: str, now: datetime, seen_claimed: list[str]) -> datetime:
+def advance(
+    conn: psycopg.Connection, source: str, now: datetime, seen_claimed: list[str], listed_from: datetime | None
+) -> datetime:
     """Inside the planner's transaction (under the planner lock), after its claims: record where
     the next plan resumes. `seen_claimed`: keys this plan's listing left out because a run held
-    them; one released since (its run failed meanwhile) keeps the watermark at its hour."""
+    them; one released since (its run failed meanwhile) keeps the watermark at its hour.
+    `listed_from`: the watermark this plan read before listing; one rewound below it since (a
+    run's deferred files, a release from quarantine: hours this listing did not see) is kept."""
     resume = now.replace(minute=0, second=0, microsecond=0).replace(tzinfo=UTC)
     unsettled = conn.execute(_UNSETTLED_HOURS, {"seen": seen_claimed}).fetchone()[0]  # type: ignore[index]
     if unsettled is not None:
         resume = min(resume, unsettled)
-    conn.execute(
-        "INSERT INTO planner_watermarks (source, resume_hour) VALUES (%s, %s)"
-        " ON CONFLICT (source) DO UPDATE SET resume_hour = EXCLUDED.resume_hour, updated_at = now()",
-        (source, resume),
-    )
-    return resume.replace(tzinfo=None)
+    row = conn.execute(
+        "INSERT INTO planner_watermarks AS w (source, resume_hour) VALUES (%(source)s, %(resume)s)"
+        " ON CONFLICT (source) DO UPDATE SET resume_hour = CASE WHEN w.resume_hour < %(listed_from)s"
+        " THEN least(w.resume_hour, EXCLUDED.resume_hour) ELSE EXCLUDED.resume_hour END, updated_at = now()"
+        " RETURNING resume_hour",
+        {"source": source, "resume": resume, "listed_from": listed_from},
+    ).fetchone()
+    return row[0].astimezone(UTC).replace(tzinfo=None)  # type: ignore[index]
 
 
 def rewind(conn: psycopg.Connection, source: str, key: str) -> bool:

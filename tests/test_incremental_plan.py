@@ -98,10 +98,12 @@ def test_a_run_failing_while_a_plan_lists_keeps_its_files_in_reach(s3_env, model
         assert untaken == [] and claimed == sorted(f.key for f in files)
         assert run_state.fail(conn, env["BATCH_ID"], "stopped")  # run A fails meanwhile: claims released
         with conn.transaction():
-            resume = watermark.advance(conn, source, NOW.replace(tzinfo=None), claimed)
+            read = watermark.read(conn, source)  # what the second plan read before listing
+            resume = watermark.advance(conn, source, NOW.replace(tzinfo=None), claimed, read)
         assert resume == partition_hour(old.files[0].key)  # not NOW: the freed files are listed again
         with conn.transaction():
-            assert watermark.advance(conn, source, NOW.replace(tzinfo=None), []) == NOW.replace(tzinfo=None)
+            read = watermark.read(conn, source)
+            assert watermark.advance(conn, source, NOW.replace(tzinfo=None), [], read) == NOW.replace(tzinfo=None)
     # and the SQL reading of hours never fails a plan on an impossible date
     assert query(database_url, "SELECT witple_partition_hour('x/year=2025/month=13/day=40/hour=99/b.json')") == [
         (None,)
@@ -122,3 +124,20 @@ def test_files_a_windowed_run_deferred_are_listed_by_the_next_incremental_plan(s
     reduce_in_process({**env, "BATCH_ID": "inc-w1"})
     later = plan_run({**env, "BATCH_ID": "inc-w2"}, shards=1)
     assert later["files"] == deferred, later["listing"]  # listed from their hour, not only the last day
+
+
+def test_a_rewind_while_a_plan_lists_survives_its_advance(database_url):
+    """A run committing deferred files (or a release from quarantine) rewinds the watermark while
+    a plan lists the hours after the one it read: the plan's advance keeps the rewind."""
+    from shard_job import watermark
+    from witple_batch.database import connect
+    from witple_batch.schema import migrate
+
+    source, now = "s3://input/user-actions/", NOW.replace(tzinfo=None)
+    read, rewound = NOW - timedelta(hours=2), NOW - timedelta(days=30)
+    with connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("INSERT INTO planner_watermarks (source, resume_hour) VALUES (%s, %s)", (source, read))
+        conn.execute("UPDATE planner_watermarks SET resume_hour = %s", (rewound,))  # the commit, mid-listing
+        assert watermark.advance(conn, source, now, [], read) == rewound.replace(tzinfo=None)
+        assert watermark.advance(conn, source, now, [], rewound) == now  # nothing rewound since: it moves on

@@ -110,7 +110,8 @@ def _arrays(partial: ShardPartial) -> dict[str, np.ndarray]:
 
 def encode_partial(partial: ShardPartial) -> Iterator[tuple[str, bytes]]:
     """The arrays and files.json, in upload order (rejects, metrics and the marker come from the
-    writer), one encoded at a time: a shard never holds a second copy of all its arrays."""
+    writer), one encoded at a time: the id columns' UTF-8 bytes are built first, then each array
+    is held encoded only until the writer has sent it."""
     arrays = _arrays(partial)
     for name in sorted(arrays):
         yield f"{name}.npy", _npy(arrays.pop(name))  # the id columns' bytes go as they are sent
