@@ -210,12 +210,13 @@ def new_files(
     time: memory follows the new files (at most a run's worth of them), not the input's history.
     Also whether the listing was read to its end (False: stopped once a run's worth was found),
     and the keys left out because a live run claimed them (bounded by the live claims)."""
+    end = now + timedelta(hours=1)
     listed = list_batch_files(
         client,
         config.s3_bucket,
         config.s3_prefix,
         start=start,
-        end=min(now + timedelta(hours=1), options.until or now + timedelta(hours=1)),
+        end=min(end, options.until) if options.until else end,  # a window's hours end at --until
         since=options.since,
         until=options.until,
     )
