@@ -158,15 +158,19 @@ def read_files(
     reader: FetchProcess,
     config: ShardConfig,
     layout: RunLayout,
-    shard: ShardInput,
+    rejects: RejectsFile,
     conn: psycopg.Connection | None,
-) -> ShardPlan:
+) -> tuple[ShardPlan, ShardInput]:
     """Every planned file into the shard: read, or set aside (over the listed-size limit, it stopped
-    earlier attempts, or it changed after planning). Returns the plan it read."""
+    earlier attempts, it changed after planning, or the shard is full). Returns the plan it read
+    and the shard."""
     plan = load_shard_plan(client, layout, config.array_index, config.common.partials_key)
-    if plan.max_actions is not None:  # its share of the run's cap, which the files' names may understate
-        shard.max_actions = min(shard.max_actions, plan.max_actions)
-    shard.max_places = max(1, shard.max_places - len(plan.refresh))  # the places it re-embeds count too
+    shard = ShardInput(
+        rejects=rejects,
+        # its share of the run's cap, which the files' names may understate
+        max_actions=min(config.max_actions, plan.max_actions or config.max_actions),
+        max_places=max(1, config.max_places - len(plan.refresh)),  # the places it re-embeds count too
+    )
     progress = Progress.load(client, layout, config.array_index, config.attempt)
     readable = []
     for item in plan.files:
@@ -221,7 +225,7 @@ def read_files(
             places=len(shard.columns.place_codes),
             files_deferred=shard.files_deferred,
         )
-    return plan
+    return plan, shard
 
 
 def write_partial(
@@ -276,9 +280,8 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
         connect_started = time.perf_counter()
         with database(config) as conn:
             seconds["connect"] = time.perf_counter() - connect_started
-            shard = ShardInput(rejects=rejects, max_actions=config.max_actions, max_places=config.max_places)
             read_started = time.perf_counter()
-            plan = read_files(client, reader, config, layout, shard, conn)
+            plan, shard = read_files(client, reader, config, layout, rejects, conn)
             seconds["read"] = time.perf_counter() - read_started
             rejects.close()
             wait_started = time.perf_counter()
