@@ -43,9 +43,9 @@ from local_stack.array_runner import run_array
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import catalogue, ensure_bucket, generate, install_catalogue, upload
-from witple_batch.config import common_from_env
 from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
+from witple_batch.settings import common_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-e2e"

@@ -31,9 +31,10 @@ from xml.sax.saxutils import escape
 import orjson
 import psycopg
 
+from coordinator.listing import hour_prefix
 from local_stack.moto_s3 import free_port
 from local_stack.postgres import LocalPostgres
-from shard_job.listing import hour_prefix
+from witple_batch.run_state import FileStatus
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET, PREFIX = "history", "user-actions/"
@@ -127,7 +128,7 @@ def fill_ledger(url: str, history: History, new_hours: int) -> None:
         with conn.cursor().copy("COPY processed_files (key, etag, size, batch_id, status) FROM STDIN") as copy:
             for h in range(old):
                 for n in range(history.per_hour):
-                    copy.write_row((history.key(h, n), f"e{n}", 4096, "earlier", "processed"))
+                    copy.write_row((history.key(h, n), f"e{n}", 4096, "earlier", FileStatus.PROCESSED.value))
         conn.execute(
             "INSERT INTO planner_watermarks (source, resume_hour) VALUES (%s, %s)",
             (f"s3://{BUCKET}/{PREFIX}", history.hours[old].replace(tzinfo=UTC)),

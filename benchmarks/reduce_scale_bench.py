@@ -28,16 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.plan import write_plan
 from local_stack.moto_s3 import MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import ensure_bucket
 from shard_job.child import write_partial
-from shard_job.plan import write_plan
-from witple_batch.config import common_from_env
 from witple_batch.partials import ShardPartial
 from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.run_layout import InputFile, RunLayout, load_report
+from witple_batch.run_state import FileStatus
 from witple_batch.s3 import s3_client
+from witple_batch.settings import common_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "0" * 64  # the content model every synthetic shard claims
@@ -88,7 +89,7 @@ def shard_partial(rng: np.random.Generator, users: int, vectors: np.ndarray, pai
                 "key": key,
                 "etag": "e",
                 "size": 1,
-                "status": "processed",
+                "status": FileStatus.PROCESSED.value,
                 "records": int(counts.sum()),
                 "accepted": int(counts.sum()),
                 "rejected": 0,

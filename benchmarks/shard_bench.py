@@ -22,10 +22,10 @@ import orjson
 from local_stack.moto_s3 import MotoS3
 from local_stack.sample_data import ensure_bucket, generate, upload
 from shard_job.fetch_process import FetchProcess
-from witple_batch.config import DEFAULT_WORK_PREFIX, common_from_env
 from witple_batch.partials import METRICS_FILE
 from witple_batch.run_layout import RunLayout, load_shard_plan
 from witple_batch.s3 import s3_client
+from witple_batch.settings import DEFAULT_WORK_PREFIX, common_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 

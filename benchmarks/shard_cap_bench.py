@@ -35,10 +35,10 @@ import orjson
 
 from shard_job.child import build_partial
 from shard_job.config import shard_config_from_env
-from shard_job.model_source import DEFAULT_MODEL_DIR
+from shard_job.input_files import InputLimits
 from shard_job.read_shard import RejectsFile, ShardInput, add_file
 from witple_batch.embedder import Embedder
-from witple_batch.input_files import InputLimits
+from witple_batch.model_source import DEFAULT_MODEL_DIR
 from witple_batch.partials import encode_partial
 from witple_batch.resources import peak_rss_mb
 from witple_batch.run_layout import InputFile
@@ -80,7 +80,7 @@ def one(files: int, cap: int, kind: str) -> dict[str, float]:
         return {
             "accepted": shard.records_accepted,
             "places": len(partial.place_ids),
-            "deferred": shard.files_deferred,
+            "files_left": shard.files_deferred,
             "encoded_mb": encoded / MIB,
             "seconds": time.perf_counter() - started,
             "peak_mb": peak_rss_mb() - before,
@@ -109,7 +109,7 @@ def main() -> None:
     total = args.files * PER_FILE
     print(f"input: {args.files} files, {total:,} actions, every name claiming 0 actions")
     print(
-        f"{'ids':<13} {'action cap':>10} {'accepted':>9} {'places':>8} {'deferred':>8} "
+        f"{'ids':<13} {'action cap':>10} {'accepted':>9} {'places':>8} {'files left':>10} "
         f"{'partial MiB':>11} {'peak MiB':>9} {'B/action':>9} {'process':>8} {'s':>5}"
     )
     for kind in KINDS:
@@ -120,7 +120,7 @@ def main() -> None:
             label = "no cap" if cap >= total * 10 else f"{cap:,}"
             per_action = got["peak_mb"] * MIB / max(got["accepted"], 1)
             print(
-                f"{kind:<13} {label:>10} {got['accepted']:>9,} {got['places']:>8,} {got['deferred']:>8,} "
+                f"{kind:<13} {label:>10} {got['accepted']:>9,} {got['places']:>8,} {got['files_left']:>10,} "
                 f"{got['encoded_mb']:>11.1f} {got['peak_mb']:>9.1f} {per_action:>9.0f} "
                 f"{got['process_peak_mb']:>8.0f} {got['seconds']:>5.1f}"
             )

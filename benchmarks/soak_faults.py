@@ -85,7 +85,7 @@ def main() -> None:
             print(
                 f"round {round_no + 1}/{args.rounds}: {time.perf_counter() - started:.1f}s, "
                 f"faults injected so far {proxy.injected}, child attempts {sum(array.attempts.values())}, "
-                f"users off {bad}: {'exact' if ok else 'FAILED'}",
+                f"users off {bad}: {'exact' if ok else 'NOT EXACT'}",
                 flush=True,
             )
     print(f"{args.rounds} rounds, {proxy.injected} S3 faults injected, {failures} rounds not exact")

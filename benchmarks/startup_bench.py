@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from witple_batch.config import CommonConfig
+    from witple_batch.settings import CommonConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET, PREFIX = "bench-startup", "user-actions/"
@@ -63,7 +63,7 @@ def _settings(job: str) -> CommonConfig:
         from shard_job.config import shard_config_from_env
 
         return shard_config_from_env().common
-    from witple_batch.config import common_from_env
+    from witple_batch.settings import common_from_env
 
     return common_from_env()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from witple_batch.errors import EXIT_CONFIG, ConfigError
 from witple_batch.logs import configure, event
 from witple_batch.model_files import (
     EMBEDDING_DIM,
@@ -27,7 +28,7 @@ from witple_batch.model_files import (
 )
 from witple_batch.resources import available_cpus
 from witple_batch.s3 import parse_s3_uri, s3_client
-from witple_batch.settings import EXIT_CONFIG, ConfigError, env_str
+from witple_batch.settings import env_str
 
 log = logging.getLogger("export_model")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 
+from witple_batch.run_state import Notice
+
 DDL = """
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE users (
@@ -67,7 +69,7 @@ def validate_notice(body: dict[str, Any]) -> None:
     }
     for name, kind in required.items():
         assert type(body[name]) is kind, f"{name} is {type(body[name]).__name__}, not {kind.__name__}"
-    assert body["job_status"] in ("SUCCEEDED", "FAILED")
+    assert body["job_status"] in {notice.value for notice in Notice}
     assert body["error_message"] is None or isinstance(body["error_message"], str)
     assert body["metadata"] is None or isinstance(body["metadata"], dict)
     assert set(body) == {*required, "error_message", "metadata"}

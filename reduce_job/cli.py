@@ -65,9 +65,9 @@ def _rebuild() -> int:
 
 
 def _migrate(dry_run: bool) -> int:
-    from witple_batch.config import common_from_env
     from witple_batch.database import connect_for
     from witple_batch.schema import migrate, plan
+    from witple_batch.settings import common_from_env
 
     with connect_for(common_from_env(), "reduce_job.migrate") as conn:
         if not dry_run:
@@ -100,8 +100,8 @@ def _check(local: bool) -> int:
 
 def _status(last: int, as_json: bool) -> int:
     from reduce_job.status import recent_runs, table
-    from witple_batch.config import common_from_env
     from witple_batch.database import connect_for
+    from witple_batch.settings import common_from_env
 
     with connect_for(common_from_env(), "reduce_job.status") as conn:
         runs = recent_runs(conn, last)

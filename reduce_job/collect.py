@@ -64,8 +64,8 @@ def success_markers(client: Any, layout: RunLayout, shards: int, key: bytes) -> 
         else:
             where = layout.uri(layout.shard_prefix(index) + SUCCESS_FILE)
             marker = parse_success(data, where, key)
-            if marker.get("batch_id") != layout.batch_id or marker.get("shard") != index:
-                owner = f"batch {marker.get('batch_id')!r} shard {marker.get('shard')}"
+            if marker.get("batch_id") != layout.run_id or marker.get("shard") != index:
+                owner = f"run {marker.get('batch_id')!r} shard {marker.get('shard')}"
                 raise PartialError(f"{where} is the marker of {owner}, not of this shard")
             markers.append(marker)
     if missing:

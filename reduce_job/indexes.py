@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from reduce_job.upsert import CONTENT_DIFFERS
 from witple_batch.logs import event
+from witple_batch.vector_space import VectorSpace
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ WHERE p.place_id IS NULL OR {CONTENT_DIFFERS}
 """
 
 
-def bulk_content_change(conn: psycopg.Connection, space: dict[str, Any]) -> bool:
+def bulk_content_change(conn: psycopg.Connection, space: VectorSpace) -> bool:
     """Whether the staged batch changes so many content vectors that rebuilding the place index
     beats inserting into it."""
-    changed = conn.execute(CHANGED_CONTENT, space).fetchone()[0]  # type: ignore[index,arg-type]
+    changed = conn.execute(CHANGED_CONTENT, space.sql_params()).fetchone()[0]  # type: ignore[index,arg-type]
     stored = conn.execute(
         "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'place_vectors'::regclass"
     ).fetchone()[0]  # type: ignore[index]
@@ -118,7 +118,7 @@ def ensure_index(conn: psycopg.Connection, index: VectorIndex, wanted: bool) -> 
             logging.WARNING,
             error=str(exc),
         )
-        return "deferred"
+        return "postponed"
     finally:  # the job's budget back (RESET would be the server's default, often none)
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(budget)))
     return "built"

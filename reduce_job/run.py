@@ -1,5 +1,5 @@
-"""The reduce: check every partial, stage them shard by shard, apply the batch in one transaction,
-then report and notify. One connection for the whole job."""
+"""The reduce: check every partial, stage them shard by shard, apply the run in one transaction,
+then conclude it (report, then notify). One connection for the whole job."""
 
 from __future__ import annotations
 
@@ -12,20 +12,19 @@ import psycopg
 
 from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
-from witple_batch import metrics, notices, run_report, run_state
-from witple_batch.config import CommonConfig
+from witple_batch import metrics, notices, run_state, watermark
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb, process_age_seconds
 from witple_batch.run_layout import RunLayout, RunManifest, load_manifest
 from witple_batch.schema import REDUCE_LOCK, migrate
+from witple_batch.settings import CommonConfig
+from witple_batch.vector_space import SPACE_KEY, VectorSpace
+from witple_batch.webhook import Delivery
 
 log = logging.getLogger(__name__)
 
 SUMMED_METRICS = ("records_read", "records_accepted", "records_rejected", "places_reused", "texts_embedded")
-
-
-ENVELOPE_IDS_IN_NOTICE = 1000  # the notice names at most this many; report.json names them all
 
 
 @dataclass
@@ -33,20 +32,20 @@ class Outcome:
     stats: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     already_committed: bool = False
-    notice: notices.Delivery | None = None
+    notice: Delivery | None = None
 
 
 class _AlreadyCommitted(Exception):
-    """A concurrent retry of the same batch committed first."""
+    """A concurrent retry of the same run committed first."""
 
 
-def stage_batch(
+def stage_run(
     conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, manifest: RunManifest
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every partial verified and staged; returns (the batch's vector space, stats from the shards' metrics)."""
+) -> tuple[VectorSpace, dict[str, Any]]:
+    """Every partial verified and staged; returns the run's vector space and its stats from the shards' metrics."""
     key = config.common.partials_key
     markers = collect.success_markers(client, layout, len(manifest.shards), key)
-    run_state.mark_sharded(conn, config.batch_id)
+    run_state.mark_sharded(conn, config.run_id)
     staging.create(conn)
     totals = dict.fromkeys(SUMMED_METRICS, 0)
     shard_rss = 0.0
@@ -60,35 +59,19 @@ def stage_batch(
         for stage, seconds in shard.metrics.get("seconds", {}).items():
             shard_seconds[stage] = max(shard_seconds.get(stage, 0.0), float(seconds))
     staging.analyze(conn)
-    space = vectors.space_of(
-        markers[0]["content_model"] if markers else "",
-        markers[0]["place_text_version"] if markers else "",
-        config.action_weights,
-    )
-    files = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'rejected'), count(*) FILTER (WHERE status = 'quarantined'),"
-        " count(*) FILTER (WHERE status = 'deferred') FROM stage_files"
-    ).fetchone()
-    envelopes = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT envelope_batch_id FROM stage_files"
-            " WHERE status = 'processed' AND envelope_batch_id IS NOT NULL ORDER BY 1"
-        ).fetchall()
-    ]
+    first = markers[0] if markers else {}
+    space = VectorSpace(first.get("content_model", ""), first.get("place_text_version", ""), config.weights)
+    envelopes = run_state.envelope_ids(conn, None)
     stats = {
         # the collection server's batch_ids: the main server marks its own copies of these actions processed
-        "envelope_batch_ids": envelopes[:ENVELOPE_IDS_IN_NOTICE],
+        "envelope_batch_ids": envelopes[: notices.ENVELOPE_IDS_IN_NOTICE],
         "envelope_batch_ids_total": len(envelopes),
-        "files": int(files[0]),  # type: ignore[index]
-        "files_rejected": int(files[1]),  # type: ignore[index]
-        "files_quarantined": int(files[2]),  # type: ignore[index]
-        "files_deferred": int(files[3]),  # type: ignore[index]
+        **run_state.staged_files(conn),
         "bytes": manifest.total_bytes,
         **totals,
         "shards": len(manifest.shards),
         # the space applied: a planner that read another for this run stops trusting what it reads
-        run_state.VECTOR_SPACE: run_state.space_record(space["model"], space["text_version"]),
+        SPACE_KEY: space.record(),
         "shard_peak_rss_mb": shard_rss,
         "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }
@@ -109,26 +92,27 @@ def take_reduce_lock(conn: psycopg.Connection, common: CommonConfig) -> None:
 def apply(
     conn: psycopg.Connection,
     config: ReduceConfig,
-    space: dict[str, Any],
+    space: VectorSpace,
     stats: dict[str, Any],
     started: float,
     seconds: dict[str, float],
-    input_source: str,
+    manifest: RunManifest,
 ) -> None:
     """Everything in one transaction under the reduce lock: statistics, vectors, ledger, committed state."""
     with conn.transaction():
         take_reduce_lock(conn, config.common)
-        run = run_state.get(conn, config.batch_id)
-        if run is not None and run.status in ("committed", "notified"):
+        run = run_state.get(conn, config.run_id)
+        if run is not None and run.status in run_state.APPLIED:
             raise _AlreadyCommitted
-        run_state.check_can_commit(conn, config.batch_id)
+        run_state.check_can_commit(conn, config.run_id)
         stats.update(apply_staged(conn, space, seconds))
         stats["reduce_peak_rss_mb"] = round(peak_rss_mb(), 1)
-        stats["ledger_rows"] = run_state.commit(conn, config.batch_id, started, seconds, stats, input_source)
+        stats["ledger_rows"] = run_state.commit(conn, config.run_id, started, seconds, stats)
+        watermark.rewind_to_deferred(conn, watermark.input_source(manifest.input_bucket, manifest.input_prefix))
 
 
 def apply_staged(
-    conn: psycopg.Connection, space: dict[str, Any], seconds: dict[str, float], *, everything: bool = False
+    conn: psycopg.Connection, space: VectorSpace, seconds: dict[str, float], *, everything: bool = False
 ) -> dict[str, Any]:
     """The staged rows into the tables (the caller holds the transaction and the reduce lock)."""
     # the vector aggregates keep 384 doubles per group: room for them in memory instead of on disk
@@ -151,50 +135,52 @@ def apply_staged(
     return stats
 
 
-def _already(conn: psycopg.Connection, batch_id: str, stats: dict[str, Any]) -> Outcome:
-    run = run_state.get(conn, batch_id)
-    event(log, "batch already committed; skipping the database step", batch_id=batch_id)
-    return Outcome(stats=run.stats if run else stats, already_committed=True)
-
-
 def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
-    """The whole job on one connection: the batch applied once, its report written, its notice sent."""
+    """The whole job on one connection: the run applied once, then concluded."""
     started = time.time()
     clock = time.monotonic()
     seconds = {"start": process_age_seconds()}  # interpreter, imports, settings, S3 client
-    layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
+    layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.run_id)
     with connect_for(config.common, "reduce_job") as conn:
         migrate(conn)
         seconds["connect_and_migrate"] = time.monotonic() - clock
-        run = run_state.get(conn, config.batch_id)
-        if run is not None and run.status == "failed":
+        run = run_state.get(conn, config.run_id)
+        if run is not None and run.status is run_state.RunStatus.FAILED:
             restore_place_index(conn)  # an attempt that died between its drop and rebuild
-            raise run_state.RunFailed(f"batch {config.batch_id} was recorded failed ({run.error}); nothing applied")
-        if run is not None and run.status in ("committed", "notified"):
-            outcome = _already(conn, config.batch_id, {})
+            raise run_state.RunFailed(f"run {config.run_id} was recorded failed ({run.error}); nothing applied")
+        if run is not None and run.status in run_state.APPLIED:
+            outcome = _already(conn, config.run_id)
         else:
             manifest = load_manifest(client, layout, config.common.partials_key)
             t = time.perf_counter()
-            space, stats = stage_batch(conn, client, config, layout, manifest)
+            space, stats = stage_run(conn, client, config, layout, manifest)
             if indexes.bulk_content_change(conn, space):
                 stats["place_index"] = indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=False)
             seconds["stage"] = time.perf_counter() - t
             try:
-                apply(conn, config, space, stats, started, seconds, manifest.input_source)
+                apply(conn, config, space, stats, started, seconds, manifest)
                 outcome = Outcome(stats=stats, seconds=seconds)
                 logged = {k: v for k, v in stats.items() if k != "envelope_batch_ids"}
-                event(log, "batch committed", batch_id=config.batch_id, **logged, seconds=_rounded(seconds))
+                event(log, "batch committed", batch_id=config.run_id, **logged, seconds=_rounded(seconds))
                 emit_committed(stats, seconds)
-            except _AlreadyCommitted:  # a concurrent retry of the same batch won the lock
-                outcome = _already(conn, config.batch_id, stats)
+            except _AlreadyCommitted:  # a concurrent retry of the same run won the lock
+                outcome = _already(conn, config.run_id)
             except BaseException:
                 if stats.get("place_index") == "dropped":
                     restore_place_index(conn)  # readers keep their index whatever stopped the apply
                 raise
-        outcome.notice = finish(conn, client, config, layout, outcome, time.monotonic() - clock)
+        outcome.notice = notices.conclude(
+            conn, client, config.common, config.run_id, by="reduce", already_committed=outcome.already_committed
+        )
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
     return outcome
+
+
+def _already(conn: psycopg.Connection, run_id: str) -> Outcome:
+    event(log, "run already committed; skipping the database step", batch_id=run_id)
+    run = run_state.get(conn, run_id)
+    return Outcome(stats=run.stats if run else {}, already_committed=True)
 
 
 def restore_place_index(conn: psycopg.Connection) -> None:
@@ -212,14 +198,3 @@ def emit_committed(stats: dict[str, Any], seconds: dict[str, float]) -> None:
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in seconds.items()}
-
-
-def finish(
-    conn: psycopg.Connection, client: Any, config: ReduceConfig, layout: RunLayout, outcome: Outcome, elapsed: float
-) -> notices.Delivery:
-    """After commit: the report, then SUCCEEDED if the run's state still calls for it. Never raises on delivery."""
-    run_report.write(client, layout, conn, outcome.stats, outcome.seconds, written_by="reduce")
-    body = notices.success_body(
-        config.common, config.batch_id, outcome.stats, elapsed, already_committed=outcome.already_committed
-    )
-    return notices.notify(conn, config.common, config.batch_id, body)

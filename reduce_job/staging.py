@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from reduce_job.binary_copy import Column, ColumnOf, Repeat, RowNumber, copy_in
 from witple_batch.partials import Sliceable, iter_strings
+from witple_batch.run_state import FileStatus
 
-STAGING_DDL = """
+STAGING_DDL = f"""
 CREATE TEMP TABLE stage_user_keys (shard int NOT NULL, idx int NOT NULL, user_id text NOT NULL);
 CREATE TEMP TABLE stage_place_keys (
     shard int NOT NULL, idx int NOT NULL, place_category text NOT NULL, place_id text NOT NULL
@@ -32,8 +33,8 @@ CREATE TEMP TABLE stage_pairs (
     first_us bigint NOT NULL, last_us bigint NOT NULL
 );
 CREATE TEMP TABLE stage_files (
-    key text, etag text, size bigint, status text, reason text, records bigint, accepted bigint, rejected bigint,
-    rejects_by_reason jsonb, envelope_batch_id text
+    key text, etag text, size bigint, status text CHECK (status IN ({", ".join(f"'{s.value}'" for s in FileStatus)})),
+    reason text, records bigint, accepted bigint, rejected bigint, rejects_by_reason jsonb, envelope_batch_id text
 );
 """
 _TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -103,21 +104,10 @@ def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sli
 
 
 def stage_files(conn: psycopg.Connection, files: list[dict[str, Any]]) -> None:
-    columns = ("key", "etag", "size", "status", "reason", "records", "accepted", "rejected")
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            f"COPY stage_files ({', '.join(columns)}, rejects_by_reason, envelope_batch_id) FROM STDIN"  # type: ignore[arg-type]
-        ) as copy,
-    ):
-        for f in files:
-            copy.write_row(
-                [
-                    *(f.get(c) for c in columns),
-                    orjson.dumps(f.get("rejects_by_reason") or {}).decode(),
-                    f.get("envelope_batch_id"),
-                ]
-            )
+    """A shard's files.json rows as they are (a field the table lacks is ignored, a missing one is NULL)."""
+    conn.execute(
+        "INSERT INTO stage_files SELECT * FROM jsonb_populate_recordset(NULL::stage_files, %s)", (Jsonb(files),)
+    )
 
 
 def analyze(conn: psycopg.Connection) -> None:

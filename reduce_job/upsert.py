@@ -12,9 +12,9 @@ so the update can be HOT and leave the HNSW index alone.
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
+
+from witple_batch.vector_space import VectorSpace
 
 EPOCH = "timestamptz '1970-01-01 00:00:00+00' + interval '1 microsecond' *"
 NULL_TIME = "(-9223372036854775807 - 1)"  # witple_batch.aggregate.NULL_TIME: "no parseable time"
@@ -136,7 +136,7 @@ FROM (SELECT place_category, place_id FROM batch_places UNION SELECT place_categ
 LEFT JOIN batch_places b USING (place_category, place_id)
 LEFT JOIN (
     SELECT place_category, place_id, sum(clicks) AS clicks, sum(likes) AS likes, sum(bookmarks) AS bookmarks,
-           sum(other) AS other, sum(clicks * %(wc)s + likes * %(wl)s + bookmarks * %(wb)s) AS weight,
+           sum(other) AS other, sum(clicks * %(w_click)s + likes * %(w_like)s + bookmarks * %(w_bookmark)s) AS weight,
            min(first_at) AS first_at, max(last_at) AS last_at
     FROM batch_pairs GROUP BY place_category, place_id
 ) s USING (place_category, place_id)
@@ -198,16 +198,16 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
     return {"users": int(users), "places": int(places), "pairs": int(pairs), "places_uncatalogued": int(uncatalogued)}
 
 
-def interactions(conn: psycopg.Connection, space: dict[str, Any]) -> int:
+def interactions(conn: psycopg.Connection, space: VectorSpace) -> int:
     """Add the batch's pairs; note which pairs are new and which places' content changed. Returns new pairs."""
     conn.execute(INTERACTIONS)  # type: ignore[arg-type]
-    conn.execute(CHANGED_CONTENT, space)  # type: ignore[arg-type]
+    conn.execute(CHANGED_CONTENT, space.sql_params())  # type: ignore[arg-type]
     return int(conn.execute("SELECT coalesce(sum(new_users), 0) FROM new_pairs").fetchone()[0])  # type: ignore[index]
 
 
-def write(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool) -> dict[str, int]:
+def write(conn: psycopg.Connection, space: VectorSpace, *, everything: bool) -> dict[str, int]:
     """Every touched user and place, once, with the new vectors of vectors.compute."""
-    users = conn.execute(USERS, space).rowcount  # type: ignore[arg-type]
+    users = conn.execute(USERS, space.sql_params()).rowcount  # type: ignore[arg-type]
     if everything:  # weights may have changed: each place's weight is recounted from its interactions
         weights = {"vector_weight": "coalesce(v.vector_weight, 0)", "vector_weight_update": "EXCLUDED.vector_weight"}
     else:
@@ -215,5 +215,5 @@ def write(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool) 
             "vector_weight": "coalesce(s.weight, 0)",
             "vector_weight_update": "t.vector_weight + EXCLUDED.vector_weight",
         }
-    places = conn.execute(PLACES.format(**weights), space).rowcount  # type: ignore[arg-type]
+    places = conn.execute(PLACES.format(**weights), space.sql_params()).rowcount  # type: ignore[arg-type]
     return {"users_written": int(users), "places_written": int(places)}

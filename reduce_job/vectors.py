@@ -33,13 +33,14 @@ import psycopg
 
 from reduce_job import vector_sums
 from witple_batch.logs import event
+from witple_batch.vector_space import ActionWeights, VectorSpace
 
 log = logging.getLogger(__name__)
 
 
 def weight_sql(alias: str) -> str:
     """A pair's weight from its counts and ACTION_WEIGHTS (other action types weigh 0)."""
-    return f"({alias}.clicks * %(wc)s + {alias}.likes * %(wl)s + {alias}.bookmarks * %(wb)s)::float8"
+    return f"({alias}.clicks * %(w_click)s + {alias}.likes * %(w_like)s + {alias}.bookmarks * %(w_bookmark)s)::float8"
 
 
 # numbered in user order, and whether the user has (or this batch gives it) a row: held-back users get no vector
@@ -161,56 +162,33 @@ LEFT JOIN (SELECT t.place_category, t.place_id, b.vector, b.weight FROM place_be
 """
 
 
-def space_of(content_model: str, text_version: str, weights: dict[str, float]) -> dict[str, Any]:
-    """The query parameters that say which vectors count and how actions weigh."""
-    return {
-        "model": content_model,
-        "text_version": text_version,
-        "wc": weights["click"],
-        "wl": weights["like"],
-        "wb": weights["bookmark"],
-    }
-
-
-def stored_space(conn: psycopg.Connection) -> dict[str, Any] | None:
+def stored_space(conn: psycopg.Connection) -> VectorSpace | None:
+    """The space the stored vectors were made in (vector_space), None before the first batch."""
     row = conn.execute("SELECT content_model, place_text_version, action_weights FROM vector_space").fetchone()
-    return None if row is None else {"model": row[0], "text_version": row[1], "weights": row[2]}
+    return None if row is None else VectorSpace(row[0], row[1], ActionWeights(**row[2]))
 
 
-def _weights(space: dict[str, Any]) -> dict[str, float]:
-    return {"click": space["wc"], "like": space["wl"], "bookmark": space["wb"]}
-
-
-def _same_space(stored: dict[str, Any] | None, space: dict[str, Any]) -> bool:
-    if stored is None:
-        return False
-    return (stored["model"], stored["text_version"], stored["weights"]) == (
-        space["model"],
-        space["text_version"],
-        _weights(space),
-    )
-
-
-def record_space(conn: psycopg.Connection, space: dict[str, Any]) -> None:
+def record_space(conn: psycopg.Connection, space: VectorSpace) -> None:
+    assert space.weights is not None
     conn.execute(
         "INSERT INTO vector_space (id, content_model, place_text_version, action_weights) VALUES (true, %s, %s, %s)"
         " ON CONFLICT (id) DO UPDATE SET content_model = EXCLUDED.content_model,"
         " place_text_version = EXCLUDED.place_text_version, action_weights = EXCLUDED.action_weights,"
         " updated_at = now()",
-        (space["model"], space["text_version"], orjson.dumps(_weights(space)).decode()),
+        (space.model, space.text_version, orjson.dumps(space.weights.as_dict()).decode()),
     )
 
 
-def compute(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool = False) -> dict[str, Any]:
+def compute(conn: psycopg.Connection, space: VectorSpace, *, everything: bool = False) -> dict[str, Any]:
     """New values for the users and places this batch changes (all of them when the space changed).
 
     Needs batch_pairs, batch_places, changed_content and the interactions upserted.
     """
-    if not everything and not _same_space(stored_space(conn), space):
+    if not everything and stored_space(conn) != space:
         event(log, "vector space changed (model, place text version or weights): recomputing every vector")
         everything = True
     for statement in [AFFECTED_ALL if everything else AFFECTED_BATCH, *NUMBERED]:
-        conn.execute(statement, space)  # type: ignore[arg-type]
+        conn.execute(statement, space.sql_params())  # type: ignore[arg-type]
     if not everything:
         conn.execute(OLD_MEANS)
         conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
@@ -219,7 +197,7 @@ def compute(conn: psycopg.Connection, space: dict[str, Any], *, everything: bool
     vector_sums.user_means(conn, user_blocks)
     conn.execute(USER_VECTORS_NOW)
     vector_sums.place_behaviour(conn, user_blocks, places, batch=not everything)
-    conn.execute(PLACE_VECTORS_NOW_ALL if everything else PLACE_VECTORS_NOW_BATCH, space)  # type: ignore[arg-type]
+    conn.execute(PLACE_VECTORS_NOW_ALL if everything else PLACE_VECTORS_NOW_BATCH, space.sql_params())  # type: ignore[arg-type]
     row = conn.execute(
         "SELECT (SELECT count(*) FROM user_vectors_now), (SELECT count(vector) FROM user_vectors_now),"
         " (SELECT count(*) FROM place_vectors_now)"

@@ -17,21 +17,19 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import orjson
 import psycopg
 from pgvector.psycopg import register_vector
 
-from local_stack.array_runner import run_array
+from local_stack.harness import run_batch
 from local_stack.moto_s3 import FAKE_CREDENTIALS, REGION, MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.sample_data import catalogue, ensure_bucket, generate, install_catalogue, upload
 from local_stack.webhook_receiver import WebhookReceiver
-from witple_batch.config import common_from_env, new_batch_id
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import ModelError, verify_model_dir
 from witple_batch.resources import available_cpus
-from witple_batch.run_layout import RunLayout, load_report
 from witple_batch.s3 import s3_client
+from witple_batch.settings import new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,12 +62,6 @@ def ensure_model(env: dict[str, str]) -> None:
         subprocess.run([sys.executable, "-m", "export_model", "--output", env["MODEL_DIR"]], check=True)
 
 
-def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], env={**os.environ, **env}, text=True, capture_output=True, check=False
-    )
-
-
 NAMED = "LEFT JOIN place_recommendations c ON c.table_name = p.place_category AND c.place_id::text = p.place_id"
 
 
@@ -94,7 +86,8 @@ def nearest_places(database_url: str, themes: dict[str, str]) -> list[str]:
         ).fetchall()
         recommended = conn.execute(
             f"SELECT r.place_category, r.place_id, c.name, r.score FROM recommend_places(%s, 5) r"
-            f" JOIN place_vectors p USING (place_category, place_id) {NAMED}",
+            f" JOIN place_vectors p USING (place_category, place_id) {NAMED} ORDER BY r.score DESC, r.place_category,"
+            " r.place_id",
             (user,),
         ).fetchall()
     counts: dict[str, int] = {}
@@ -118,7 +111,7 @@ def main() -> int:
     args = parse_args()
     env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "DATABASE_URL", "WEBHOOK_URL")}
     env.update(
-        BATCH_ID=args.batch_id or new_batch_id(),
+        BATCH_ID=args.batch_id or new_run_id(),
         S3_BUCKET=os.environ.get("S3_BUCKET", "user-actions-data"),
         S3_PREFIX=os.environ.get("S3_PREFIX", "user-actions/"),
         AWS_REGION=os.environ.get("AWS_REGION", REGION),
@@ -168,39 +161,32 @@ def main() -> int:
             )
 
         t = time.monotonic()
-        planned = run_module("shard_job", env, "plan", "--shards", str(args.shards))
-        if planned.returncode != 0:
-            say(planned.stderr)
-            return planned.returncode
-        plan = orjson.loads(planned.stdout)
-        timings["plan"] = time.monotonic() - t
-        say(f"planned {plan['files']} files, {plan['bytes']:,} bytes into {plan['shards']} shards")
-        if plan["shards"] == 0:
-            say("nothing new to process")
-            return 0
 
         def progress(done: int, total: int) -> None:
             say(f"  shards done: {done}/{total}  ({time.monotonic() - t:.1f}s)")
 
-        t = time.monotonic()
-        log_dir = REPO / ".cache" / "runs" / env["BATCH_ID"]
-        array = run_array(env, plan["shards"], args.parallel, args.attempts, log_dir, progress)
-        timings["shards"] = array.seconds
-        if not array.succeeded:
-            say(f"shards {array.failed} failed after {args.attempts} attempts; logs in {log_dir}")
+        try:
+            run = run_batch(
+                env,
+                shards=args.shards,
+                processes=True,
+                parallel=args.parallel,
+                attempts=args.attempts,
+                log_dir=REPO / ".cache" / "runs" / env["BATCH_ID"],
+                on_progress=progress,
+            )
+        except RuntimeError as exc:
+            say(str(exc))
             return 1
-
-        t = time.monotonic()
-        reduced = run_module("reduce_job", env)
-        timings["reduce"] = time.monotonic() - t
-        (log_dir / "reduce.log").write_text(reduced.stderr)
-        if reduced.returncode != 0:
-            say(reduced.stderr[-3000:])
-            return reduced.returncode
-
-        common = common_from_env({**os.environ, **env})  # the children's view, WORK_* included
-        report = load_report(client, RunLayout(common.work_bucket, common.work_prefix, env["BATCH_ID"]))
-        stats = report["stats"]
+        plan = run.plan
+        say(f"planned {plan['files']} files, {plan['bytes']:,} bytes into {plan['shards']} shards")
+        if plan["shards"] == 0:
+            say("nothing new to process")
+            return 0
+        timings.update(run.seconds)
+        assert run.log_dir is not None and run.report is not None
+        (run.log_dir / "reduce.log").write_text(run.reduce_log)
+        stats = run.report["stats"]
         wall = sum(timings.values()) - timings.get("generate + upload", 0.0)
         rows = [
             ("batch", env["BATCH_ID"]),

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The manual path to a run: the coordinator (`python -m shard_job submit`) run from a workstation.
+# The manual path to a run: the coordinator (`python -m coordinator submit`) run from a workstation.
 set -euo pipefail
 
 usage() {
   cat <<'TXT'
 usage: scripts/submit_array.sh [--dry-run] [--help] [-- PLAN_OPTIONS...]
 
-Runs the coordinator the scheduled job runs, `python -m shard_job submit` (options after --
+Runs the coordinator the scheduled job runs, `python -m coordinator submit` (options after --
 go to it, e.g. --shards 8, --max-records 50000 or --since 2025-01-15T00): it plans, then
   N = 0  submits nothing;
   N = 1  submits the shard job as a plain job (Batch arrays take 2 to 10,000 children);
@@ -44,4 +44,4 @@ if [ -z "$python" ]; then
   if [ -x "$root/.venv/bin/python" ]; then python="$root/.venv/bin/python"; else python=python3; fi
 fi
 cd "$root"
-exec "$python" -m shard_job submit "${args[@]}"
+exec "$python" -m coordinator submit "${args[@]}"

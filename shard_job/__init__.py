@@ -1,1 +1,1 @@
-"""The AWS Batch array job: plan a run into shards; each child turns its shard into partials on S3."""
+"""The AWS Batch array child: one shard of a run's files into a partial on S3 (`python -m shard_job`)."""

@@ -29,10 +29,10 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from witple_batch.errors import ConfigError
 from witple_batch.logs import event
 from witple_batch.place_text import MAX_TEXT_CHARS, CatalogueEntry
 from witple_batch.s3 import parse_s3_uri
-from witple_batch.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

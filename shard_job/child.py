@@ -17,17 +17,17 @@ import orjson
 import psycopg
 
 from shard_job import catalogue
+from shard_job.aggregate import Aggregates, aggregate
 from shard_job.config import ShardConfig
 from shard_job.fetch import ObjectGone
 from shard_job.fetch_process import FetchProcess
+from shard_job.input_files import FileQuarantined
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, defer, set_aside
 from shard_job.stored_content import StoredContent, stored_content
 from witple_batch import run_state
-from witple_batch.aggregate import Aggregates, aggregate
 from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.entrypoint import Terminated
-from witple_batch.input_files import FileQuarantined
 from witple_batch.logs import event
 from witple_batch.metrics import emit, run_figures
 from witple_batch.model_files import EMBEDDING_DIM, ModelManifest, sha256_file, verify_model_dir
@@ -177,7 +177,7 @@ def read_files(
         try:
             if item.key in progress.suspects:
                 if conn is not None:  # in the ledger now: set aside even if this run fails too
-                    run_state.quarantine(conn, item, config.batch_id, progress.suspects[item.key])
+                    run_state.quarantine(conn, item, config.run_id, progress.suspects[item.key])
                 raise FileQuarantined(progress.suspects[item.key])
             config.limits.check_listed_size(item.size)
         except FileQuarantined as exc:
@@ -242,7 +242,7 @@ def write_partial(
     metrics_body = orjson.dumps(metrics, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     client.put_object(Bucket=layout.work_bucket, Key=prefix + METRICS_FILE, Body=metrics_body)
     digests[METRICS_FILE] = sha256_hex(metrics_body)
-    marker = success_marker(partial, digests, key, layout.batch_id, index)
+    marker = success_marker(partial, digests, key, layout.run_id, index)
     client.put_object(Bucket=layout.work_bucket, Key=prefix + SUCCESS_FILE, Body=marker)
 
 
@@ -263,8 +263,8 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
     """
     seconds = {"start": process_age_seconds()}  # interpreter, imports, settings, S3 client
     started = time.perf_counter()
-    layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.batch_id)
-    event(log, "shard started", batch_id=config.batch_id, shard=config.array_index, attempt=config.attempt)
+    layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.run_id)
+    event(log, "shard started", batch_id=config.run_id, shard=config.array_index, attempt=config.attempt)
     with (
         config.model.folder(client) as model_dir,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as loader,
@@ -291,7 +291,7 @@ def run_shard(client: Any, reader: FetchProcess, config: ShardConfig) -> dict[st
             seconds |= stage_seconds
         write_started = time.perf_counter()
         metrics: dict[str, Any] = {
-            "batch_id": config.batch_id,
+            "batch_id": config.run_id,
             "shard": config.array_index,
             "attempt": config.attempt,
             "files": len(shard.files),

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shard_job.catalogue import CatalogueSource
-from shard_job.model_source import ModelSource
-from witple_batch.config import CommonConfig, common_from_env, required_batch_id
-from witple_batch.input_files import InputLimits
-from witple_batch.settings import ConfigError, env_int, env_str
+from shard_job.input_files import InputLimits
+from witple_batch.errors import ConfigError
+from witple_batch.model_source import ModelSource
+from witple_batch.settings import CommonConfig, common_from_env, env_int, env_str, required_run_id
 
 MIB = 1024 * 1024
 
@@ -17,7 +17,7 @@ MIB = 1024 * 1024
 @dataclass(frozen=True)
 class ShardConfig:
     common: CommonConfig
-    batch_id: str
+    run_id: str
     array_index: int
     model: ModelSource
     limits: InputLimits
@@ -51,7 +51,7 @@ def shard_config_from_env(env: Mapping[str, str] | None = None) -> ShardConfig:
         raise ConfigError(f"CATALOGUE_SOURCE {catalogue.kind}:... needs DATABASE_URL, which is not set")
     return ShardConfig(
         common=common,
-        batch_id=required_batch_id(env),
+        run_id=required_run_id(env),
         array_index=env_int("AWS_BATCH_JOB_ARRAY_INDEX", 0, env, minimum=0, maximum=9_999),
         model=ModelSource.from_env(env),
         limits=input_limits(env),

@@ -29,11 +29,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from shard_job.actions import Action, validate
+from shard_job.aggregate import ActionColumns
 from shard_job.fetch import ObjectGone
-from witple_batch.actions import Action, validate
-from witple_batch.aggregate import ActionColumns
-from witple_batch.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
+from shard_job.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
 from witple_batch.run_layout import InputFile
+from witple_batch.run_state import FileStatus
 
 REJECT_SAMPLES = 20
 ENVELOPE_ID_CHARS = 256
@@ -101,19 +102,19 @@ def set_aside(shard: ShardInput, item: InputFile, exc: FileRejected | ObjectGone
     or deferred (changed or deleted after planning, or the shard is full: left out of the ledger
     for the next plan)."""
     if isinstance(exc, (ObjectGone, ShardFull)):
-        status, reason = "deferred", exc.reason
+        status, reason = FileStatus.DEFERRED, exc.reason
         shard.files_deferred += 1
     elif isinstance(exc, FileQuarantined):
-        status, reason = "quarantined", str(exc)
+        status, reason = FileStatus.QUARANTINED, str(exc)
         shard.files_quarantined += 1
     else:
-        status, reason = "rejected", str(exc)
+        status, reason = FileStatus.REJECTED, str(exc)
         shard.files_rejected += 1
-    shard.rejects.write({"key": item.key, "status": status, "record_index": None, "reason": reason, "raw": None})
+    shard.rejects.write({"key": item.key, "status": status.value, "record_index": None, "reason": reason, "raw": None})
     shard.files.append(
         {
             **_file_row(item),
-            "status": status,
+            "status": status.value,
             "reason": reason,
             "records": 0,
             "accepted": 0,
@@ -195,7 +196,7 @@ def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimit
     shard.files.append(
         {
             **_file_row(item),
-            "status": "processed",
+            "status": FileStatus.PROCESSED.value,
             "reason": None,
             "records": read,
             "accepted": len(accepted),

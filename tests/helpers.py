@@ -13,16 +13,13 @@ from typing import Any
 
 import pytest
 
+from local_stack import harness
 from local_stack.sample_data import SampleSet, ensure_bucket, upload
-from shard_job.child import run_shard
-from shard_job.config import shard_config_from_env
-from shard_job.fetch_process import FetchProcess
-from shard_job.model_source import ModelSource
-from shard_job.plan import PlanOptions, plan
-from witple_batch.config import common_from_env
-from witple_batch.partials import SUCCESS_FILE, ShardPartial, decode_partial, parse_success
-from witple_batch.run_layout import RunLayout
+from reduce_job.collect import LoadedShard, fetch_shard, success_markers
+from witple_batch.partials import ShardPartial, iter_strings
+from witple_batch.run_layout import RunLayout, load_manifest
 from witple_batch.s3 import s3_client
+from witple_batch.settings import common_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,31 +47,33 @@ def seed(env: dict[str, str], sample: SampleSet) -> None:
 
 
 def plan_run(env: dict[str, str], shards: int | None = 2, **options: Any) -> dict[str, Any]:
-    """The planner as `python -m shard_job plan` runs it; without DATABASE_URL, as --no-ledger."""
-    config = common_from_env(env)
-    opts = PlanOptions(
-        batch_id=env["BATCH_ID"],
-        shards=shards,
-        target_mb=options.get("target_mb", 64.0),
-        since=options.get("since"),
-        until=options.get("until"),
-        max_files=options.get("max_files"),
-        use_ledger=options.get("use_ledger", "DATABASE_URL" in env),
-        refresh_per_shard=options.get("refresh_per_shard", 2_000),
-        max_refresh_shards=options.get("max_refresh_shards", 8),
-        model=options.get("model", ModelSource.from_env(env)),  # as the CLI reads it
-        dry_run=options.get("dry_run", False),
-        full=options.get("full", False),
-        lookback_hours=options.get("lookback_hours", 24.0),
-        max_records=options.get("max_records"),
-    )
-    return plan(s3_client(config.region), config, opts)
+    """The planner as `python -m coordinator plan` runs it, in this process."""
+    return harness.plan(env, shards=shards, **options)
 
 
-def run_child(env: dict[str, str], index: int) -> dict[str, Any]:
-    config = shard_config_from_env({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
-    with FetchProcess.started({**os.environ, **env}) as reader:
-        return run_shard(s3_client(config.common.region), reader, config)
+def record_planned_in(url: str, run_id: str) -> None:
+    """Record `run_id` planned in the database at `url`, as if planned there: for a run planned against
+    another database (around this one's ledger and claims), so a reduce here may try to apply it."""
+    import psycopg
+
+    from witple_batch import run_state
+    from witple_batch.schema import migrate
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        run_state.record_planned(conn, run_id, 3600, {})
+
+
+def plan_around_the_ledger(env: dict[str, str], elsewhere: str, **options: Any) -> dict[str, Any]:
+    """A run planned on the database at `elsewhere`, which knows nothing of env's ledger and claims:
+    its files may be another run's in env's database, where it is recorded planned too."""
+    planned = plan_run({**env, "DATABASE_URL": elsewhere}, **options)
+    record_planned_in(env["DATABASE_URL"], env["BATCH_ID"])
+    return planned
+
+
+run_child = harness.run_child
+reduce_in_process = harness.reduce
 
 
 def work_objects(env: dict[str, str], prefix: str = "") -> dict[str, bytes]:
@@ -94,41 +93,48 @@ def partial_files(env: dict[str, str], index: int) -> dict[str, bytes]:
 
 
 def load_partial(env: dict[str, str], index: int) -> ShardPartial:
-    files = partial_files(env, index)
-    marker = parse_success(files[SUCCESS_FILE], f"shard {index}/{SUCCESS_FILE}", common_from_env(env).partials_key)
-    return decode_partial(files, marker, f"shard {index}")
+    """One shard's partial as the reduce reads it (marker, checksums, arrays checked), in memory."""
+    common = common_from_env(env)
+    client = s3_client(common.region)
+    layout = RunLayout(common.work_bucket, common.work_prefix, env["BATCH_ID"])
+    manifest = load_manifest(client, layout, common.partials_key)
+    markers = success_markers(client, layout, len(manifest.shards), common.partials_key)
+    shard: LoadedShard = fetch_shard(client, layout, manifest, index, markers[index], common.partials_key)
+    try:
+        arrays = {name: array[:] for name, array in shard.arrays.items()}
+
+        def ids(name: str) -> list[str]:
+            return list(iter_strings(arrays[f"{name}_offsets"], arrays[f"{name}_utf8"], shard.where))
+
+        return ShardPartial(
+            user_ids=ids("users.id"),
+            place_categories=ids("places.category"),
+            place_ids=ids("places.id"),
+            place_content=arrays["places.content"],
+            place_text_sha256=arrays["places.text_sha256"],
+            place_catalogued=arrays["places.catalogued"],
+            pair_user=arrays["pairs.user"],
+            pair_place=arrays["pairs.place"],
+            pair_counts=arrays["pairs.counts"],
+            pair_first_us=arrays["pairs.first_us"],
+            pair_last_us=arrays["pairs.last_us"],
+            files=shard.files,
+            content_model=markers[index]["content_model"],
+            place_text_version=markers[index]["place_text_version"],
+        )
+    finally:
+        shard.close()
 
 
 def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
-def reduce_in_process(env: dict[str, str]) -> Any:
-    """The function `python -m reduce_job` runs, without a process (fast path for most tests)."""
-    from reduce_job.config import reduce_config_from_env
-    from reduce_job.run import run_reduce
-
-    config = reduce_config_from_env(env)
-    return run_reduce(s3_client(config.common.region), config)
+    return harness.module(module, env, *args, timeout=timeout)
 
 
 def pipeline(env: dict[str, str], sample: SampleSet | None, shards: int = 2) -> dict[str, Any]:
-    """Seed (optional), plan, run every child, reduce: one batch end to end, in process."""
+    """Seed (optional), plan, run every child, reduce: one run end to end, in process."""
     if sample is not None:
         seed(env, sample)
-    planned = plan_run(env, shards=shards)
-    for index in range(planned["shards"]):
-        run_child(env, index)
-    if planned["shards"]:
-        reduce_in_process(env)
-    return planned
+    return harness.run_batch(env, shards=shards).plan
 
 
 def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -172,15 +178,15 @@ def run_script(name: str, env: dict[str, str], *args: str) -> subprocess.Complet
 
 
 def batch_client(env: dict[str, str]) -> Any:
-    from shard_job.submit import batch_client as client_for
+    from coordinator.submit import batch_client as client_for
 
     return client_for(env["AWS_REGION"])
 
 
 def run_as_batch(env: dict[str, str], job_id: str) -> subprocess.CompletedProcess[str]:
     """Run a submitted job's container the way Batch would (moto records jobs, never runs them):
-    the image's entrypoint with the definition's command, `Ref::` parameters filled from the
-    definition's defaults and the submitted ones, the definition's environment and the job id."""
+    the definition's command (`python -m ...`, run by this interpreter), `Ref::` parameters filled
+    from the definition's defaults and the submitted ones, the definition's environment and the job id."""
     batch = batch_client(env)
     [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
     [definition] = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]
@@ -190,8 +196,9 @@ def run_as_batch(env: dict[str, str], job_id: str) -> subprocess.CompletedProces
         for word in definition["containerProperties"]["command"]
     ]
     container_env = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
+    assert command[0] == "python", command
     return subprocess.run(
-        [sys.executable, "-m", "shard_job", *command],
+        [sys.executable, *command[1:]],
         env={**os.environ, **env, **container_env, "AWS_BATCH_JOB_ID": job_id, "BATCH_ID": ""},
         capture_output=True,
         text=True,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from witple_batch.actions import OTHER_TYPE, TYPE_CODES, Action
-from witple_batch.actions import validate as validate_at
+from shard_job.actions import OTHER_TYPE, TYPE_CODES, Action
+from shard_job.actions import validate as validate_at
 
 GOOD = {"user_id": "u1", "place_id": "p1", "place_category": "restaurants", "action_type": "like"}
 PLANNED_US = 1_737_000_000_000_000  # 2025-01-16T04:00Z: when the batch was planned

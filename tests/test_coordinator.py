@@ -1,4 +1,4 @@
-"""The coordinator (`python -m shard_job submit`) against Batch on the moto server: started by the
+"""The coordinator (`python -m coordinator submit`) against Batch on the moto server: started by the
 main server's own submit_job call, retried by Batch, resumed after dying between its two submits,
 and the deploy script's test run that waits for all three jobs."""
 
@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from coordinator.config import BatchSettings
+from coordinator.sizing import actions_in_key
+from coordinator.submit import find_or_submit, shard_request
 from local_stack.sample_data import generate
-from shard_job.planning import actions_in_key
-from shard_job.submit import JobSettings, find_or_submit, shard_request
 from tests.helpers import (
     REPO,
     batch_client,
@@ -28,7 +29,7 @@ from tests.helpers import (
     work_objects,
 )
 from tests.test_reduce_job import assert_database_matches
-from witple_batch.config import common_from_env
+from witple_batch.settings import common_from_env
 
 
 def _deploy(env: dict[str, str]) -> None:
@@ -91,7 +92,7 @@ def test_a_coordinator_that_died_between_its_submits_submits_only_the_reduce(bat
     planned = plan_run(batch_env, shards=2)  # the first attempt planned ...
     config = common_from_env(batch_env)
     prefix = batch_env["NAME_PREFIX"]
-    settings = JobSettings(batch_env["JOB_QUEUE"], f"{prefix}-shard", f"{prefix}-reduce", prefix)
+    settings = BatchSettings(batch_env["JOB_QUEUE"], f"{prefix}-shard", f"{prefix}-reduce", prefix)
     batch = batch_client(batch_env)
     shard_id, new = find_or_submit(batch, settings, shard_request(settings, config, planned["batch_id"], 2))
     assert new  # ... and submitted the shard array, then died
@@ -129,7 +130,7 @@ def test_an_ended_run_is_never_given_new_jobs(batch_env):
 )
 def test_a_request_the_job_cannot_honour_is_refused_in_one_line(batch_env, option, value, message):
     result = subprocess.run(
-        [sys.executable, "-m", "shard_job", "submit", option, value],
+        [sys.executable, "-m", "coordinator", "submit", option, value],
         env={**os.environ, **batch_env},
         capture_output=True,
         text=True,

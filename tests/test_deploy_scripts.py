@@ -23,7 +23,7 @@ def test_deploy_registers_both_job_definitions_from_the_templates(batch_env):
         batch_env["COORDINATOR_JOB_DEFINITION"],
     }
     coordinator = mine[batch_env["COORDINATOR_JOB_DEFINITION"]]
-    assert coordinator["containerProperties"]["command"][0] == "submit"
+    assert coordinator["containerProperties"]["command"][:4] == ["python", "-m", "coordinator", "submit"]
     assert coordinator["parameters"] == {
         "inputBucket": batch_env["S3_BUCKET"],
         "inputPrefix": "user-actions/",

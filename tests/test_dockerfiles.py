@@ -43,13 +43,13 @@ def test_every_copied_file_exists(name: str) -> None:
     [
         (
             "shard",
-            "import shard_job.child, shard_job.plan, shard_job.submit, witple_batch.embedder, witple_batch.preflight",
+            "import shard_job.child, coordinator.cli, coordinator.submit, witple_batch.embedder, shard_job.cli",
             ("torch", "transformers", "optimum", "reduce_job", "local_stack"),
         ),
         (
             "reduce",
             "import reduce_job.run, reduce_job.cli, reduce_job.status, witple_batch.preflight",
-            ("torch", "transformers", "onnxruntime", "shard_job", "local_stack"),
+            ("torch", "transformers", "onnxruntime", "shard_job", "coordinator", "local_stack"),
         ),
     ],
 )

@@ -50,8 +50,8 @@ def test_transient_s3_faults_are_retried_to_exact_totals(moto, s3_env, model_dir
     assert_database_matches(database_url, sample.expected)
 
 
-def test_a_permanent_s3_fault_fails_the_child_naming_the_key(moto, s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_a_permanent_s3_fault_fails_the_child_naming_the_key(moto, s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:4], sample.expected))
     plan_run(env, shards=1)
     with FaultProxy.running(moto.endpoint, fail_keys=(sample.files[2].key,)) as proxy:
@@ -120,7 +120,7 @@ def test_reduce_killed_after_commit_sends_the_webhook_once(s3_env, model_dir, da
     assert_database_matches(database_url, sample.expected)
 
 
-def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, sample, dead_port):
+def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, database_url, sample, dead_port):
     env = fresh_env(
         s3_env,
         model_dir,
@@ -129,7 +129,7 @@ def test_a_database_refusing_connections_fails_clearly(s3_env, model_dir, sample
         DATABASE_URL=f"postgresql://app:{LOCAL_PASSWORD}@127.0.0.1:{dead_port}/witple",
     )
     seed(env, SampleSet(sample.files[:3], sample.expected))
-    plan_run({k: v for k, v in env.items() if k != "DATABASE_URL"}, shards=1)
+    plan_run({**env, "DATABASE_URL": database_url}, shards=1)  # planned while the database answered
     run_child(env, 0)
     result = run_module("reduce_job", env)
     assert result.returncode == 1

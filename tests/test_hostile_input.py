@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reduce_job.spool import NpyFile
+from reduce_job.spool import NpyFile, download
+from shard_job.actions import Action, validate
+from shard_job.input_files import FileReader, FileRejected, InputLimits
 from shard_job.read_shard import RejectsFile, ShardInput, add_file
-from witple_batch.actions import Action, validate
-from witple_batch.input_files import FileReader, FileRejected, InputLimits
-from witple_batch.partials import PartialError, chunks, decode_partial, parse_success, verify_checksum
+from witple_batch.partials import PartialError, check_arrays, chunks, parse_success
 from witple_batch.run_layout import InputFile
 from witple_batch.signing import SignatureError, sign
 
@@ -270,27 +270,38 @@ def test_a_marker_that_does_not_say_what_made_its_vectors_is_refused() -> None:
     assert parse_success(orjson.dumps(sign(complete, key)), "shard 2/_SUCCESS.json", key)["content_model"] == "0" * 64
 
 
-def test_tampered_arrays_are_refused() -> None:
-    marker = {
-        "format": "witple-partial-v3",
-        "files": {"users.id_utf8.npy": hashlib.sha256(b"original").hexdigest()},
-        "content_model": "0" * 64,
-        "place_text_version": "place-text-v1",
-    }
+def test_tampered_arrays_are_refused(tmp_path: Path, s3_env: dict[str, str]) -> None:
+    """Through the reduce's own read path: each object streamed to disk against its marker's sha256,
+    then its arrays opened by NpyFile and checked by check_arrays a chunk at a time."""
+    from local_stack.sample_data import ensure_bucket
+    from witple_batch.s3 import s3_client
+
+    client = s3_client(s3_env["AWS_REGION"])
+    bucket = f"tampered-{uuid.uuid4().hex[:8]}"
+    ensure_bucket(client, bucket, s3_env["AWS_REGION"])
+    client.put_object(Bucket=bucket, Key="shards/00003/users.id_utf8.npy", Body=b"changed")
     with pytest.raises(PartialError, match=r"checksum mismatch for users\.id_utf8\.npy"):
-        verify_checksum("users.id_utf8.npy", b"changed", marker, "shard 3")
-    pickled = {"users.id_offsets.npy": _npy(np.array(["a", 1], dtype=object), allow_pickle=True)}
+        download(
+            client,
+            bucket,
+            "shards/00003/users.id_utf8.npy",
+            tmp_path / "users.id_utf8.npy",
+            hashlib.sha256(b"original").hexdigest(),
+            "shard 3",
+        )
+
+    def opened(arrays: dict[str, np.ndarray]) -> dict[str, NpyFile]:
+        for name, array in arrays.items():
+            (tmp_path / f"{name}.npy").write_bytes(_npy(array, allow_pickle=array.dtype.hasobject))
+        return {name: NpyFile(tmp_path / f"{name}.npy", "shard 0") for name in arrays}
+
     with pytest.raises(PartialError, match="cannot be loaded without pickle"):
-        decode_partial(pickled, marker, "shard 0")
-    wrong_kind = {"users.id_offsets.npy": _npy(np.zeros((2, 2)))}
+        opened({"users.id_offsets": np.array(["a", 1], dtype=object)})
     with pytest.raises(PartialError, match=r"users\.id_offsets has dtype float64"):
-        decode_partial(wrong_kind, marker, "shard 0")
-    lying_offsets = {
-        "users.id_offsets.npy": _npy(np.array([0, 5, 99])),
-        "users.id_utf8.npy": _npy(np.zeros(7, np.uint8)),
-    }
+        check_arrays(opened({"users.id_offsets": np.zeros((2, 2))}), "shard 0")
+    lying_offsets = {"users.id_offsets": np.array([0, 5, 99]), "users.id_utf8": np.zeros(7, np.uint8)}
     with pytest.raises(PartialError, match="do not describe"):
-        decode_partial(lying_offsets, marker, "shard 0")
+        check_arrays(opened(lying_offsets), "shard 0")
 
 
 def test_hostile_records_end_to_end_are_rejected_alone_and_ids_stored_byte_for_byte(s3_env, model_dir, database_url):

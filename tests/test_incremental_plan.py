@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from coordinator.listing import hour_prefix
+from coordinator.sizing import partition_hour
 from local_stack.sample_data import SampleFile, SampleSet, generate
-from shard_job.listing import hour_prefix
-from shard_job.planning import partition_hour
 from tests.helpers import fresh_env, plan_run, query, reduce_in_process, run_child, seed
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -82,10 +82,10 @@ def test_files_left_by_a_capped_plan_are_listed_next_time(s3_env, model_dir, dat
 def test_a_run_failing_while_a_plan_lists_keeps_its_files_in_reach(s3_env, model_dir, database_url, recent):
     """The plan saw the files claimed and left them out; the run failed before the plan advanced the
     watermark: the watermark must stay at their hour, or only a full listing would find them."""
-    from shard_job import watermark
-    from witple_batch import run_state
+    from witple_batch import run_state, watermark
     from witple_batch.database import connect
-    from witple_batch.run_layout import InputFile, input_source
+    from witple_batch.run_layout import InputFile
+    from witple_batch.watermark import input_source
 
     env = _env(s3_env, model_dir, database_url, "r")
     old = SampleSet([written_late(f, 30, "r") for f in recent.files[:3]], recent.expected)  # 30 hours ago
@@ -129,7 +129,7 @@ def test_files_a_windowed_run_deferred_are_listed_by_the_next_incremental_plan(s
 def test_a_rewind_while_a_plan_lists_survives_its_advance(database_url):
     """A run committing deferred files (or a release from quarantine) rewinds the watermark while
     a plan lists the hours after the one it read: the plan's advance keeps the rewind."""
-    from shard_job import watermark
+    from witple_batch import watermark
     from witple_batch.database import connect
     from witple_batch.schema import migrate
 

@@ -5,7 +5,7 @@ import gzip
 import orjson
 import pytest
 
-from witple_batch.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
+from shard_job.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
 
 LIMIT = 1 << 20
 LIMITS = InputLimits(max_object_bytes=LIMIT, max_decompressed_bytes=LIMIT, max_records=1000, max_record_bytes=4096)

@@ -79,7 +79,7 @@ def test_check_names_a_missing_or_bad_setting_in_one_line(stack_env):
     assert _lines(_run("shard_job", no_database, "check"))["settings"] == (
         "FAIL CATALOGUE_SOURCE table:... needs DATABASE_URL, which is not set"
     )
-    empty = _run("shard_job", stack_env, "plan", "--dry-run", "--target-mb-per-shard", "0")
+    empty = _run("coordinator", stack_env, "plan", "--dry-run", "--target-mb-per-shard", "0")
     assert empty.returncode == 2 and "--target-mb-per-shard must be above 0" in empty.stderr, empty.stderr[-500:]
 
 
@@ -186,7 +186,7 @@ def test_every_job_prints_its_figures_as_one_cloudwatch_metric_line(stack_env, r
     env = {**stack_env, "WEBHOOK_URL": receiver.url}
     sample = generate(actions=300, users=30, places=10, batch_size=30, malformed_files=0)
     seed(env, sample)
-    plan = _run("shard_job", env, "plan", "--shards", "1")
+    plan = _run("coordinator", env, "plan", "--shards", "1")
     assert plan.returncode == 0, plan.stderr
     child = _run("shard_job", env)
     reduce = _run("reduce_job", env)

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from shard_job.planning import (
+from coordinator.sizing import (
     MAX_ARRAY_SIZE,
     actions_in_key,
     balance,
@@ -18,8 +18,9 @@ from shard_job.planning import (
     shard_action_share,
     shard_count,
 )
+from witple_batch.errors import ConfigError
 from witple_batch.run_layout import InputFile
-from witple_batch.settings import ConfigError, partition_root
+from witple_batch.settings import partition_root
 
 
 def _files(n: int, seed: int = 1) -> list[InputFile]:

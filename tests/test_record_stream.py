@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from witple_batch.record_stream import DocumentError, RecordSplitter
+from shard_job.record_stream import DocumentError, RecordSplitter
 
 # strings full of the characters a scanner can trip on
 tricky_text = st.text(alphabet=st.sampled_from('ab"\\{}[],: \n\t\u00e9\U0001f600'), max_size=12)

@@ -19,19 +19,21 @@ from pgvector.psycopg import register_vector
 
 from local_stack.moto_s3 import LOCAL_PARTIALS_SECRET
 from local_stack.sample_data import Expected, SampleSet, generate
+from shard_job.actions import validate
 from tests.helpers import (
     REPO,
     fresh_env,
     pipeline,
+    plan_around_the_ledger,
     plan_run,
     query,
+    record_planned_in,
     reduce_in_process,
     run_child,
     run_module,
     seed,
     work_objects,
 )
-from witple_batch.actions import validate
 from witple_batch.s3 import s3_client
 from witple_batch.schema import REDUCE_LOCK, migrate, migrations
 from witple_batch.signing import sign
@@ -224,13 +226,13 @@ def test_a_first_load_rebuilds_the_place_index_instead_of_inserting_into_it(s3_e
     assert "place_index" not in reduce_in_process(later).stats  # a few new places go in one by one
 
 
-def test_an_apply_refused_after_the_bulk_index_drop_builds_the_index_again(s3_env, model_dir, database_url):
+def test_an_apply_refused_after_the_bulk_index_drop_builds_the_index_again(s3_env, model_dir, database_url, postgres):
     many = generate(actions=6_000, users=300, places=3_000, seed=77, batch_size=120, malformed_files=0)
     env = _env(s3_env, model_dir, database_url, CATALOGUE_SOURCE="none")
     seed(env, many)
     holder = _new_batch(env)
     plan_run(holder, shards=1, max_files=1)  # another run holds the oldest file
-    plan_run(env, shards=2, use_ledger=False)  # this one was planned around the claims: it has that file too
+    plan_around_the_ledger(env, postgres.new_database(), shards=2)  # around the claims: it has that file too
     for index in range(2):
         run_child(env, index)
     index_row = (
@@ -240,7 +242,7 @@ def test_an_apply_refused_after_the_bulk_index_drop_builds_the_index_again(s3_en
     [(before, _)] = query(database_url, index_row)
     refused = run_module("reduce_job", env)
     assert refused.returncode == 2
-    assert "claimed by batch " + holder["BATCH_ID"] in refused.stderr
+    assert "claimed by run " + holder["BATCH_ID"] in refused.stderr
     [(after, valid)] = query(database_url, index_row)
     assert valid and after != before  # dropped for the bulk apply, built again when the apply was refused
     assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
@@ -264,8 +266,9 @@ def test_two_batches_merge_as_exact_weighted_means(s3_env, model_dir, postgres, 
     second = _new_batch(env)
     pipeline(env, first_sample)
     pipeline(second, second_sample)
-    reduce_in_process({**env, "DATABASE_URL": urls["first"]})
-    reduce_in_process({**second, "DATABASE_URL": urls["second"]})
+    for run, url in ((env, urls["first"]), (second, urls["second"])):
+        record_planned_in(url, run["BATCH_ID"])
+        reduce_in_process({**run, "DATABASE_URL": url})
     both, one, two = (user_vectors(urls[n]) for n in ("both", "first", "second"))
     assert set(both) == set(one) | set(two)
     for uid, (vector, weight) in both.items():
@@ -301,20 +304,20 @@ def _every_table(url: str) -> dict[str, list[tuple]]:
 
 
 def test_a_batch_holding_an_already_processed_file_is_refused_whole(
-    s3_env, model_dir, database_url, receiver, first_sample
+    s3_env, model_dir, database_url, postgres, receiver, first_sample
 ):
     env = _env(s3_env, model_dir, database_url, receiver)
     seed(env, first_sample)
     overlapping = _new_batch(env)
     plan_run(env, shards=1)
-    plan_run(overlapping, shards=1, use_ledger=False)  # planned around the claims: the same files
+    plan_around_the_ledger(overlapping, postgres.new_database(), shards=1)  # the same files
     run_child(env, 0)
     run_child(overlapping, 0)
     reduce_in_process(env)
     before = query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors")
     result = run_module("reduce_job", overlapping)
     assert result.returncode == 2
-    assert "already processed or claimed by batch " + env["BATCH_ID"] in result.stderr
+    assert "already processed or claimed by run " + env["BATCH_ID"] in result.stderr
     assert query(database_url, "SELECT sum(total_actions) FROM user_behavior_vectors") == before
     assert query(
         database_url, "SELECT count(*) FROM processed_files WHERE batch_id = %s", (overlapping["BATCH_ID"],)
@@ -324,7 +327,9 @@ def test_a_batch_holding_an_already_processed_file_is_refused_whole(
     assert "already processed" in failed[-1]["error_message"]
 
 
-def test_a_partly_overlapping_batch_is_refused_then_its_new_files_are_planned_alone(s3_env, model_dir, database_url):
+def test_a_partly_overlapping_batch_is_refused_then_its_new_files_are_planned_alone(
+    s3_env, model_dir, database_url, postgres
+):
     env = _env(s3_env, model_dir, database_url)
     sample = generate(actions=1_200, users=60, places=25, batch_size=30, malformed_files=0, single_rate=0.0)
     keys = sorted(f.key for f in sample.files)
@@ -337,7 +342,7 @@ def test_a_partly_overlapping_batch_is_refused_then_its_new_files_are_planned_al
     run_child(env, 0)
     reduce_in_process(env)
     b = _new_batch(env)
-    plan_run(b, shards=1, use_ledger=False)  # batch B, planned around the ledger: F[0:40], half of it A's
+    plan_around_the_ledger(b, postgres.new_database(), shards=1)  # batch B: F[0:40], half of it A's
     client = s3_client(env["AWS_REGION"])
     plan_key = f"batch-work/runs/{b['BATCH_ID']}/plan/00000.json"
     listed = orjson.loads(client.get_object(Bucket=env["WORK_BUCKET"], Key=plan_key)["Body"].read())
@@ -345,7 +350,7 @@ def test_a_partly_overlapping_batch_is_refused_then_its_new_files_are_planned_al
     run_child(b, 0)
     refused = run_module("reduce_job", b)
     assert refused.returncode == 2
-    assert "already processed or claimed by batch " + env["BATCH_ID"] in refused.stderr
+    assert "already processed or claimed by run " + env["BATCH_ID"] in refused.stderr
     assert any(key in refused.stderr for key in first)  # the overlapping keys are named ...
     assert not any(key in refused.stderr for key in rest)  # ... and only those
     ledger = {k for (k,) in query(database_url, "SELECT key FROM processed_files")}
@@ -698,7 +703,7 @@ def test_a_genuine_partial_of_another_run_copied_into_this_one_is_refused(s3_env
         client.put_object(Bucket=env["WORK_BUCKET"], Key=target + key[len(source) :], Body=data)
     result = run_module("reduce_job", other)
     assert result.returncode == 2
-    assert f"{target}_SUCCESS.json is the marker of batch {env['BATCH_ID']!r} shard 0" in result.stderr
+    assert f"{target}_SUCCESS.json is the marker of run {env['BATCH_ID']!r} shard 0" in result.stderr
     assert query(database_url, "SELECT count(*) FROM processed_files") == [(0,)]
 
 

@@ -83,7 +83,9 @@ def test_two_planners_at_once_claim_disjoint_files(s3_env, model_dir, database_u
     plan_run(_batch(env), shards=1, max_files=1)  # migrates the schema; takes the oldest file
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK,))
-        planners = [start_module("shard_job", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)]
+        planners = [
+            start_module("coordinator", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)
+        ]
         wait_for(lambda: _advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
         blocker.rollback()
     outputs = [json.loads(p.communicate(timeout=120)[0]) for p in planners]
@@ -145,7 +147,7 @@ def test_a_planner_killed_before_its_commit_holds_nothing(moto, s3_env, model_di
     plan_run(_batch(env), shards=1, max_files=1)  # schema in place
     batch = _batch(env)
     with FaultProxy.running(moto.endpoint, hang_when=lambda m, path: m == "PUT" and "manifest.json" in path) as proxy:
-        planner = start_module("shard_job", {**batch, "AWS_ENDPOINT_URL": proxy.url}, "plan", "--shards", "2")
+        planner = start_module("coordinator", {**batch, "AWS_ENDPOINT_URL": proxy.url}, "plan", "--shards", "2")
         wait_for(proxy.hung.is_set, "the planner writing its manifest")
         planner.send_signal(signal.SIGKILL)
         planner.wait()
@@ -261,17 +263,17 @@ def test_a_file_over_the_size_limit_is_quarantined_until_released(s3_env, model_
     assert_database_matches(database_url, _expected_of(normal))  # the run completed for every other file
     [(status, reason)] = query(database_url, "SELECT status, reason FROM processed_files WHERE key = %s", (big_key,))
     assert status == "quarantined" and "exceeds the 1048576-byte limit (not read)" in reason
-    listed = run_module("shard_job", env, "quarantine", "--list")
+    listed = run_module("coordinator", env, "quarantine", "--list")
     assert [json.loads(line)["key"] for line in listed.stdout.splitlines()] == [big_key]
     assert plan_run(_batch(env), shards=1)["files"] == 0  # skipped by later plans
-    released = run_module("shard_job", env, "quarantine", "--release", big_key)
+    released = run_module("coordinator", env, "quarantine", "--release", big_key)
     assert released.returncode == 0, released.stderr
     again = _batch(env, MAX_OBJECT_MB="4")  # the operator raised the limit
     assert plan_run(again, shards=1)["files"] == 1
     run_child(again, 0)
     reduce_in_process(again)
     assert query(database_url, "SELECT total_likes FROM user_behavior_vectors WHERE user_id = 'user-big'") == [(1,)]
-    assert run_module("shard_job", env, "quarantine", "--release", big_key).returncode == 2
+    assert run_module("coordinator", env, "quarantine", "--release", big_key).returncode == 2
 
 
 def test_a_file_that_stops_two_attempts_is_quarantined_by_the_third(moto, s3_env, model_dir, database_url, sample):

@@ -43,7 +43,7 @@ def test_the_shards_role_reads_and_records_but_cannot_write(migrated, database_u
     shard_url = _login(database_url, f"shard_{tag}", f"pw{tag}", "IN ROLE witple_shard_reader")
     sample = generate(actions=400, users=30, places=15, batch_size=40, malformed_files=0)
     seed(migrated, sample)
-    assert run_module("shard_job", migrated, "plan", "--shards", "1").returncode == 0  # the planner: the writer
+    assert run_module("coordinator", migrated, "plan", "--shards", "1").returncode == 0  # the planner: the writer
     child = run_module("shard_job", {**migrated, "DATABASE_URL": shard_url})
     assert child.returncode == 0, child.stderr  # catalogue and stored vectors read with the reader role
     reduce = run_module("reduce_job", migrated)
@@ -83,7 +83,7 @@ def test_no_secret_reaches_any_output(migrated, database_url, receiver):
     sample = generate(actions=500, users=30, places=15, batch_size=50, malformed_files=2)
     seed(env, sample)
     outputs = [
-        run_module("shard_job", env, "plan", "--shards", "2"),
+        run_module("coordinator", env, "plan", "--shards", "2"),
         run_module("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": "0"}),
         run_module("shard_job", {**env, "AWS_BATCH_JOB_ARRAY_INDEX": "1"}),
         run_module("reduce_job", env),

@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
-from shard_job.model_source import ModelSource
 from tests.helpers import (
     REPO,
     fresh_env,
@@ -27,7 +26,9 @@ from tests.helpers import (
     work_objects,
 )
 from witple_batch.model_files import MODEL_FILE, ModelError, read_manifest
+from witple_batch.model_source import ModelSource
 from witple_batch.partials import FILES_FILE, METRICS_FILE, REJECTS_FILE, SUCCESS_FILE
+from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.s3 import s3_client
 
 
@@ -36,15 +37,16 @@ def sample() -> SampleSet:
     return generate(actions=3_000, users=300, places=120, seed=3, batch_size=60)
 
 
-def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_dir, sample):
+def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_dir, database_url, sample):
     env = fresh_env(s3_env, model_dir)
     seed(env, sample)
     client = s3_client(env["AWS_REGION"])
     client.put_object(Bucket=env["S3_BUCKET"], Key="user-actions/notes.txt", Body=b"ignore me")
-    refused = run_module("shard_job", env, "plan", "--shards", "3")  # no DATABASE_URL: nothing could be claimed
+    refused = run_module("coordinator", env, "plan", "--shards", "3")  # no DATABASE_URL: nothing could be claimed
     assert refused.returncode == 2
-    assert "DATABASE_URL is required to plan" in refused.stderr and "--no-ledger" in refused.stderr
-    result = run_module("shard_job", env, "plan", "--shards", "3", "--no-ledger")
+    assert "DATABASE_URL is required" in refused.stderr
+    env["DATABASE_URL"] = database_url
+    result = run_module("coordinator", env, "plan", "--shards", "3")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     assert line["shards"] == 3
@@ -59,15 +61,15 @@ def test_plan_writes_a_balanced_manifest_and_prints_one_json_line(s3_env, model_
     assert max(loads) - min(loads) <= max(len(f.body) for f in sample.files)
     assert sorted(f["key"] for plan in plans for f in plan["files"]) == sorted(f.key for f in sample.files)
     # a second plan under the same BATCH_ID must not rewrite a plan children may be reading
-    again = run_module("shard_job", env, "plan", "--shards", "3", "--no-ledger")
+    again = run_module("coordinator", env, "plan", "--shards", "3")
     assert again.returncode == 2
-    assert "this BATCH_ID was planned before" in again.stderr
+    assert f"BATCH_ID {env['BATCH_ID']} is already planned" in again.stderr
     assert work_objects(env)[run + "manifest.json"] == objects[run + "manifest.json"]
 
 
-def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
-    env = fresh_env(s3_env, model_dir)
-    result = run_module("shard_job", env, "plan", "--no-ledger")
+def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    result = run_module("coordinator", env, "plan")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     seconds = line.pop("seconds")
@@ -82,12 +84,13 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir):
         "listing": "full",
         "refresh_places": 0,
         "refresh_shards": 0,
-        "refresh_space": None,
+        "refresh_space": {"model": read_manifest(model_dir).onnx_sha256, "text_version": PLACE_TEXT_VERSION},
+        "more": False,
     }
 
 
-def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, sample)
     plan_run(env, shards=2)
     metrics = [run_child(env, i) for i in range(2)]
@@ -116,8 +119,8 @@ def test_shards_account_for_every_record_and_match_the_generator(s3_env, model_d
         assert list(users[uid]) == [expected["click"], expected["like"], expected["bookmark"], expected["other"]]
 
 
-def test_the_child_names_its_start_up_and_loads_the_model_off_that_path(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_the_child_names_its_start_up_and_loads_the_model_off_that_path(s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, sample)
     plan_run(env, shards=1)
     child = run_module("shard_job", env)
@@ -136,13 +139,13 @@ def test_the_child_names_its_start_up_and_loads_the_model_off_that_path(s3_env, 
     assert loaded.stdout.strip() == "[]"
 
 
-def test_a_changed_model_file_fails_the_child_before_it_reads_a_file(s3_env, model_dir, sample, tmp_path):
+def test_a_changed_model_file_fails_the_child_before_it_reads_a_file(s3_env, model_dir, sample, tmp_path, database_url):
     broken = tmp_path / "model"
     shutil.copytree(model_dir, broken)
     data = bytearray((broken / MODEL_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (broken / MODEL_FILE).write_bytes(bytes(data))
-    env = fresh_env(s3_env, model_dir)
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, sample)
     plan_run(env, shards=1)
     client = s3_client(env["AWS_REGION"])
@@ -154,8 +157,8 @@ def test_a_changed_model_file_fails_the_child_before_it_reads_a_file(s3_env, mod
     assert "left to the next plan" not in child.stderr
 
 
-def test_pairs_count_each_type_and_keep_first_and_last_time(s3_env, model_dir):
-    env = fresh_env(s3_env, model_dir)
+def test_pairs_count_each_type_and_keep_first_and_last_time(s3_env, model_dir, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     actions = [
         {"user_id": "u", "place_id": "1", "place_category": "nature", "action_type": "click"},
         {
@@ -189,8 +192,8 @@ def test_pairs_count_each_type_and_keep_first_and_last_time(s3_env, model_dir):
     assert np.load(__import__("io").BytesIO(files["users.id_utf8.npy"])).nbytes == 1 + 256
 
 
-def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, sample)
     plan_run(env, shards=2)
     run_child(env, 1)
@@ -204,8 +207,8 @@ def test_rerun_rewrites_identical_bytes(s3_env, model_dir, sample):
     assert json.loads(first[SUCCESS_FILE])["files"][FILES_FILE] == json.loads(second[SUCCESS_FILE])["files"][FILES_FILE]
 
 
-def test_child_without_array_index_is_shard_zero(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_child_without_array_index_is_shard_zero(s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:5], sample.expected))
     plan_run(env, shards=1)
     result = run_module("shard_job", env)
@@ -247,8 +250,8 @@ def test_an_object_deleted_or_overwritten_after_planning_is_left_to_the_next_pla
     assert plan_run(later, shards=1)["files"] == 1  # the overwritten object, in its new version
 
 
-def test_partials_never_hold_pickles(s3_env, model_dir, sample):
-    env = fresh_env(s3_env, model_dir)
+def test_partials_never_hold_pickles(s3_env, model_dir, sample, database_url):
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(sample.files[:4], sample.expected))
     plan_run(env, shards=1)
     run_child(env, 0)
@@ -280,7 +283,7 @@ def test_plan_leaves_out_files_in_the_ledger(s3_env, model_dir, database_url, sa
     assert query(database_url, "SELECT count(*) FROM file_claims WHERE batch_id = %s", (env["BATCH_ID"],)) == [(4,)]
 
 
-def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir):
+def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir, database_url):
     action = {"user_id": "u", "place_id": "1", "place_category": "nature", "action_type": "click"}
     prefix = "user-actions/year=2025/month=01/day=01/hour=00/"
     files = [
@@ -288,14 +291,14 @@ def test_a_wrong_content_encoding_loses_nothing(s3_env, model_dir):
         SampleFile(prefix + "batch-2-1-aaaaaaa2.json", gzip.compress(orjson.dumps([action]))),  # is gzip, says nothing
         SampleFile(prefix + "batch-3-1-aaaaaaa3.json.gz", gzip.compress(orjson.dumps(action)), "gzip"),
     ]
-    env = fresh_env(s3_env, model_dir)
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     seed(env, SampleSet(files, Expected()))
     plan_run(env, shards=1)
     metrics = run_child(env, 0)
     assert (metrics["records_read"], metrics["records_accepted"], metrics["files_rejected"]) == (3, 3, 0)
 
 
-def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
+def test_model_uri_is_fetched_from_s3(s3_env, model_dir, database_url, sample, tmp_path):
     from witple_batch.model_files import MODEL_FILES
 
     env = fresh_env(s3_env, model_dir, MODEL_DIR=str(tmp_path / "not-there"))
@@ -303,7 +306,7 @@ def test_model_uri_is_fetched_from_s3(s3_env, model_dir, sample, tmp_path):
     for name in MODEL_FILES:
         client.upload_file(str(model_dir / name), env["WORK_BUCKET"], f"models/minilm/{name}")
     seed(env, SampleSet(sample.files[:3], sample.expected))
-    plan_run(env, shards=1)
+    plan_run({**env, "DATABASE_URL": database_url}, shards=1)  # the children run without it
     with_uri = {**env, "MODEL_URI": f"s3://{env['WORK_BUCKET']}/models/minilm/"}
     result = run_module("shard_job", with_uri)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -389,10 +392,10 @@ def test_vectors_of_another_model_are_neither_reused_nor_kept(s3_env, model_dir,
             assert content_model == "an-older-export"
 
 
-def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample, caplog, dead_port):
+def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, database_url, sample, caplog, dead_port):
     env = fresh_env(s3_env, model_dir, CATALOGUE_SOURCE="none", DB_CONNECT_ATTEMPTS="1")
     seed(env, SampleSet(sample.files[:3], sample.expected))
-    plan_run(env, shards=1)
+    plan_run({**env, "DATABASE_URL": database_url}, shards=1)
     url = f"postgresql://batch:hunter2@127.0.0.1:{dead_port}/witple"
     metrics = run_child({**env, "DATABASE_URL": url}, 0)
     categories = set(load_partial(env, 0).place_categories)
@@ -402,11 +405,13 @@ def test_an_unreachable_database_only_costs_the_reuse(s3_env, model_dir, sample,
     assert "127.0.0.1" in warnings[0].fields["error"] and "hunter2" not in warnings[0].fields["error"]
 
 
-def test_an_unreachable_catalogue_database_fails_the_child_for_a_retry(s3_env, model_dir, sample, dead_port):
+def test_an_unreachable_catalogue_database_fails_the_child_for_a_retry(
+    s3_env, model_dir, database_url, sample, dead_port
+):
     """Without the catalogue every place would get its fallback text: better a retry than churned vectors."""
     env = fresh_env(s3_env, model_dir, DB_CONNECT_ATTEMPTS="1")
     seed(env, SampleSet(sample.files[:3], sample.expected))
-    plan_run(env, shards=1)
+    plan_run({**env, "DATABASE_URL": database_url}, shards=1)
     url = f"postgresql://batch:hunter2@127.0.0.1:{dead_port}/witple"
     result = run_module("shard_job", {**env, "DATABASE_URL": url, "AWS_BATCH_JOB_ATTEMPT": "1"})
     assert result.returncode == 1

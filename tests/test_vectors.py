@@ -23,7 +23,6 @@ from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import SampleFile, SampleSet, catalogue, generate, install_catalogue, place_key
 from reduce_job import vector_sums
-from shard_job.model_source import ModelSource
 from tests.helpers import (
     fresh_env,
     load_partial,
@@ -37,6 +36,7 @@ from tests.helpers import (
 )
 from tests.vector_oracle import assert_close, expected, stored
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
+from witple_batch.model_source import ModelSource
 from witple_batch.place_text import PLACE_TEXT_VERSION, CatalogueEntry, place_text, text_sha256
 from witple_batch.s3 import s3_client
 
@@ -307,7 +307,7 @@ def test_a_new_exports_first_run_brings_every_place_over(s3_env, model_dir, data
     assert (unknown["refresh_places"], unknown["refresh_space"]) == (0, None)
     capped = plan_run(deploy, shards=1, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
     assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
-    from_image = run_module("shard_job", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
+    from_image = run_module("coordinator", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
     assert from_image.returncode == 0 and json.loads(from_image.stdout)["refresh_places"] == places
     planned = plan_run(deploy, shards=1)
     assert (planned["refresh_places"], planned["shards"]) == (places, 1)  # one child's share takes them all

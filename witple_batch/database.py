@@ -13,9 +13,9 @@ import psycopg
 from psycopg import sql
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from witple_batch.config import CommonConfig
+from witple_batch.errors import ConfigError
 from witple_batch.logs import mask_secrets
-from witple_batch.settings import ConfigError
+from witple_batch.settings import CommonConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from witple_batch.config import job_timeout
+from witple_batch.errors import EXIT_CONFIG, ConfigError, PermanentError
 from witple_batch.logs import LEVELS, configure, event, log_level, mask_secrets
-from witple_batch.settings import EXIT_CONFIG, ConfigError, PermanentError
+from witple_batch.settings import job_timeout
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from witple_batch.settings import PermanentError
+from witple_batch.errors import PermanentError
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"

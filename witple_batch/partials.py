@@ -39,10 +39,10 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from witple_batch.actions import COUNT_COLUMNS
+from witple_batch.errors import PermanentError
 from witple_batch.model_files import EMBEDDING_DIM
-from witple_batch.settings import PermanentError
 from witple_batch.signing import sign, verify
+from witple_batch.vector_space import COUNT_COLUMNS
 
 FORMAT = "witple-partial-v3"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -118,13 +118,13 @@ def encode_partial(partial: ShardPartial) -> Iterator[tuple[str, bytes]]:
     yield FILES_FILE, orjson.dumps(partial.files, option=orjson.OPT_SORT_KEYS)
 
 
-def success_marker(partial: ShardPartial, digests: Mapping[str, str], key: bytes, batch_id: str, shard: int) -> bytes:
+def success_marker(partial: ShardPartial, digests: Mapping[str, str], key: bytes, run_id: str, shard: int) -> bytes:
     """Written last: a shard is done exactly when this exists. Signed with the run key, so its
     checksums say which bytes are the shard's, not only that they arrived whole; it names its
     run and shard, so a marker copied from another run or shard is refused."""
     success = {
         "format": FORMAT,
-        "batch_id": batch_id,
+        "batch_id": run_id,
         "shard": shard,
         "files": dict(digests),
         "users": len(partial.user_ids),
@@ -152,23 +152,6 @@ def parse_success(data: bytes, where: str, key: bytes) -> dict[str, Any]:
     if not all(isinstance(success.get(name), str) for name in ("content_model", "place_text_version")):
         raise PartialError(f"{where} does not say which model and place text made its vectors")
     return success
-
-
-def verify_checksum(name: str, data: bytes, success: Mapping[str, Any], where: str) -> None:
-    expected = success["files"].get(name)
-    if expected is None:
-        raise PartialError(f"{where}: {name} is not listed in {SUCCESS_FILE}")
-    if sha256_hex(data) != expected:
-        raise PartialError(f"{where}: checksum mismatch for {name}")
-
-
-def _load(name: str, data: bytes, where: str) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise PartialError(f"{where}: {name} cannot be loaded without pickle: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise PartialError(f"{where}: {name} is not a valid .npy file: {exc}") from None
 
 
 class Sliceable(Protocol):
@@ -205,10 +188,6 @@ def iter_strings(offsets: Sliceable, utf8: Sliceable, where: str, rows: int = 65
             yield from (blob[a - base : b - base].decode("utf-8") for a, b in itertools.pairwise(bounds))
         except UnicodeDecodeError:
             raise PartialError(f"{where}: an id is not valid UTF-8") from None
-
-
-def strings(offsets: Sliceable, utf8: Sliceable, where: str) -> list[str]:
-    return list(iter_strings(offsets, utf8, where))
 
 
 def _check(array: Sliceable, name: str, kind: str, shape: tuple[int | None, ...], where: str) -> Sliceable:
@@ -298,26 +277,3 @@ def file_rows(data: bytes | None, where: str) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "key" in r for r in rows):
         raise PartialError(f"{where}: {FILES_FILE} is missing or not a list of file rows")
     return rows
-
-
-def decode_partial(files: Mapping[str, bytes], success: Mapping[str, Any], where: str) -> ShardPartial:
-    """Load every array into memory and check it (checksums are the caller's job, before this);
-    the reduce checks the same way without loading (reduce_job/spool.py)."""
-    arrays = {name[: -len(".npy")]: _load(name, data, where) for name, data in files.items() if name.endswith(".npy")}
-    check_arrays(arrays, where)
-    return ShardPartial(
-        user_ids=strings(arrays["users.id_offsets"], arrays["users.id_utf8"], where),
-        place_categories=strings(arrays["places.category_offsets"], arrays["places.category_utf8"], where),
-        place_ids=strings(arrays["places.id_offsets"], arrays["places.id_utf8"], where),
-        place_content=arrays["places.content"].astype(np.float32, copy=False),
-        place_text_sha256=arrays["places.text_sha256"],
-        place_catalogued=arrays["places.catalogued"],
-        pair_user=arrays["pairs.user"].astype(np.int64),
-        pair_place=arrays["pairs.place"].astype(np.int64),
-        pair_counts=arrays["pairs.counts"].astype(np.int64, copy=False),
-        pair_first_us=arrays["pairs.first_us"].astype(np.int64, copy=False),
-        pair_last_us=arrays["pairs.last_us"].astype(np.int64, copy=False),
-        files=file_rows(files.get(FILES_FILE), where),
-        content_model=success["content_model"],
-        place_text_version=success["place_text_version"],
-    )

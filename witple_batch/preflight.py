@@ -17,10 +17,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from witple_batch.config import CommonConfig
+from witple_batch.errors import EXIT_CONFIG, ConfigError
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import verify_model_dir
-from witple_batch.settings import EXIT_CONFIG, ConfigError
+from witple_batch.settings import CommonConfig
 from witple_batch.webhook import origin
 
 CHECK_BATCH_ID = "preflight-check"  # stands in for BATCH_ID, which only a run has

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from witple_batch.errors import PermanentError
 from witple_batch.s3 import get_bytes
-from witple_batch.settings import PermanentError
 from witple_batch.signing import sign, verify
 
 MANIFEST_FORMAT = "witple-run-manifest-v2"
@@ -40,11 +40,11 @@ def _document(data: bytes, expected_format: str, where: str, key: bytes) -> dict
 class RunLayout:
     work_bucket: str
     work_prefix: str
-    batch_id: str
+    run_id: str
 
     @property
     def run_prefix(self) -> str:
-        return f"{self.work_prefix}runs/{self.batch_id}/"
+        return f"{self.work_prefix}runs/{self.run_id}/"
 
     @property
     def manifest_key(self) -> str:
@@ -82,7 +82,7 @@ class InputFile:
 class ShardPlan:
     """One child's file list, with when the batch was planned (records are judged against that time)."""
 
-    batch_id: str
+    run_id: str
     index: int
     input_bucket: str
     planned_at_us: int
@@ -93,7 +93,7 @@ class ShardPlan:
     def to_json(self, key: bytes) -> bytes:
         body = {
             "format": SHARD_PLAN_FORMAT,
-            "batch_id": self.batch_id,
+            "batch_id": self.run_id,
             "shard": self.index,
             "input_bucket": self.input_bucket,
             "planned_at_us": self.planned_at_us,
@@ -108,7 +108,7 @@ class ShardPlan:
         body = _document(data, SHARD_PLAN_FORMAT, where, key)
         try:
             return cls(
-                batch_id=str(body["batch_id"]),
+                run_id=str(body["batch_id"]),
                 index=int(body["shard"]),
                 input_bucket=str(body["input_bucket"]),
                 planned_at_us=int(body["planned_at_us"]),
@@ -122,16 +122,11 @@ class ShardPlan:
             raise ManifestError(f"{where}: malformed shard plan: {exc!r}") from None
 
 
-def input_source(bucket: str, prefix: str) -> str:
-    """An input location as planner_watermarks names it (one watermark per bucket and prefix)."""
-    return f"s3://{bucket}/{prefix}"
-
-
 @dataclass(frozen=True)
 class RunManifest:
     """The run's summary: one entry per shard with its plan's sha256, file count and bytes."""
 
-    batch_id: str
+    run_id: str
     input_bucket: str
     input_prefix: str
     created_at: str
@@ -142,17 +137,13 @@ class RunManifest:
         return sum(int(s["files"]) for s in self.shards)
 
     @property
-    def input_source(self) -> str:
-        return input_source(self.input_bucket, self.input_prefix)
-
-    @property
     def total_bytes(self) -> int:
         return sum(int(s["bytes"]) for s in self.shards)
 
     def to_json(self, key: bytes) -> bytes:
         body = {
             "format": MANIFEST_FORMAT,
-            "batch_id": self.batch_id,
+            "batch_id": self.run_id,
             "input": {"bucket": self.input_bucket, "prefix": self.input_prefix},
             "created_at": self.created_at,
             "files": self.files,
@@ -169,7 +160,7 @@ class RunManifest:
                 {"files": int(s["files"]), "bytes": int(s["bytes"]), "sha256": str(s["sha256"])} for s in body["shards"]
             )
             return cls(
-                batch_id=str(body["batch_id"]),
+                run_id=str(body["batch_id"]),
                 input_bucket=str(body["input"]["bucket"]),
                 input_prefix=str(body["input"]["prefix"]),
                 created_at=str(body["created_at"]),
@@ -204,8 +195,8 @@ def load_shard_plan(client: Any, layout: RunLayout, index: int, key: bytes, sha2
     if sha256 is not None and _sha256(body) != sha256:
         raise ManifestError(f"{where} does not match the run manifest (changed after planning)")
     plan = ShardPlan.from_json(body, where, key)
-    if plan.batch_id != layout.batch_id or plan.index != index:
-        raise ManifestError(f"{where} belongs to batch {plan.batch_id!r} shard {plan.index}")
+    if plan.run_id != layout.run_id or plan.index != index:
+        raise ManifestError(f"{where} belongs to run {plan.run_id!r} shard {plan.index}")
     return plan
 
 

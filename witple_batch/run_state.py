@@ -1,35 +1,104 @@
-"""Every move of a run's state, and the only code that writes batch_runs, file_claims and the ledger.
+"""The run and file state machines: their states as types, and the only code that moves either.
 
-    planned (files claimed with a lease) -> sharded (every partial verified)
-      -> committed (ledger rows, data and state in ONE transaction; claims released)
-      -> notified (SUCCEEDED delivered, or its failure recorded)
-    failed: final (last attempt or a permanent error, and not committed); claims released
+    run:  planned -> sharded -> committed -> notified
+          planned | sharded -> failed (final)
+    file: claimed by one live run (file_claims, with the run's lease)
+          -> processed | rejected | quarantined: its ledger row (processed_files), written once
+          -> deferred: no ledger row, so a later plan lists it again
+          quarantined -> released (its row deleted: the next plan reads the file again)
 
-A file is in at most one live claim and ends in the ledger once: processed, rejected or
-quarantined. A run whose lease expires before it commits is abandoned: the next planner
-records it failed and may claim its files again (the ledger still refuses a late commit).
-The moves a shard child makes (fail, record a notice) are SQL functions, so a read-only role
-with EXECUTE on them can make them and nothing else.
+Every move is one statement that names the states it may start from, so a move the state does
+not allow changes nothing and says so. The database enforces the same moves (migration 011: a
+trigger on batch_runs, a write-once ledger); tests/test_state_machine.py walks every pair and
+checks that RUN_MOVES and the database agree. A notice follows a state: SUCCEEDED only from
+committed (which it moves to notified), FAILED only from failed, each once per run. The moves a
+shard child makes (quarantine a file, fail its run, record its notice) are SQL functions, so
+its read-only database role can make them and nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
 import psycopg
 
+from witple_batch.errors import PermanentError
 from witple_batch.run_layout import InputFile
-from witple_batch.settings import PermanentError
+
+
+class RunStatus(StrEnum):
+    PLANNED = "planned"
+    SHARDED = "sharded"
+    COMMITTED = "committed"
+    NOTIFIED = "notified"
+    FAILED = "failed"
+
+
+RUN_MOVES: frozenset[tuple[RunStatus, RunStatus]] = frozenset(
+    {
+        (RunStatus.PLANNED, RunStatus.SHARDED),
+        (RunStatus.PLANNED, RunStatus.COMMITTED),
+        (RunStatus.SHARDED, RunStatus.COMMITTED),
+        (RunStatus.COMMITTED, RunStatus.NOTIFIED),
+        (RunStatus.PLANNED, RunStatus.FAILED),
+        (RunStatus.SHARDED, RunStatus.FAILED),
+    }
+)
+LIVE = (RunStatus.PLANNED, RunStatus.SHARDED)  # may still be given jobs, and holds its claims
+APPLIED = (RunStatus.COMMITTED, RunStatus.NOTIFIED)  # its data is in the tables
+
+
+class Notice(StrEnum):
+    """The job_status of a run's completion notice."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+NOTICE_FOLLOWS = {Notice.SUCCEEDED: RunStatus.COMMITTED, Notice.FAILED: RunStatus.FAILED}
+
+
+class WebhookOutcome(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    NOT_CONFIGURED = "not_configured"
+
+
+class FileStatus(StrEnum):
+    PROCESSED = "processed"
+    REJECTED = "rejected"  # malformed: its reason is kept, it is never read again
+    QUARANTINED = "quarantined"  # over a limit, or it stopped a child: set aside until released
+    DEFERRED = "deferred"  # changed after planning, or past a full shard: left to a later plan
+
+
+LEDGER = (FileStatus.PROCESSED, FileStatus.REJECTED, FileStatus.QUARANTINED)  # a file ends here, once
 
 PLAN_LOCK = 7_431_020_003  # planners take turns, so each sees the claims of the one before
-NOTICE_LOCK_SPACE = 7_431  # pg_advisory_lock(space, hashtext(batch_id)): one notice sender per run
+NOTICE_LOCK_SPACE = 7_431  # pg_advisory_lock(space, hashtext(run id)): one notice sender per run
 CLAIM_CHUNK = 10_000
+ABANDONED = "abandoned: the lease expired before the run committed"
+
+
+def may_move(source: RunStatus, target: RunStatus) -> bool:
+    return (source, target) in RUN_MOVES
+
+
+def statuses(values: Iterable[StrEnum]) -> list[str]:
+    """Enum members as the text the database holds (for `= ANY(%s)`)."""
+    return [value.value for value in values]
+
+
+def _from(target: RunStatus) -> list[str]:
+    """The states a move into `target` may start from."""
+    return sorted(source.value for source, to in RUN_MOVES if to is target)
 
 
 class OverlapError(PermanentError):
-    """Files of this batch belong to another batch; nothing of this batch is applied."""
+    """Files of this run belong to another run; nothing of this run is applied."""
 
 
 class RunFailed(PermanentError):
@@ -38,26 +107,37 @@ class RunFailed(PermanentError):
 
 @dataclass(frozen=True)
 class Run:
-    batch_id: str
-    status: str
-    notice: str | None
+    run_id: str
+    status: RunStatus
+    notice: Notice | None
     error: str | None
     stats: dict[str, Any]
     webhook_status: str | None
-    plan: dict[str, Any]  # what the planner recorded: its counts (shard_job.plan.PLAN_COUNTS) and the space it read
+    plan: dict[str, Any]  # what the planner recorded: its counts (coordinator.plan.PlannedRun) and the space it read
+    seconds: dict[str, float] = field(default_factory=dict)  # the reduce's stages
 
 
-def get(conn: psycopg.Connection, batch_id: str) -> Run | None:
+def get(conn: psycopg.Connection, run_id: str) -> Run | None:
     row = conn.execute(
-        "SELECT status, notice, error, stats, webhook_status, plan FROM batch_runs WHERE batch_id = %s", (batch_id,)
+        "SELECT status, notice, error, stats, webhook_status, plan, seconds FROM batch_runs WHERE batch_id = %s",
+        (run_id,),
     ).fetchone()
-    return None if row is None else Run(batch_id, row[0], row[1], row[2], row[3] or {}, row[4], row[5] or {})
+    if row is None:
+        return None
+    status, notice, error, stats, webhook, plan, seconds = row
+    return Run(
+        run_id,
+        RunStatus(status),
+        Notice(notice) if notice else None,
+        error,
+        stats or {},
+        webhook,
+        plan or {},
+        seconds or {},
+    )
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-ABANDONED = "abandoned: the lease expired before the run committed"
 
 
 def expire_abandoned(conn: psycopg.Connection) -> list[str]:
@@ -69,28 +149,24 @@ def expire_abandoned(conn: psycopg.Connection) -> list[str]:
     expired = [
         row[0]
         for row in conn.execute(
-            "UPDATE batch_runs SET status = 'failed', failed_at = now(), finished_at = now(), updated_at = now(),"
-            " error = %s WHERE batch_id IN (SELECT batch_id FROM batch_runs WHERE status IN ('planned', 'sharded')"
-            " AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) RETURNING batch_id",
-            (ABANDONED,),
+            "SELECT batch_id FROM batch_runs WHERE status = ANY(%s) AND lease_expires_at < now()"
+            " ORDER BY batch_id FOR UPDATE SKIP LOCKED",
+            (_from(RunStatus.FAILED),),
         ).fetchall()
     ]
-    conn.execute("DELETE FROM file_claims WHERE batch_id = ANY(%s)", (expired,))
-    return expired
+    return [run_id for run_id in expired if fail(conn, run_id, ABANDONED)]
 
 
-def owed_notices(conn: psycopg.Connection, quiet_seconds: float, limit: int) -> list[tuple[str, str]]:
+def owed_notices(conn: psycopg.Connection, quiet_seconds: float, limit: int) -> list[str]:
     """Runs that ended (committed or failed) at least `quiet_seconds` ago and never recorded a
-    notice: their job died before it could send one (killed at the timeout, database away).
-    Returns (batch_id, error) pairs, oldest first."""
+    notice: their job died before it could send one (killed at the timeout, database away). Oldest first."""
     rows = conn.execute(
-        "SELECT batch_id, coalesce(error, '') FROM batch_runs"
-        " WHERE notice IS NULL AND status IN ('committed', 'failed')"
+        "SELECT batch_id FROM batch_runs WHERE notice IS NULL AND status = ANY(%s)"
         " AND coalesce(failed_at, committed_at) < now() - make_interval(secs => %s)"
         " ORDER BY coalesce(failed_at, committed_at) LIMIT %s",
-        (quiet_seconds, limit),
+        (statuses(NOTICE_FOLLOWS.values()), quiet_seconds, limit),
     ).fetchall()
-    return [(batch_id, error) for batch_id, error in rows]
+    return [row[0] for row in rows]
 
 
 def untaken(conn: psycopg.Connection, files: list[InputFile]) -> tuple[list[InputFile], list[str]]:
@@ -115,13 +191,13 @@ WITH candidate AS (
     ORDER BY k.n
     LIMIT %(limit)s
 )
-INSERT INTO file_claims (key, batch_id) SELECT key, %(batch_id)s FROM candidate
+INSERT INTO file_claims (key, batch_id) SELECT key, %(run_id)s FROM candidate
 ON CONFLICT (key) DO NOTHING
 RETURNING key
 """
 
 
-def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
+def claim(conn: psycopg.Connection, run_id: str, candidates: list[InputFile], limit: int | None) -> list[InputFile]:
     """Claim candidates in order that are neither in the ledger nor held by a run, up to `limit`.
 
     Call under PLAN_LOCK inside the planner's transaction, after expire_abandoned; the claims
@@ -133,136 +209,174 @@ def claim(conn: psycopg.Connection, batch_id: str, candidates: list[InputFile], 
         if room is not None and room <= 0:
             break
         keys = [f.key for f in candidates[start : start + CLAIM_CHUNK]]
-        rows = conn.execute(_CLAIM, {"keys": keys, "limit": room, "batch_id": batch_id}).fetchall()
+        rows = conn.execute(_CLAIM, {"keys": keys, "limit": room, "run_id": run_id}).fetchall()
         claimed.update(row[0] for row in rows)
     return [f for f in candidates if f.key in claimed]
 
 
-# in a run's plan the space its planner read, in its stats the one it applied (both space_record)
-VECTOR_SPACE = "space"
-
-
-def space_record(model: str, text_version: str) -> dict[str, str]:
-    """A vector space as a run's plan and stats hold it: one shape, so the planner's check compares like with like."""
-    return {"model": model, "text_version": text_version}
+def lock_planners(conn: psycopg.Connection) -> None:
+    """Inside a transaction: planners take turns (another may hold the lock a while)."""
+    conn.execute("SET LOCAL lock_timeout = '120s'")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK,))
 
 
 def another_run_refreshing(conn: psycopg.Connection) -> bool:
-    """Whether a run within its lease, planned or sharded, was handed places to re-embed (or was
-    planned by a version that did not say): a plan now would name the same places again."""
+    """Whether a live run within its lease was handed places to re-embed (or was planned by a
+    version that did not say): a plan now would name the same places again."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status IN ('planned', 'sharded') AND lease_expires_at > now()"
-        " AND coalesce((plan ->> 'refresh_places')::int, 1) > 0)"
+        "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status = ANY(%s) AND lease_expires_at > now()"
+        " AND coalesce((plan ->> 'refresh_places')::int, 1) > 0)",
+        (statuses(LIVE),),
     ).fetchone()
     return bool(row and row[0])
 
 
-def record_planned(conn: psycopg.Connection, batch_id: str, lease_seconds: float, plan: dict[str, Any]) -> None:
+def last_applied_plan(conn: psycopg.Connection, key: str) -> tuple[Any, Any] | None:
+    """(plan[key], stats[key]) of the most recently committed run whose plan recorded `key`."""
+    return conn.execute(
+        "SELECT plan -> %(key)s, stats -> %(key)s FROM batch_runs"
+        " WHERE status = ANY(%(applied)s) AND jsonb_typeof(plan -> %(key)s) = 'object'"
+        " ORDER BY committed_at DESC NULLS LAST, batch_id DESC LIMIT 1",
+        {"key": key, "applied": statuses(APPLIED)},
+    ).fetchone()
+
+
+def record_planned(conn: psycopg.Connection, run_id: str, lease_seconds: float, plan: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO batch_runs (batch_id, status, planned_at, lease_expires_at, plan)"
-        " VALUES (%s, 'planned', now(), now() + make_interval(secs => %s), %s)",
-        (batch_id, lease_seconds, orjson.dumps(plan).decode()),
+        " VALUES (%s, %s, now(), now() + make_interval(secs => %s), %s)",
+        (run_id, RunStatus.PLANNED.value, lease_seconds, orjson.dumps(plan).decode()),
     )
 
 
-def mark_sharded(conn: psycopg.Connection, batch_id: str) -> None:
-    """Every shard of the run left its signed _SUCCESS.json (informational: its files are checked against
-    the marker's sha256 as they are staged, and the reduce may still fail)."""
+def mark_sharded(conn: psycopg.Connection, run_id: str) -> None:
+    """Every shard of the run left its signed _SUCCESS.json (informational: its files are checked
+    against the marker's sha256 as they are staged, and the reduce may still fail)."""
     conn.execute(
-        "UPDATE batch_runs SET status = 'sharded', updated_at = now() WHERE batch_id = %s AND status = 'planned'",
-        (batch_id,),
+        "UPDATE batch_runs SET status = %s, updated_at = now() WHERE batch_id = %s AND status = ANY(%s)",
+        (RunStatus.SHARDED.value, run_id, _from(RunStatus.SHARDED)),
     )
 
 
 # -- committing ----------------------------------------------------------------------------
 
 
-def check_can_commit(conn: psycopg.Connection, batch_id: str) -> None:
-    """Inside the apply transaction, before any write: the run is not failed and no staged file is another run's.
-
-    Locks the run's row until the commit, so a planner cannot record it abandoned meanwhile.
-    """
-    row = conn.execute("SELECT status, error FROM batch_runs WHERE batch_id = %s FOR UPDATE", (batch_id,)).fetchone()
-    if row is not None and row[0] == "failed":
-        raise RunFailed(f"batch {batch_id} was recorded failed before this attempt ({row[1]}); nothing applied")
+def check_can_commit(conn: psycopg.Connection, run_id: str) -> None:
+    """Inside the apply transaction, before any write: the run may still commit and no staged file
+    is another run's. Locks the run's row until the commit, so a planner cannot record it
+    abandoned meanwhile."""
+    row = conn.execute("SELECT status, error FROM batch_runs WHERE batch_id = %s FOR UPDATE", (run_id,)).fetchone()
+    if row is None:
+        raise RunFailed(f"run {run_id} was never planned; nothing applied")
+    if not may_move(RunStatus(row[0]), RunStatus.COMMITTED):
+        raise RunFailed(f"run {run_id} is {row[0]} ({row[1] or 'no error'}); nothing applied")
     taken = conn.execute(
         "SELECT s.key, p.batch_id FROM stage_files s JOIN processed_files p USING (key) WHERE p.batch_id <> %(b)s"
         " UNION ALL SELECT s.key, c.batch_id FROM stage_files s JOIN file_claims c USING (key)"
         " WHERE c.batch_id <> %(b)s"
         " ORDER BY 1 LIMIT 11",
-        {"b": batch_id},
+        {"b": run_id},
     ).fetchall()
     if taken:
         keys = ", ".join(key for key, _ in taken[:10]) + (" ..." if len(taken) > 10 else "")
-        batches = sorted({other for _, other in taken})
-        raise OverlapError(f"files already processed or claimed by batch {', '.join(batches)}: {keys}; nothing applied")
+        runs = sorted({other for _, other in taken})
+        raise OverlapError(f"files already processed or claimed by run {', '.join(runs)}: {keys}; nothing applied")
 
 
 def commit(
-    conn: psycopg.Connection,
-    batch_id: str,
-    started_at: float,
-    seconds: dict[str, float],
-    stats: dict[str, Any],
-    input_source: str,
+    conn: psycopg.Connection, run_id: str, started_at: float, seconds: dict[str, float], stats: dict[str, Any]
 ) -> int:
-    """Ledger rows for every staged file, the committed state, claims released: the apply transaction's last writes."""
-    # deferred files (changed or deleted after planning, or past a full shard) stay out: the next
-    # plan reads them again; a file this run's child already quarantined (quarantine()) keeps its row
+    """The ledger row of every staged file that ended here, the committed state, claims released:
+    the apply transaction's last writes. Deferred files get no row (a later plan reads them); a
+    file this run's child already quarantined (quarantine()) keeps its row."""
     ledger_rows = conn.execute(
         "INSERT INTO processed_files (key, etag, size, batch_id, status, reason, records, accepted, rejected,"
         " rejects_by_reason, envelope_batch_id)"
-        " SELECT key, etag, size, %s, status, reason, records, accepted, rejected, rejects_by_reason, envelope_batch_id"
-        " FROM stage_files WHERE status <> 'deferred' ON CONFLICT (key) DO NOTHING",
-        (batch_id,),
+        " SELECT key, etag, size, %s, status, reason, records, accepted, rejected, coalesce(rejects_by_reason, '{}'),"
+        " envelope_batch_id"
+        " FROM stage_files WHERE status = ANY(%s) ON CONFLICT (key) DO NOTHING",
+        (run_id, statuses(LEDGER)),
     ).rowcount
     moved = conn.execute(
-        "INSERT INTO batch_runs (batch_id, status, started_at, committed_at, seconds, stats)"
-        " VALUES (%s, 'committed', to_timestamp(%s), now(), %s, %s)"
-        " ON CONFLICT (batch_id) DO UPDATE SET status = 'committed', started_at = EXCLUDED.started_at,"
-        " committed_at = now(), seconds = EXCLUDED.seconds, stats = EXCLUDED.stats, error = NULL, updated_at = now()"
-        " WHERE batch_runs.status IN ('planned', 'sharded')",
-        (batch_id, started_at, orjson.dumps(seconds).decode(), orjson.dumps(stats).decode()),
+        "UPDATE batch_runs SET status = %s, started_at = to_timestamp(%s), committed_at = now(), seconds = %s,"
+        " stats = %s, error = NULL, updated_at = now() WHERE batch_id = %s AND status = ANY(%s)",
+        (
+            RunStatus.COMMITTED.value,
+            started_at,
+            orjson.dumps(seconds).decode(),
+            orjson.dumps(stats).decode(),
+            run_id,
+            _from(RunStatus.COMMITTED),
+        ),
     ).rowcount
     if moved != 1:  # check_can_commit holds the row, so only a caller that skipped it gets here
-        raise RunFailed(f"batch {batch_id} is no longer planned; nothing applied")
-    conn.execute("DELETE FROM file_claims WHERE batch_id = %s", (batch_id,))
-    # its claims held the input's watermark at their hours; released, the deferred ones bring it back
-    # there, so an incremental plan lists them even when a windowed plan (which moves no watermark) took them
-    conn.execute(
-        "UPDATE planner_watermarks w SET resume_hour = least(w.resume_hour, d.hour), updated_at = now()"
-        " FROM (SELECT min(witple_partition_hour(key)) AS hour FROM stage_files WHERE status = 'deferred') d"
-        " WHERE w.source = %s AND d.hour IS NOT NULL",
-        (input_source,),
-    )
+        raise RunFailed(f"run {run_id} is no longer live; nothing applied")
+    conn.execute("DELETE FROM file_claims WHERE batch_id = %s", (run_id,))
     return int(ledger_rows)
+
+
+def staged_files(conn: psycopg.Connection) -> dict[str, int]:
+    """The staged files of the run being applied, counted by status (its stats and notice)."""
+    counts = dict(conn.execute("SELECT status, count(*) FROM stage_files GROUP BY status").fetchall())
+    return {
+        "files": sum(counts.values()),
+        **{
+            f"files_{status.value}": int(counts.get(status.value, 0))
+            for status in FileStatus
+            if status is not FileStatus.PROCESSED
+        },
+    }
+
+
+def envelope_ids(conn: psycopg.Connection, run_id: str | None, limit: int | None = None) -> list[str]:
+    """The collection server's batch_ids in the files a run processed, sorted: the ledger's for a
+    committed run (`run_id`), the staging table's for the run being applied (None)."""
+    table = "stage_files" if run_id is None else "processed_files"
+    rows = conn.execute(
+        f"SELECT DISTINCT envelope_batch_id FROM {table} WHERE status = %(processed)s AND envelope_batch_id IS NOT NULL"  # type: ignore[arg-type]
+        + ("" if run_id is None else " AND batch_id = %(run_id)s")
+        + " ORDER BY 1 LIMIT %(limit)s",
+        {"processed": FileStatus.PROCESSED.value, "run_id": run_id, "limit": limit},
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 # -- failing and notices -------------------------------------------------------------------
 
 
-def fail(conn: psycopg.Connection, batch_id: str, error: str) -> bool:
-    """planned/sharded -> failed; False when the run is already committed, notified or failed."""
-    return bool(conn.execute("SELECT witple_fail_run(%s, %s)", (batch_id, error)).fetchone()[0])  # type: ignore[index]
+def fail(conn: psycopg.Connection, run_id: str, error: str) -> bool:
+    """planned/sharded -> failed, its claims released; False when the run is not live."""
+    return bool(conn.execute("SELECT witple_fail_run(%s, %s)", (run_id, error)).fetchone()[0])  # type: ignore[index]
+
+
+def notice_refused(run: Run | None, notice: Notice) -> str | None:
+    """None when the run's state calls for this notice now, else why not."""
+    if run is None:
+        return "the run is not in the database"
+    if run.notice is not None:
+        return f"{run.notice} was already sent for this run"
+    if run.status is not NOTICE_FOLLOWS[notice]:
+        return f"the run is {run.status}, not {NOTICE_FOLLOWS[notice]}"
+    return None
 
 
 def record_notice(
-    conn: psycopg.Connection, batch_id: str, notice: str, webhook_status: str, attempts: int, error: str | None
+    conn: psycopg.Connection, run_id: str, notice: Notice, outcome: WebhookOutcome, attempts: int, error: str | None
 ) -> bool:
     """The notice this run sent (SUCCEEDED moves committed -> notified); False when the state does not allow it."""
     row = conn.execute(
-        "SELECT witple_record_notice(%s, %s, %s, %s, %s)", (batch_id, notice, webhook_status, attempts, error)
+        "SELECT witple_record_notice(%s, %s, %s, %s, %s)", (run_id, notice.value, outcome.value, attempts, error)
     ).fetchone()
     return bool(row[0])  # type: ignore[index]
 
 
-def lock_notice(conn: psycopg.Connection, batch_id: str) -> None:
+def lock_notice(conn: psycopg.Connection, run_id: str) -> None:
     """Session lock: one process at a time decides and sends a run's notice; it dies with its holder."""
-    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (NOTICE_LOCK_SPACE, batch_id))
+    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (NOTICE_LOCK_SPACE, run_id))
 
 
-def unlock_notice(conn: psycopg.Connection, batch_id: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (NOTICE_LOCK_SPACE, batch_id))
+def unlock_notice(conn: psycopg.Connection, run_id: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (NOTICE_LOCK_SPACE, run_id))
 
 
 # -- quarantine ----------------------------------------------------------------------------
@@ -270,22 +384,26 @@ def unlock_notice(conn: psycopg.Connection, batch_id: str) -> None:
 
 def quarantined(conn: psycopg.Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT key, reason, batch_id, size, processed_at FROM processed_files WHERE status = 'quarantined'"
-        " ORDER BY processed_at, key"
+        "SELECT key, reason, batch_id, size, processed_at FROM processed_files WHERE status = %s"
+        " ORDER BY processed_at, key",
+        (FileStatus.QUARANTINED.value,),
     ).fetchall()
     return [
         {"key": k, "reason": r, "batch_id": b, "size": s, "quarantined_at": t.isoformat()} for k, r, b, s, t in rows
     ]
 
 
-def quarantine(conn: psycopg.Connection, item: InputFile, batch_id: str, reason: str) -> bool:
-    """Set a file aside in the ledger now, whatever becomes of its run (a child found it stopped an attempt)."""
+def quarantine(conn: psycopg.Connection, item: InputFile, run_id: str, reason: str) -> bool:
+    """Set a file aside in the ledger now, whatever becomes of its run (it stopped a child's attempts)."""
     row = conn.execute(
-        "SELECT witple_quarantine_file(%s, %s, %s, %s, %s)", (item.key, item.etag, item.size, batch_id, reason)
+        "SELECT witple_quarantine_file(%s, %s, %s, %s, %s)", (item.key, item.etag, item.size, run_id, reason)
     ).fetchone()
     return bool(row[0])  # type: ignore[index]
 
 
 def release(conn: psycopg.Connection, key: str) -> bool:
-    """Take a quarantined file out of the ledger, so the next plan reads it again."""
-    return conn.execute("DELETE FROM processed_files WHERE key = %s AND status = 'quarantined'", (key,)).rowcount == 1
+    """Take a quarantined file out of the ledger, so a later plan reads it again."""
+    deleted = conn.execute(
+        "DELETE FROM processed_files WHERE key = %s AND status = %s", (key, FileStatus.QUARANTINED.value)
+    )
+    return deleted.rowcount == 1

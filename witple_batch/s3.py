@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
-from witple_batch.settings import ConfigError
+from witple_batch.errors import ConfigError
 
 # the two forms S3 writes: ListObjectsV2's LastModified and the Last-Modified header
 _S3_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
@@ -60,10 +60,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise ConfigError(f"not an s3:// URI: {uri!r}")
     return parsed.netloc, parsed.path.lstrip("/")
-
-
-def s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
 
 
 def get_bytes(client: Any, bucket: str, key: str) -> bytes | None:

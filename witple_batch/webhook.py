@@ -1,16 +1,15 @@
-"""The completion webhook: the main server's contract, HMAC-signed, retried on transient failures only.
+"""The completion webhook's transport: the main server's contract, signed, retried on transient failures only.
 
 Signature: `X-Signature: sha256=<hex>` over `<X-Signature-Timestamp>.<raw body>` with
 WEBHOOK_SECRET, made afresh for every attempt so a receiver can reject replays by the
-timestamp. `Idempotency-Key: <batch_id>:<status>` lets it drop a notice it already has (a job
+timestamp. `Idempotency-Key: <run id>:<status>` lets it drop a notice it already has (a job
 killed after the POST but before recording it sends again). Redirects are not followed: a
-signed body goes to the configured URL or nowhere.
+signed body goes to the configured URL or nowhere. Which notice to send, and when, is
+witple_batch/notices.py's decision.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 import urllib.error
@@ -23,50 +22,53 @@ import orjson
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from witple_batch.logs import event, mask_secrets
+from witple_batch.run_state import Notice, WebhookOutcome
+from witple_batch.signing import mac
 
 log = logging.getLogger(__name__)
 
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class TransientDeliveryError(Exception):
-    """5xx, timeout or connection error: worth another try."""
+    """5xx, 408, 429, timeout or connection error: worth another try."""
 
 
 class PermanentDeliveryError(Exception):
-    """4xx: the receiver refused the request; retrying sends the same refusal."""
+    """Any other 3xx or 4xx: the receiver refused the request; retrying sends the same refusal."""
 
 
 @dataclass(frozen=True)
 class Delivery:
-    delivered: bool
-    attempts: int
-    status: int | None
-    error: str | None
+    """How a run's notice went: sent, and the webhook's outcome; or not sent, and why."""
+
+    sent: bool
+    outcome: WebhookOutcome | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None  # the webhook's last error, or why no notice was sent
 
 
 def payload(
     *,
     job_id: str,
     job_name: str,
-    status: str,
-    batch_id: str,
+    status: Notice,
+    run_id: str,
     processed_records: int,
     processing_time_seconds: float,
     s3_input_path: str,
     error_message: str | None,
     metadata: dict[str, Any],
 ) -> dict[str, Any]:
-    """Exactly the contract's fields, with the contract's types."""
+    """Exactly the contract's fields, with the contract's types (`batch_id` holds the run's id)."""
     return {
         "job_id": str(job_id),
         "job_name": str(job_name),
-        "job_status": status,
-        "batch_id": str(batch_id),
+        "job_status": status.value,
+        "batch_id": str(run_id),
         "processed_records": int(processed_records),
         "processing_time_seconds": float(round(processing_time_seconds, 3)),
         "s3_input_path": str(s3_input_path),
@@ -75,9 +77,8 @@ def payload(
     }
 
 
-def sign(body: bytes, secret: str, timestamp: str) -> str:
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
+def signature(body: bytes, secret: str, timestamp: str) -> str:
+    return "sha256=" + mac(secret.encode(), timestamp.encode() + b"." + body)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -117,11 +118,11 @@ def headers_for(body: bytes, secret: str | None, idempotency_key: str) -> dict[s
     if secret:
         timestamp = str(int(time.time()))
         headers[TIMESTAMP_HEADER] = timestamp
-        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp)
+        headers[SIGNATURE_HEADER] = signature(body, secret, timestamp)
     return headers
 
 
-def send(
+def post(
     url: str,
     body_fields: dict[str, Any],
     *,
@@ -140,26 +141,21 @@ def send(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=backoff, max=30),
     )
-    def post() -> int:
+    def attempt() -> int:
         nonlocal tries
         tries += 1
         return _post_once(url, body, headers_for(body, secret, key), timeout)
 
     try:
-        status = post()
+        status = attempt()
     except RetryError as exc:
         error = str(exc.last_attempt.exception())
         event(log, "webhook not delivered", logging.ERROR, url=origin(url), attempts=tries, error=error)
-        return Delivery(False, tries, None, error)
+        return Delivery(True, WebhookOutcome.FAILED, tries, None, error)
     except PermanentDeliveryError as exc:
         event(log, "webhook refused", logging.ERROR, url=origin(url), attempts=tries, error=str(exc))
-        return Delivery(False, tries, None, str(exc))
+        return Delivery(True, WebhookOutcome.FAILED, tries, None, str(exc))
     event(
-        log,
-        "webhook delivered",
-        url=origin(url),
-        attempts=tries,
-        status=status,
-        job_status=body_fields["job_status"],
+        log, "webhook delivered", url=origin(url), attempts=tries, status=status, job_status=body_fields["job_status"]
     )
-    return Delivery(True, tries, status, None)
+    return Delivery(True, WebhookOutcome.DELIVERED, tries, status, None)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from witple_batch.actions import COUNT_COLUMNS, Action
+from shard_job.actions import Action
+from witple_batch.vector_space import COUNT_COLUMNS
 
 NULL_TIME = np.iinfo(np.int64).min  # "no parseable action time" in every time array
 _NO_FIRST = np.iinfo(np.int64).max

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from witple_batch.vector_space import ACTION_TYPES
+
 MAX_VALUE_CHARS = 256
 ID_FIELDS = ("user_id", "place_id", "place_category", "action_type")
 
-# Column order of every per-type count array in partials and in the database merge.
-ACTION_TYPES = ("click", "like", "bookmark")
 OTHER_TYPE = len(ACTION_TYPES)  # unknown types: counted in totals, weight 0 in vectors
 TYPE_CODES = {name: code for code, name in enumerate(ACTION_TYPES)}
-COUNT_COLUMNS = len(ACTION_TYPES) + 1
 
 _INT_LIMIT = 10**MAX_VALUE_CHARS
 # Unicode categories Cc (C0, DEL, C1 controls) and Cs (lone surrogates), as one scan in C:

@@ -5,16 +5,38 @@ live run holds (its run may fail and release it; a plan claims the oldest new fi
 files a --max-files plan leaves are never older) and the current hour. So a failed run's files,
 a capped plan's leftovers and the files of the hour being written are all listed again; files
 written late into an older hour are found by the lookback, or by a full listing (`--full`, e.g.
-daily).
+daily). A run that defers files (a full shard, a file changed after planning) brings it back to
+their hour when it commits (rewind_to_deferred), and so does a release from quarantine.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from shard_job.planning import partition_hour
+from witple_batch.run_state import FileStatus
+
+_PARTITION = re.compile(r"year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/hour=(\d{1,2})/")
+
+
+def partition_hour(key: str) -> datetime | None:
+    """The hour partition a key sits in (naive UTC), None outside the partitions or for an impossible date;
+    witple_partition_hour (migration 009) reads keys the same way in SQL."""
+    match = _PARTITION.search(key)
+    if not match:
+        return None
+    try:
+        return datetime(*(int(g) for g in match.groups()))
+    except ValueError:
+        return None
+
+
+def input_source(bucket: str, prefix: str) -> str:
+    """An input location as planner_watermarks names it (one watermark per bucket and prefix)."""
+    return f"s3://{bucket}/{prefix}"
+
 
 # the oldest hour a file may still need planning: a live claim's, or one this plan saw claimed
 # that has since been released without a ledger row (its run failed while this plan listed);
@@ -72,3 +94,15 @@ def rewind(conn: psycopg.Connection, source: str, key: str) -> bool:
         (hour.replace(tzinfo=UTC), source),
     )
     return True
+
+
+def rewind_to_deferred(conn: psycopg.Connection, source: str) -> None:
+    """Inside the apply transaction: bring the watermark back to the oldest hour of the files the
+    run deferred. Its claims held the watermark there; released, the deferred files would be left
+    behind whenever a windowed plan (which moves no watermark) took them."""
+    conn.execute(
+        "UPDATE planner_watermarks w SET resume_hour = least(w.resume_hour, d.hour), updated_at = now()"
+        " FROM (SELECT min(witple_partition_hour(key)) AS hour FROM stage_files WHERE status = %s) d"
+        " WHERE w.source = %s AND d.hour IS NOT NULL",
+        (FileStatus.DEFERRED.value, source),
+    )

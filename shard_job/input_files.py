@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from witple_batch.record_stream import DocumentError, Element, RecordSplitter, TooManyRecords, json_error
+from shard_job.record_stream import DocumentError, Element, RecordSplitter, TooManyRecords, json_error
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 18  # one chunk's scan holds a few Python ints per structural byte: keep it small

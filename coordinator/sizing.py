@@ -1,4 +1,4 @@
-"""Pure planning: which listed objects to take and how to split them into shards."""
+"""How large a run is and how it splits: which listed objects to take, how many shards, which file where. Pure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 
 from witple_batch.run_layout import InputFile
+from witple_batch.watermark import partition_hour
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's array size limit
 RUN_CAP_SLACK = 1.25  # shards are balanced by bytes, not actions: room for the imbalance
@@ -15,21 +16,10 @@ ACTIONS_PER_SHARD = 500_000  # half MAX_ACTIONS_PER_SHARD's default: shards bala
 SHARE_FLOOR = 100_000  # a shard's share of a run cap is at least a file's records (MAX_RECORDS_PER_FILE's default)
 _BATCH_NAME = re.compile(r"^batch-[^/]*\.json(\.gz)?$")
 _ACTION_COUNT = re.compile(r"^batch-\d+-(\d+)-")  # batch-<epoch ms>-<action count>-<uuid>.json
-_PARTITION = re.compile(r"year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/hour=(\d{1,2})/")
 
 
 def is_batch_file(key: str) -> bool:
     return bool(_BATCH_NAME.match(key.rsplit("/", 1)[-1]))
-
-
-def partition_hour(key: str) -> datetime | None:
-    match = _PARTITION.search(key)
-    if not match:
-        return None
-    try:
-        return datetime(*(int(g) for g in match.groups()))
-    except ValueError:
-        return None
 
 
 def parse_hour(text: str) -> datetime:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from shard_job.planning import in_window, is_batch_file
+from coordinator.sizing import in_window, is_batch_file
 from witple_batch.run_layout import InputFile
 
 MAX_HOURS = 24 * 366  # an incremental listing of more hours than this is a full one

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from witple_batch.errors import ConfigError
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILES, ModelError, parse_manifest, read_manifest
 from witple_batch.s3 import get_bytes, parse_s3_uri
-from witple_batch.settings import ConfigError, env_str
+from witple_batch.settings import env_str
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / ".cache" / "model"
 

@@ -1,0 +1,1 @@
+"""The coordinator: plans runs and submits their jobs to AWS Batch (`python -m coordinator`)."""
