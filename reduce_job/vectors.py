@@ -52,10 +52,9 @@ SELECT s.user_id, (row_number() OVER (ORDER BY s.user_id) - 1)::int4 AS idx,
 FROM ({users}) s
 """
 
-# A batch's users behind a materialised CTE: PostgreSQL estimated the union at one row per batch
-# pair (127,079 for 18,475 users at 200k actions) and, to number them in order, read batch_pairs
-# through its index, a heap fetch per pair (a temporary table has no visibility map): 245 ms under
-# EXPLAIN ANALYZE, 90 ms hashed and then sorted (same data, consecutive runs).
+# The batch's users behind a materialised CTE: planned inline, PostgreSQL estimates the union at
+# one row per batch pair and numbers them by an index scan of batch_pairs, a heap fetch per pair
+# (a temporary table has no visibility map); materialised, it hashes and then sorts.
 AFFECTED_BATCH = _NUMBERED.format(
     users="""
 WITH batch_users AS MATERIALIZED (
@@ -92,9 +91,8 @@ LEFT JOIN place_vectors p USING (place_category, place_id)
 
 # every pair of the affected users by number, in user order: what vector_sums reads a block at a time.
 # The pairs are joined to `touched` last, behind a materialised CTE: PostgreSQL estimates a join
-# on (place_category, place_id) as if the columns were independent (888 rows for 226,617 at 200k
-# actions), and planned index probes into `affected` and `batch_pairs` for every pair: 1.14-1.30 s
-# under EXPLAIN ANALYZE against 0.44-0.50 s this way, same run. Inside the CTE each join keeps the
+# on (place_category, place_id) as if the columns were independent, far too few rows, and would
+# probe `affected` and `batch_pairs` by index for every pair. Inside the CTE each join keeps the
 # plan its size calls for (index scans for a small batch on a long history, hashes for everything).
 AFFECTED_PAIRS = f"""
 CREATE TEMP TABLE affected_pairs ON COMMIT DROP AS

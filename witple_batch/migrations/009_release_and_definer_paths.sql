@@ -1,8 +1,6 @@
--- Two repairs found in review.
---
 -- 1. The planner's watermark (008) reads the partition hour of claimed keys in SQL: a key with
 --    an impossible date (month=13, Feb 30) must give NULL, not fail every plan. Such keys are
---    found by a full listing only, as in Python (planning.partition_hour).
+--    found by a full listing only, as in Python (witple_batch.watermark.partition_hour).
 --
 -- 2. SECURITY DEFINER functions run with their owner's rights; a caller's temporary tables must
 --    not shadow ours inside them, so their search_path is fixed with pg_temp last.
