@@ -1,0 +1,5 @@
+import sys
+
+from shard_job.cli import main
+
+sys.exit(main(sys.argv[1:]))
