@@ -11,7 +11,9 @@ process that serves moto (local_stack.moto_s3 runs it in the test process), this
   queue, job definition (a name resolved to its revision's ARN) and the new job; a secret's ARN;
   a log stream's ARN; a repository's ARN; "*" where the action has no resource type;
 * evaluates StringEquals and StringLike on `s3:prefix` (an absent key matches nothing, as in AWS),
-  an Allow whose condition fails granting nothing rather than denying.
+  an Allow whose condition fails granting nothing rather than denying;
+* refuses a JSON-protocol service's call as AWS does, `AccessDeniedException` in a JSON body
+  naming the resource (moto answers every service in S3's XML, which botocore reads as code 403).
 
 Still not enforced: every other condition key (aws:SecureTransport, aws:PrincipalArn,
 aws:SourceAccount, kms:ViaService), resource-based policies (the work bucket's: moto's
@@ -45,19 +47,34 @@ _OPERATORS: dict[str, Callable[[str, str], bool]] = {
 
 
 @cache
-def _operation_names(service: str) -> dict[str, str]:
+def _model(service: str) -> tuple[dict[str, str], str]:
+    """The service's operation names by their lower case, and its protocol ("" if botocore has no model)."""
     import botocore.session
+    from botocore.exceptions import UnknownServiceError
 
-    model = botocore.session.get_session().get_service_model(service)
-    return {name.lower(): name for name in model.operation_names}
+    try:
+        model = botocore.session.get_session().get_service_model(service)
+    except UnknownServiceError:
+        return {}, ""
+    return {name.lower(): name for name in model.operation_names}, model.protocol
 
 
 def iam_action(service: str, action: str) -> str:
     """`batch:submitjob` -> `batch:SubmitJob` (IAM matches actions without case; moto with it)."""
-    try:
-        return f"{service}:{_operation_names(service).get(action.lower(), action)}"
-    except Exception:  # noqa: BLE001 - a service botocore does not model keeps moto's name
-        return f"{service}:{action}"
+    return f"{service}:{_model(service)[0].get(action.lower(), action)}"
+
+
+def _refuse(request: Any, resource: str) -> None:
+    from moto.core.exceptions import JsonRESTError
+
+    if _model(request._service)[1] not in ("json", "rest-json"):
+        request._raise_access_denied()
+    error = JsonRESTError(
+        "AccessDeniedException",
+        f"User: {request._access_key.arn} is not authorized to perform: {request._action} on resource: {resource}",
+    )
+    error.code = 403
+    raise error
 
 
 def _arn(request: Any, service: str, resource: str) -> str:
@@ -154,7 +171,7 @@ def _check_action_permitted(request: Any, resource: str) -> None:
     for arn in resources(request) or [resource]:
         effects = {s["Effect"] for s in statements if _applies(s, request._action, arn, context)}
         if "Deny" in effects or "Allow" not in effects:
-            request._raise_access_denied()
+            _refuse(request, arn)
 
 
 def install() -> None:

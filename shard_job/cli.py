@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from witple_batch import preflight
 from witple_batch.config import common_from_env, new_batch_id, validate_batch_id
 from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
@@ -215,6 +216,7 @@ def _submit(args: argparse.Namespace) -> int:
     if not args.dry_run:
         config.partials_key  # noqa: B018 - required to sign the plans: checked before anything is claimed
     settings = job_settings_from_env()
+    preflight.reachable(s3_client(config.region, max_attempts=2), config, list_input=True)
     batch_id = validate_batch_id(
         args.batch_id or env_str("BATCH_ID") or coordinator_batch_id(config.job_id) or new_batch_id()
     )
@@ -255,7 +257,6 @@ def _quarantine(args: argparse.Namespace) -> int:
 
 def _check(local: bool) -> int:
     from shard_job.config import shard_config_from_env
-    from witple_batch import preflight
 
     shard: list[ShardConfig] = []
 
@@ -297,6 +298,7 @@ def _child() -> int:
         config = shard_config_from_env()
         for warning in config.common.warnings():
             event(log, warning, logging.WARNING)
+        preflight.reachable(s3_client(config.common.region, max_attempts=2), config.common)
         run_shard(s3_client(config.common.region), reader, config)
     return 0
 

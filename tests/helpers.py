@@ -194,10 +194,11 @@ def run_as_batch(
     """Run a submitted job's container as Fargate would (moto records jobs, never runs them).
 
     As the definition's execution role: the image is authorised for pull, every `secrets[].valueFrom`
-    is read into the environment, the output goes to the log group. As its job role: the definition's
-    command, `Ref::` parameters filled from the definition's defaults and the submitted ones, its
-    environment with the job's overrides, AWS_BATCH_JOB_ID (and the array index). `roles` maps a
-    role ARN to the access keys standing in for it; without, env's own keys are both roles.
+    is read into the environment, the output goes to the log group. As its job role: the command
+    (the submitter's override, else the definition's), `Ref::` parameters filled from the
+    definition's defaults and the submitted ones, the environment with the job's overrides,
+    AWS_BATCH_JOB_ID (and the array index). `roles` maps a role ARN to the access keys standing in
+    for it; without, env's own keys are both roles.
     """
     batch = batch_client(env)
     [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
@@ -213,7 +214,8 @@ def run_as_batch(
         s["name"]: secrets.get_secret_value(SecretId=s["valueFrom"])["SecretString"] for s in container["secrets"]
     }
     parameters = {**definition.get("parameters", {}), **job.get("parameters", {})}
-    command = [parameters.get(word[5:], word) if word.startswith("Ref::") else word for word in container["command"]]
+    command = job["container"].get("command") or container["command"]  # the submitter may override it
+    command = [parameters.get(word[5:], word) if word.startswith("Ref::") else word for word in command]
     command[0] = sys.executable if command[0] == "python" else command[0]
     environment = {e["name"]: e["value"] for e in [*container["environment"], *job["container"].get("environment", [])]}
     batch_vars = {"AWS_BATCH_JOB_ID": job_id if index is None else f"{job_id}:{index}"}
