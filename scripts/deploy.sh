@@ -67,6 +67,9 @@ if [ -z "${IMAGE_TAG:-}" ]; then
   IMAGE_TAG=$(git -C "$root" rev-parse --short=12 HEAD)
 fi
 export IMAGE_TAG
+build() {  # one image, built for Fargate's x86_64 whatever the machine building it
+  $show docker build --platform linux/amd64 -f "$root/Dockerfile.$1" -t "$2" "$root"
+}
 overrides=()
 for entry in "${PARAMETERS[@]}"; do
   name=${entry#*=}
@@ -79,7 +82,7 @@ if [ "$mode" = dry-run ]; then
   echo "stack $STACK_NAME in $AWS_REGION from deploy/stack.yaml, parameters:"
   printf '  %s\n' "${overrides[@]}"
   for kind in shard reduce; do
-    echo "image: docker build --platform linux/amd64 -f Dockerfile.$kind -t <account>.dkr.ecr.$AWS_REGION.amazonaws.com/$NAME_PREFIX-$kind:$IMAGE_TAG"
+    show=echo build "$kind" "<account>.dkr.ecr.$AWS_REGION.amazonaws.com/$NAME_PREFIX-$kind:$IMAGE_TAG"
   done
   exit 0
 fi
@@ -104,10 +107,12 @@ if [ "$mode" = plan ]; then
   exit 0
 fi
 
+deployed=0
 if [ "$skip_images" = 0 ]; then
   command -v docker >/dev/null || fail "docker is not on PATH (or use --skip-images)"
-  # the repositories belong to the stack: a first deploy creates it before there is anything to push
-  aws cloudformation describe-stacks --stack-name "$STACK_NAME" >/dev/null 2>&1 || cfn
+  # the repositories belong to the stack: a first deploy creates it before there is anything to
+  # push (its job definitions name the images pushed next); a later one pushes, then updates
+  if ! aws cloudformation describe-stacks --stack-name "$STACK_NAME" >/dev/null 2>&1; then cfn; deployed=1; fi
   for kind in shard reduce; do
     repository=$(resource "${kind^}Repository")
     uri=$(aws ecr describe-repositories --repository-names "$repository" --query 'repositories[0].repositoryUri' --output text)
@@ -115,11 +120,11 @@ if [ "$skip_images" = 0 ]; then
       echo "deploy.sh: $uri:$IMAGE_TAG already pushed (tags are immutable)" >&2; continue
     fi
     aws ecr get-login-password | docker login --username AWS --password-stdin "${uri%%/*}"
-    docker build --platform linux/amd64 -f "$root/Dockerfile.$kind" -t "$uri:$IMAGE_TAG" "$root"
+    show="" build "$kind" "$uri:$IMAGE_TAG"
     docker push "$uri:$IMAGE_TAG"
   done
 fi
-cfn
+[ "$deployed" = 1 ] || cfn
 echo "deploy.sh: stack $STACK_NAME deployed (images tagged $IMAGE_TAG)" >&2
 
 [ "${SUBMIT_TEST_JOB:-false}" = true ] || exit 0

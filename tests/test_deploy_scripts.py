@@ -112,13 +112,38 @@ def test_deploy_refuses_a_missing_setting(batch_env, missing):
     assert f"{missing} is required" in result.stderr
 
 
+def _shims(tmp_path: Path, exit_code: int, *tools: str) -> Path:
+    """Stand-ins for `tools` that write each command line to tmp_path/called and exit `exit_code`."""
+    shims = tmp_path / "bin"
+    shims.mkdir(exist_ok=True)
+    for tool in tools:
+        script = f'echo "{tool} $*" >> {tmp_path}/called\n[ "$1" != login ] || cat >/dev/null\nexit {exit_code}\n'
+        (shims / tool).write_text(f"#!/bin/sh\n{script}")  # docker login reads the password from stdin
+        (shims / tool).chmod(0o755)
+    return shims
+
+
+def test_deploy_builds_both_images_for_x86_64_and_pushes_them_to_the_stacks_repositories(batch_env, tmp_path):
+    env = {**batch_env, "PATH": f"{_shims(tmp_path, 0, 'docker')}:{batch_env['PATH']}"}
+    result = run_script("deploy.sh", env)
+    assert result.returncode == 0, result.stderr
+    called = (tmp_path / "called").read_text().splitlines()
+    registry = "123456789012.dkr.ecr.ap-northeast-2.amazonaws.com"
+    for kind in ("shard", "reduce"):
+        image = f"{registry}/{batch_env['NAME_PREFIX']}-{kind}:test"
+        assert (
+            f"docker build --platform linux/amd64 -f {stack.REPO}/Dockerfile.{kind} -t {image} {stack.REPO}" in called
+        )
+        assert f"docker push {image}" in called
+    definitions = batch_client(batch_env).describe_job_definitions(status="ACTIVE")["jobDefinitions"]
+    assert f"{registry}/{batch_env['NAME_PREFIX']}-shard:test" in {
+        d["containerProperties"]["image"] for d in definitions
+    }
+
+
 def _without_aws(env: dict[str, str], tmp_path: Path, dead_port: int) -> dict[str, str]:
     """No credentials anywhere, the endpoint a refused port, and `aws`/`docker` that say they ran."""
-    shims = tmp_path / "bin"
-    shims.mkdir()
-    for tool in ("aws", "docker"):
-        (shims / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/called\nexit 1\n')
-        (shims / tool).chmod(0o755)
+    shims = _shims(tmp_path, 1, "aws", "docker")
     kept = {k: v for k, v in {**os.environ, **env}.items() if not k.startswith("AWS_")}
     return {
         **kept,
@@ -141,7 +166,7 @@ def test_dry_run_lints_and_renders_without_aws(batch_env, tmp_path, dead_port):
     assert shown["ImageTag"] == "test"
     assert set(shown) <= set(stack.load()["Parameters"])
     image = f"<account>.dkr.ecr.ap-northeast-2.amazonaws.com/{batch_env['NAME_PREFIX']}-shard:test"
-    assert f"docker build --platform linux/amd64 -f Dockerfile.shard -t {image}" in result.stdout
+    assert f"docker build --platform linux/amd64 -f {stack.REPO}/Dockerfile.shard -t {image}" in result.stdout
 
 
 def test_dry_run_fails_on_a_template_cfn_lint_rejects(batch_env, tmp_path, dead_port):

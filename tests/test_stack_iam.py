@@ -207,6 +207,8 @@ def _assert_every_grant_is_called(env: dict[str, str], roles: Roles, calls: Path
         assert set(called[role]) <= granted, role  # moto would have refused it otherwise
         unused = {action for action in granted - set(called[role]) if (role, action) not in KEPT}
         assert not unused, f"{role} holds {sorted(unused)}, which no job called"
+        for action in sorted(granted):  # with -s: what each grant is for
+            print(f"{role:16} {action:32} {', '.join(sorted(called[role][action])) or KEPT[(role, action)]}")
 
 
 @dataclass(frozen=True)

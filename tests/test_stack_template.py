@@ -210,3 +210,38 @@ def test_the_failed_job_rule_matches_every_job_of_the_batch_whatever_its_name(te
         _job_state_change("witple-batch-shard-x", f"{arn}/witple-batch-shard", queue.replace("witple", "other")),
     ]
     assert not any(pattern.matches_event(event) for event in others)
+
+
+def batch_action(entries: list[dict[str, str]], exit_code: int | None, reason: str, status_reason: str) -> str:
+    """What Batch does with a failed attempt: the action of the first entry whose every condition
+    matches, RETRY when none does; a pattern matches exactly or, ending in *, by its start
+    (docs.aws.amazon.com/batch/latest/APIReference/API_EvaluateOnExit.html)."""
+
+    def matches(pattern: str, value: str | None) -> bool:
+        return value is not None and (value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern)
+
+    observed = {"OnExitCode": None if exit_code is None else str(exit_code), "OnReason": reason}
+    observed["OnStatusReason"] = status_reason
+    for entry in entries:
+        if all(matches(entry[key], value) for key, value in observed.items() if key in entry):
+            return entry["Action"].upper()
+    return "RETRY"
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "status_reason", "action"),
+    [
+        (2, "", "Essential container in task exited", "EXIT"),  # a bad setting, a refusal: permanent
+        (1, "", "Essential container in task exited", "RETRY"),  # S3 or the database out of reach
+        (137, "OutOfMemoryError: Container killed due to memory usage", "", "RETRY"),  # the retry quarantines
+        (None, "ResourceInitializationError: unable to pull secrets", "Task failed to start", "RETRY"),
+        (None, "CannotPullContainerError: pull image manifest has been retried", "Task failed to start", "RETRY"),
+        (139, "", "Essential container in task exited", "EXIT"),  # a crash no retry fixes
+    ],
+)
+@pytest.mark.parametrize("definition", sorted(COMMANDS))
+def test_each_exit_is_retried_or_stopped_as_the_readme_says(
+    template, names, definition, exit_code, reason, status_reason, action
+):
+    retry = stack.rendered_resources(template, names, "AWS::Batch::JobDefinition")[definition]["RetryStrategy"]
+    assert batch_action(retry["EvaluateOnExit"], exit_code, reason, status_reason) == action
