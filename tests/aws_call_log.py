@@ -1,5 +1,5 @@
-"""Every AWS call a process makes, as JSON lines: service, operation, the caller's access key and
-the parameters that name a resource. The IAM tests read it to tell which actions each role's jobs
+"""Every AWS call a process makes, as JSON lines: service, operation, the caller's access key, the
+program making it and the parameters that name a resource. The IAM tests read it to tell which actions each role's jobs
 call. Installed in a process by `install`, in the jobs' processes by aws_call_log_site/sitecustomize.py
 (AWS_CALL_LOG names the file)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,16 @@ class Call:
     key: str  # the caller's access key id
     action: str  # as IAM names it, e.g. s3:ListBucket
     operation: str
+    program: str  # e.g. "shard_job check", "coordinator submit", "pytest" (Fargate's part)
     params: dict[str, Any]
+
+
+def _program() -> str:
+    """`python -m shard_job check` -> "shard_job check" (argv[0] is the module's __main__.py)."""
+    first = Path(sys.argv[0])
+    name = first.parent.name if first.name == "__main__.py" else first.name
+    words = [name, *(word for word in sys.argv[1:2] if not word.startswith("-"))]
+    return " ".join(words)
 
 
 def _remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -43,6 +53,7 @@ def _record(path: str, model: Any, context: dict[str, Any], request_signer: Any,
         "service": model.service_model.signing_name,
         "operation": model.name,
         "key": credentials.access_key if credentials else None,
+        "program": _program(),
         "params": context.get("aws_call_log", {}),
     }
     # one write per line on an O_APPEND file: lines from concurrent threads and processes stay whole
@@ -76,7 +87,7 @@ def read(path: Path) -> list[Call]:
         record = json.loads(line)
         service, operation = record["service"], record["operation"]
         action = S3_ACTIONS.get(operation, operation) if service == "s3" else operation
-        calls.append(Call(record["key"], f"{service}:{action}", operation, record["params"]))
+        calls.append(Call(record["key"], f"{service}:{action}", operation, record["program"], record["params"]))
     return calls
 
 

@@ -197,7 +197,7 @@ def _assert_every_grant_is_called(env: dict[str, str], roles: Roles, calls: Path
     called: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for call in aws_call_log.read(calls):
         if (role := roles.role_of(call.key)) is not None:
-            called[role][call.action].add(call.operation)
+            called[role][call.action].add(f"{call.operation} ({call.program})")
     template = stack.load()
     policies = stack.role_policies(template, stack.names(template, stack.parameters_from(env), stack_resources(env)))
     for role, document in policies.items():
