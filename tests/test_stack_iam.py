@@ -302,3 +302,27 @@ def test_a_grant_taken_away_is_an_access_denied_failure(deployed, removal, run, 
     said = _refusal(run, deployed, role_users(deployed, _without(removal)))
     assert said.startswith(outcome), said[-2000:]
     assert "AccessDenied" in said and named in said, said[-2000:]
+
+
+def test_moto_checks_the_prefix_a_listing_names_and_the_definition_a_submit_names(deployed):
+    """The adapter's own proof: grants scoped by s3:prefix and by job definition are enforced."""
+    roles = role_users(deployed)
+
+    def client(role: str, service: str) -> Any:
+        keys = roles.keys[role]
+        return boto3.session.Session(
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+            region_name=deployed["AWS_REGION"],
+        ).client(service)
+
+    s3 = client("JobRole", "s3")
+    s3.list_objects_v2(Bucket=deployed["S3_BUCKET"], Prefix="user-actions/year=2025/")
+    for outside in ({"Prefix": "elsewhere/"}, {}):  # another prefix; none at all (the key is absent)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.list_objects_v2(Bucket=deployed["S3_BUCKET"], **outside)
+    batch = client("CoordinatorRole", "batch")
+    request = {"jobName": "n", "jobQueue": deployed["JOB_QUEUE"]}
+    batch.submit_job(**request, jobDefinition=f"{deployed['NAME_PREFIX']}-reduce")
+    with pytest.raises(ClientError, match=r"AccessDeniedException.*job-definition/"):
+        batch.submit_job(**request, jobDefinition=deployed["COORDINATOR_JOB_DEFINITION"])  # not its to start
