@@ -9,6 +9,8 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,21 +66,29 @@ def _record(path: str, model: Any, context: dict[str, Any], request_signer: Any,
         os.close(fd)
 
 
-def install(path: str) -> None:
-    """Record the calls of every botocore session made after this in this process."""
+def install(path: str) -> Callable[[], None]:
+    """Record the calls of every botocore session made after this in this process; returns what undoes it."""
     import botocore.session
 
     original = botocore.session.Session.__init__
-    if getattr(original, "aws_call_log", None) == path:
-        return
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self.register("before-parameter-build", _remember)
         self.register("before-call", functools.partial(_record, path))
 
-    init.aws_call_log = path  # type: ignore[attr-defined]
     botocore.session.Session.__init__ = init  # type: ignore[method-assign]
+    return lambda: setattr(botocore.session.Session, "__init__", original)
+
+
+@contextmanager
+def recording(path: Path) -> Iterator[None]:
+    """This process's calls recorded to `path` while inside."""
+    uninstall = install(str(path))
+    try:
+        yield
+    finally:
+        uninstall()
 
 
 def read(path: Path) -> list[Call]:

@@ -87,9 +87,8 @@ def enforced(batch_env, receiver, moto, tmp_path, monkeypatch) -> Iterator[tuple
     for name, value in admin.items():
         monkeypatch.setenv(name, value)
     calls = tmp_path / "calls.jsonl"
-    aws_call_log.install(str(calls))
     env = {**batch_env, **admin, **aws_call_log.environment(calls, REPO), "WEBHOOK_URL": receiver.url}
-    with moto_iam.enforced(moto.endpoint):
+    with aws_call_log.recording(calls), moto_iam.enforced(moto.endpoint):
         yield env, calls
 
 
