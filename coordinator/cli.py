@@ -13,6 +13,7 @@ import orjson
 import psycopg
 
 from coordinator.config import PlanOptions
+from witple_batch import preflight
 from witple_batch.entrypoint import run_job
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
@@ -212,6 +213,7 @@ def _submit(args: argparse.Namespace) -> int:
     if not args.dry_run:
         config.partials_key  # noqa: B018 - required to sign the plans: checked before anything is claimed
     settings = batch_settings_from_env()
+    preflight.reachable(s3_client(config.region, max_attempts=2), config, list_input=True)
     run_id = validate_run_id(args.batch_id or env_str("BATCH_ID") or coordinator_run_id(config.job_id) or new_run_id())
     options = plan_options(args, run_id)
     for warning in config.warnings():  # after every setting is known good: a bad one is the only line

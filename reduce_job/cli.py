@@ -9,6 +9,7 @@ import sys
 
 import orjson
 
+from witple_batch import preflight
 from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
@@ -52,6 +53,7 @@ def _work() -> int:
     config = reduce_config_from_env()
     for warning in config.common.warnings():
         event(log, warning, logging.WARNING)
+    preflight.reachable(s3_client(config.common.region, max_attempts=2), config.common)
     run_reduce(s3_client(config.common.region), config)
     return 0
 
@@ -85,7 +87,6 @@ def _migrate(dry_run: bool) -> int:
 
 def _check(local: bool) -> int:
     from reduce_job.config import reduce_config_from_env
-    from witple_batch import preflight
 
     common, settings = preflight.settings_check(lambda env: reduce_config_from_env(env).common)
     if common is None or local:

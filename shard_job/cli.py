@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from witple_batch import preflight
 from witple_batch.entrypoint import Failure, run_job
 from witple_batch.logs import event
 from witple_batch.s3 import s3_client
@@ -48,7 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _check(local: bool) -> int:
     from shard_job.config import shard_config_from_env
-    from witple_batch import preflight
 
     shard: list[ShardConfig] = []
 
@@ -88,6 +88,7 @@ def _child() -> int:
         from shard_job.config import shard_config_from_env
 
         config = shard_config_from_env()
+        preflight.reachable(s3_client(config.common.region, max_attempts=2), config.common)
         for warning in config.common.warnings():
             event(log, warning, logging.WARNING)
         run_shard(s3_client(config.common.region), reader, config)

@@ -15,7 +15,7 @@ import boto3
 import psycopg
 import pytest
 
-from local_stack.moto_s3 import MotoS3
+from local_stack.moto_s3 import LOCAL_PARTIALS_SECRET, MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.webhook_receiver import WebhookReceiver
 from tests.helpers import fresh_env
@@ -72,8 +72,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def batch_env(moto, s3_env, model_dir, database_url):
-    """A Batch queue on the moto server (jobs succeed at once, nothing runs: use_docker off) and the
-    settings deploy.sh and the coordinator need, with the real AWS CLI on PATH."""
+    """A Fargate queue on the moto server (jobs succeed at once, nothing runs: use_docker off), the
+    secrets the job definitions name, and the settings deploy.sh and the coordinator need, with the
+    real AWS CLI on PATH."""
     request = urllib.request.Request(
         f"{moto.endpoint}/moto-api/config",
         data=json.dumps({"batch": {"use_docker": False}}).encode(),
@@ -103,21 +104,24 @@ def batch_env(moto, s3_env, model_dir, database_url):
         priority=1,
         computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
     )["jobQueueArn"]
+    secrets = session.client("secretsmanager")
+
+    def secret(name: str, value: str) -> str:
+        return secrets.create_secret(Name=f"{name}-{tag}", SecretString=value)["ARN"]
+
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)  # the planner claims files in the ledger
     return {
         **env,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "NAME_PREFIX": f"wb-{tag}",
-        "JOB_QUEUE": queue,
+        "JOB_QUEUE": queue,  # the coordinator's
+        "JOB_QUEUE_ARN": queue,  # deploy.sh's
         "COORDINATOR_JOB_DEFINITION": f"wb-{tag}-vectorization-job",
-        "JOB_ROLE_ARN": role,
-        "EXECUTION_ROLE_ARN": role,
-        "DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:db",
-        "SHARD_DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:db-reader",
-        "PARTIALS_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:partials",
-        "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:hook",
+        "DATABASE_URL_SECRET_ARN": secret("db", database_url),
+        "SHARD_DATABASE_URL_SECRET_ARN": secret("db-reader", database_url),
+        "PARTIALS_SECRET_ARN": secret("partials", LOCAL_PARTIALS_SECRET),
+        "WEBHOOK_SECRET_ARN": secret("hook", "local-webhook-secret"),
         "WEBHOOK_URL": "https://main.example/batch-complete",
-        "ACCOUNT_ID": "123456789012",
         "IMAGE_TAG": "test",
         "PYTHON": sys.executable,
     }

@@ -183,25 +183,80 @@ def batch_client(env: dict[str, str]) -> Any:
     return client_for(env["AWS_REGION"])
 
 
-def run_as_batch(env: dict[str, str], job_id: str) -> subprocess.CompletedProcess[str]:
-    """Run a submitted job's container the way Batch would (moto records jobs, never runs them):
-    the definition's command (`python -m ...`, run by this interpreter), `Ref::` parameters filled
-    from the definition's defaults and the submitted ones, the definition's environment and the job id."""
+def _session(env: dict[str, str], credentials: dict[str, str] | None) -> Any:
+    import boto3
+
+    keys = credentials or {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.session.Session(
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
+
+
+def run_as_batch(
+    env: dict[str, str], job_id: str, roles: dict[str, dict[str, str]] | None = None, index: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a submitted job's container as Fargate would (moto records jobs, never runs them).
+
+    As the definition's execution role: the image is authorised for pull, every `secrets[].valueFrom`
+    is read into the environment, the output goes to the log group. As its job role: the command
+    (the submitter's override, else the definition's), `Ref::` parameters filled from the
+    definition's defaults and the submitted ones, the environment with the job's overrides,
+    AWS_BATCH_JOB_ID (and the array index). `roles` maps a role ARN to the access keys standing in
+    for it; without, env's own keys are both roles.
+    """
     batch = batch_client(env)
     [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
     [definition] = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]
+    container = definition["containerProperties"]
+    execution = _session(env, (roles or {}).get(container["executionRoleArn"]))
+    repository, tag = container["image"].split("/", 1)[1].rsplit(":", 1)
+    ecr = execution.client("ecr")
+    ecr.get_authorization_token()
+    ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    secrets = execution.client("secretsmanager")
+    injected = {
+        s["name"]: secrets.get_secret_value(SecretId=s["valueFrom"])["SecretString"] for s in container["secrets"]
+    }
     parameters = {**definition.get("parameters", {}), **job.get("parameters", {})}
-    command = [
-        parameters.get(word[5:], word) if word.startswith("Ref::") else word
-        for word in definition["containerProperties"]["command"]
-    ]
-    container_env = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
-    assert command[0] == "python", command
-    return subprocess.run(
-        [sys.executable, *command[1:]],
-        env={**os.environ, **env, **container_env, "AWS_BATCH_JOB_ID": job_id, "BATCH_ID": ""},
+    command = job["container"].get("command") or container["command"]  # the submitter may override it
+    command = [parameters.get(word[5:], word) if word.startswith("Ref::") else word for word in command]
+    command[0] = sys.executable if command[0] == "python" else command[0]
+    environment = {e["name"]: e["value"] for e in [*container["environment"], *job["container"].get("environment", [])]}
+    batch_vars = {"AWS_BATCH_JOB_ID": job_id if index is None else f"{job_id}:{index}"}
+    if index is not None:
+        batch_vars["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    job_role = (roles or {}).get(container["jobRoleArn"], {})
+    result = subprocess.run(
+        command,
+        env={**os.environ, **env, "BATCH_ID": "", **environment, **injected, **job_role, **batch_vars},
         capture_output=True,
         text=True,
         timeout=300,
         cwd=REPO,
     )
+    options = container["logConfiguration"]["options"]
+    stream = f"{options['awslogs-stream-prefix']}/default/{uuid.uuid4().hex}"  # one per attempt: its task id
+    logs = execution.client("logs")
+    logs.create_log_stream(logGroupName=options["awslogs-group"], logStreamName=stream)
+    lines = [line for line in (*result.stderr.splitlines(), *result.stdout.splitlines()) if line]
+    lines.append(f"exit code {result.returncode}")
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName=options["awslogs-group"],
+        logStreamName=stream,
+        logEvents=[{"timestamp": now, "message": line} for line in lines],
+    )
+    return result
+
+
+def stack_resources(env: dict[str, str]) -> dict[str, str]:
+    """The deployed stack's physical ids by logical id (moto lists the types it cannot create as empty rows)."""
+    import boto3
+
+    cloudformation = boto3.session.Session(region_name=env["AWS_REGION"]).client("cloudformation")
+    listed = cloudformation.describe_stack_resources(StackName=env.get("STACK_NAME") or env["NAME_PREFIX"])
+    return {
+        r["LogicalResourceId"]: r["PhysicalResourceId"] for r in listed["StackResources"] if "LogicalResourceId" in r
+    }

@@ -37,6 +37,18 @@ def test_every_copied_file_exists(name: str) -> None:
         assert (REPO / source).exists(), f"{name} copies {source}, which is not in the repository"
 
 
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_the_image_runs_its_job_by_a_command_a_job_definition_replaces(name: str) -> None:
+    runtime = (REPO / name).read_text().rsplit("\nFROM ", 1)[-1]
+    job = name.split(".")[1]
+    assert "ENTRYPOINT" not in runtime  # a job definition's command is the whole command line
+    assert f'CMD ["python", "-m", "{job}_job"]' in runtime
+    # Batch runs no health check: the image's is for `docker run`, and nothing may say otherwise
+    assert "Batch ignores HEALTHCHECK" in runtime
+    readme = (REPO / "README.md").read_text()
+    assert "Batch has no health check" in readme and "every 30 s" not in readme
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "imports", "absent"),

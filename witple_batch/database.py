@@ -8,10 +8,11 @@ a longer wait for one lock says so for that statement (SET LOCAL).
 from __future__ import annotations
 
 import logging
+import re
 
 import psycopg
 from psycopg import sql
-from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import before_sleep_log, retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from witple_batch.errors import ConfigError
 from witple_batch.logs import mask_secrets
@@ -31,8 +32,24 @@ PERMANENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The server answered and refused who we are or where we point: every attempt fails alike, so the
+# job stops at once (exit 2) instead of retrying. libpq gives no SQLSTATE for a failed connection.
+_REFUSED = re.compile(
+    r'FATAL:\s+(.*authentication failed|database ".*" does not exist|role ".*" does not exist'
+    r"|no pg_hba\.conf entry|permission denied for database)"
+)
+
+
 class DatabaseUnavailable(Exception):
-    """Connecting failed after every retry."""
+    """Connecting failed after every retry (the server unreachable, starting or full: worth a retry)."""
+
+
+class DatabaseRefused(DatabaseUnavailable, ConfigError):
+    """The server refused the URL's user, password or database: a setting to fix (exit 2), not retried."""
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError) and _REFUSED.search(str(exc)) is not None
 
 
 def set_timeouts(conn: psycopg.Connection, *, lock_s: float, statement_s: float, local: bool = False) -> None:
@@ -51,7 +68,7 @@ def connect(
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> psycopg.Connection:
     @retry(
-        retry=retry_if_exception_type(psycopg.OperationalError),
+        retry=retry_if_exception(lambda exc: isinstance(exc, psycopg.OperationalError) and not _refused(exc)),
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.5, max=8),
         before_sleep=before_sleep_log(log, logging.WARNING),
@@ -66,9 +83,10 @@ def connect(
     try:
         return attempt()
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {mask_secrets(url)} after {attempts} attempts: {mask_secrets(str(exc)).strip()}"
-        ) from None
+        shown, reason = mask_secrets(url), mask_secrets(str(exc)).strip()
+        if _refused(exc):
+            raise DatabaseRefused(f"DATABASE_URL {shown} refused: {reason}") from None
+        raise DatabaseUnavailable(f"cannot connect to {shown} after {attempts} attempts: {reason}") from None
 
 
 def connect_for(common: CommonConfig, application: str, *, autocommit: bool = True) -> psycopg.Connection:

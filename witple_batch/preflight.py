@@ -1,8 +1,9 @@
-"""`check`: whether a job could do its work here and now, one line per check, exit 0 or 2.
+"""`check`: whether a job could do its work here and now, one line per check, exit 0 or 2; and
+`reachable`, the same S3 question every job asks in its first seconds.
 
-Run by an operator after a deploy, by `scripts/deploy.sh` users before a first run, and (with
-`--local`: settings and model files only, no network) by the images' HEALTHCHECK. Each check
-says what it looked at; a failure says why in one line, with secrets masked.
+`check` is run by an operator after a deploy and (with `--local`: settings and model files only,
+no network) by the images' HEALTHCHECK under `docker run` (Batch runs no health check). Each
+check says what it looked at; a failure says why in one line, with secrets masked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from witple_batch.entrypoint import refused_by_aws
 from witple_batch.errors import EXIT_CONFIG, ConfigError
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import verify_model_dir
@@ -131,3 +133,22 @@ def database_check(config: CommonConfig, application: str) -> Check:
         return f"{mask_secrets(config.database_url)} reachable, migrated to {migrations()[-1].version:03d}"
 
     return "database", check
+
+
+def reachable(client: Any, config: CommonConfig, *, list_input: bool = False) -> None:
+    """A job's first calls: its work prefix (and the input, for a job that lists it) answers now.
+
+    Refused (the role's or the bucket's policy, a wrong bucket or region): ConfigError, exit 2,
+    which the retry strategy does not retry. Unreachable or failing (network, throttling, 5xx):
+    the error itself, exit 1, which it retries. `client` should retry little (seconds, not minutes).
+    """
+    places = [(config.work_bucket, config.work_prefix)]
+    if list_input:
+        places.append((config.s3_bucket, config.s3_prefix))
+    for bucket, prefix in places:
+        try:
+            client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except ClientError as exc:
+            if refused_by_aws(exc):
+                raise ConfigError(f"s3://{bucket}/{prefix} refused this job: {_one_line(exc)}") from None
+            raise
