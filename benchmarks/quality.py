@@ -81,6 +81,11 @@ class Data:
     movies: dict[int, tuple[str, str, str]]  # item -> (title, year, genres)
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """(users, items) of the score matrices: ids start at 1, and every movie is ranked."""
+        return int(self.user.max()) + 1, max(self.movies) + 1
+
+    @property
     def weight(self) -> np.ndarray:
         return np.where(self.rating == 5, 5.0, np.where(self.rating == 4, 3.0, 1.0))
 
@@ -484,7 +489,7 @@ def figure(folder: Path, results: dict[str, dict[str, float]]) -> None:
 
 def _fold(services: Services, data: Data, name: str, train: np.ndarray, target: np.ndarray) -> Fold:
     """One split through the pipeline: its vectors, the rankings of its training interactions, its held-out pairs."""
-    n_users, n_items = int(data.user.max()) + 1, int(data.item.max()) + 1
+    n_users, n_items = data.shape
     url = run_split(services, data, train, name.replace(" ", ""))
     ranking = Ranking(data, train, n_users, n_items)
     return Fold(ranking, read_vectors(url, n_users, n_items), data.user[target], data.item[target], url)
@@ -492,7 +497,7 @@ def _fold(services: Services, data: Data, name: str, train: np.ndarray, target: 
 
 def movielens(args: argparse.Namespace) -> None:
     data = load(fetch(), args.users)
-    n_users, n_items = int(data.user.max()) + 1, int(data.item.max()) + 1
+    n_users, n_items = data.shape
     print(f"MovieLens 100K: {len(data.user):,} ratings, {n_users - 1} users, {len(data.movies)} movies")
     splits = folds_of(data)
     with running() as services:
