@@ -376,7 +376,7 @@ def startup(args: argparse.Namespace) -> None:
     rows.append(["sum with the interpreter", *(f"{python + sum(medians[job].values()):.0f}" for job in JOBS)])
     rows.append([f"({AGE})", *(f"{ages[job]:.0f}" for job in JOBS)])
     report.table(["step", *JOBS], rows)
-    by_step = {step: {job: medians[job].get(step, 0.0) for job in JOBS} for step in names}
+    by_step = {step: {job: medians[job][step] for job in JOBS if step in medians[job]} for step in names}
     report.write_bars(args.figures, "startup", "start-up, ms (medians)", "ms", by_step)
 
 

@@ -117,15 +117,13 @@ def write_figure(folder: Path, name: str, figure: Figure, numbers: Any) -> Path:
 
 
 def write_bars(folder: Path, name: str, title: str, unit: str, groups: Mapping[str, Mapping[str, float]]) -> Path:
-    """Grouped horizontal bars: one group per key of `groups`, one bar per contender inside it."""
-    contenders = list(dict.fromkeys(c for values in groups.values() for c in values))
-    figure, (plot,) = axes(size=(8, 1.2 + 0.35 * len(groups) * len(contenders)))
-    height = 0.8 / len(contenders)
-    for i, contender in enumerate(contenders):
-        positions = [g + i * height for g in range(len(groups))]
-        plot.barh(positions, [values.get(contender, 0.0) for values in groups.values()], height, label=contender)
-    plot.set_yticks([g + 0.4 - height / 2 for g in range(len(groups))], list(groups), fontsize=8)
+    """Horizontal bars, one per (group, contender), each group's together; a contender keeps its colour."""
+    rows = [(group, contender, value) for group, values in groups.items() for contender, value in values.items()]
+    colours = {contender: f"C{i % 10}" for i, contender in enumerate(dict.fromkeys(c for _, c, _ in rows))}
+    figure, (plot,) = axes(size=(8, 1.2 + 0.3 * len(rows)))
+    positions = [i + list(groups).index(group) * 0.6 for i, (group, _, _) in enumerate(rows)]
+    plot.barh(positions, [value for *_, value in rows], color=[colours[contender] for _, contender, _ in rows])
+    plot.set_yticks(positions, [f"{group}: {contender}" for group, contender, _ in rows], fontsize=8)
     plot.invert_yaxis()
     plot.set(xlabel=unit, title=title)
-    plot.legend(fontsize=8)
     return write_figure(folder, name, figure, groups)
