@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ class Services:
     def region(self) -> str:
         return self.moto.client_env()["AWS_REGION"]
 
-    def bucket(self, name: str, files: list[SampleFile] = ()) -> str:  # type: ignore[assignment]
+    def bucket(self, name: str, files: Sequence[SampleFile] = ()) -> str:
         """`name` made if new, with `files` in it."""
         ensure_bucket(self.client, name, self.region)
         upload(self.client, name, list(files))
