@@ -8,7 +8,7 @@ nothing here.
 Each text runs alone at embedding time (see witple_batch.embedder), so activation scales
 come from one text. On that AVX2 machine, quantising every layer failed the parity gate on
 short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
-mattered, so layer 0 stays in FP32. `benchmarks/export_bench.py` measures the recipes against
+mattered, so layer 0 stays in FP32. `python -m benchmarks.embedding recipes` measures the recipes against
 each other on an AVX-512 VNNI machine (onnxruntime 1.32). There every layer in int8 passes the
 gate (0.9914 / 0.9765) at 1.20-1.36x the speed of the shipped recipe (two runs), but the gate runs only
 where the model is exported, and a Batch host without VNNI would run a graph like the one that
@@ -31,7 +31,7 @@ from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE
 
 @dataclass(frozen=True)
 class Recipe:
-    """The graph choices an export makes: the default ships; benchmarks/export_bench.py measures others."""
+    """The graph choices an export makes: the default ships; `benchmarks.embedding recipes` measures others."""
 
     fuse_skip_layer_norm: bool = False
     fp32_layer0: tuple[str, ...] = ("attention", "attention_output", "feed_forward_in", "feed_forward_out")

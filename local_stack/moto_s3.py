@@ -29,7 +29,7 @@ def _dispatcher() -> Any:
 
     moto finds the backend for every request anew, listing and stat-ing the ~200 folders of
     its package under a lock: the server's CPU per GET falls from 2.3 ms to 1.2 ms without it
-    (`benchmarks/local_s3_bench.py`). S3's CPU is not ours on AWS; locally the server shares
+    (`benchmarks.e2e s3-server`). S3's CPU is not ours on AWS; locally the server shares
     the shards' cores, so its overhead is charged to our read. A host's backend never changes,
     so it is looked up once; every service moto serves still is.
     """

@@ -26,7 +26,7 @@ At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x
 (about 190 MB, only when a block's places are all new to the cache; its matrix comes after
 the refill, when the cache holds one block's places) and the place stage near 16k x 4.5 KB +
 8k x 4.5 KB + 16 MB + 1k x 9 KB (about 135 MB), whatever the data;
-benchmarks/reduce_scale_bench.py measures the reduce's peak (193 MiB in all at 0.1 M users;
+`benchmarks.scale reduce` measures the reduce's peak (193 MiB in all at 0.1 M users;
 217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
 
@@ -51,7 +51,7 @@ USERS_PER_BLOCK = 8_192
 PLACES_PER_PASS = 16_384
 GATHER_ROWS = 1_024  # a gather's float32 products (1.5 MB) are summed while still in a core's cache
 CONTENT_CACHE = 16_384  # places' content vectors kept across user blocks
-DENSE_FILL = 1 / 64  # pairs this full are summed as a matrix product (it pays from ~1.2%: vector_sums_bench)
+DENSE_FILL = 1 / 64  # pairs this full are summed as a matrix product (it pays from ~1.2%: benchmarks.scale vector-sums)
 MATRIX_CELLS = int(2 * PAIRS_PER_BLOCK / DENSE_FILL)  # 16 MB of float64, a block's pairs at DENSE_FILL
 EPSILON_WEIGHT = 1e-9  # a place whose weighted users cancel to ~0 has no behaviour vector
 
@@ -139,7 +139,7 @@ def _add_products(
 
     Pairs that fill at least DENSE_FILL of their distinct keys x rows are summed as a float64
     matrix product (BLAS): a long history on a small catalogue fills a block's users x places
-    densely, and the product then beats the gather several times (vector_sums_bench). Sparser
+    densely, and the product then beats the gather several times (benchmarks.scale vector-sums). Sparser
     pairs, and any that would need more than MATRIX_CELLS, are gathered (_sum_by_key). The
     matrix is multiplied GATHER_ROWS rows by GATHER_ROWS keys at a time (9 KB per row: the
     float64 copy of a gathered vector, a key's product and its copy out of `out`). The two

@@ -2,7 +2,7 @@
 
 One Python process cannot: botocore spends ~1.3 ms of CPU on each GET and parsing ~12 us on
 each record, all under one GIL, so a shard read one file per ~2.1 ms of CPU whatever the S3
-latency (`benchmarks/shard_bench.py`). Here the GETs run in a child process (`fetch_in_order`,
+latency (`benchmarks.e2e shard`). Here the GETs run in a child process (`fetch_in_order`,
 its threads and read-ahead bound unchanged) that writes each result down a pipe, in plan
 order, while the shard parses the one before.
 

@@ -8,7 +8,7 @@ Each text runs alone (a batch of one, so no padding at all), `threads` texts at 
 Dynamic int8 quantises activations with one scale per tensor, so in a batch a text's
 vector depends on its batch mates: the same place text embedded in two shards differed
 by up to cosine 0.996, which user vectors then mixed. Alone, a text's vector depends on
-the text only. `benchmarks/embed_bench.py` (2 threads): length-sorted batches of 32 run at
+the text only. `benchmarks.embedding throughput` (2 threads): length-sorted batches of 32 run at
 0.90x the speed on long catalogue texts, 0.96x on one-sentence ones and 2.4x on short ones (a
 name and category, or the category alone); the determinism is worth it.
 """
@@ -35,7 +35,7 @@ from witple_batch.resources import available_cpus
 
 # The export leaves residual adds and layer norms unfused: onnxruntime 1.32's CPU
 # SkipLayerNormalization spent 1.06 ms of kernel time per sample text (median 41 tokens) where
-# Add + LayerNormalization spend 0.28 ms (benchmarks/export_bench.py, one thread), and the
+# Add + LayerNormalization spend 0.28 ms (benchmarks.embedding recipes, one thread), and the
 # session would fuse them back at ORT_ENABLE_ALL. A session option rather than the binding's
 # `disabled_optimizers` argument, which its fallback session (after a provider failure) drops.
 UNFUSED = "SkipLayerNormFusion"
@@ -110,7 +110,7 @@ class Embedder:
         return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Token states for `ids`; `mask` marks padding (benchmarks/embed_bench.py feeds padded batches)."""
+        """Token states for `ids`; `mask` marks padding (benchmarks.embedding throughput feeds padded batches)."""
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids) if mask is None else mask}
         if "token_type_ids" in self._input_names:
             feed["token_type_ids"] = np.zeros_like(ids)

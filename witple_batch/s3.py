@@ -26,7 +26,7 @@ def s3_timestamp(value: Any) -> datetime:
 
     botocore parses every timestamp through dateutil: 58 us for a listing's ISO 8601
     LastModified, 84 us for a GET's RFC 1123 header. Without it a GET costs 4% less client CPU
-    and a listed key 2.7x less (`benchmarks/s3_client_bench.py`; a shard's GET process spends
+    and a listed key 2.7x less (`benchmarks.e2e s3-client`; a shard's GET process spends
     its core on botocore). Anything else (an uploader's Expires header, two-digit years, named
     zones) goes to botocore's parser.
     """

