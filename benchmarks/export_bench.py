@@ -32,6 +32,7 @@ from export_model.cli import default_source
 from export_model.convert import RECIPE, Recipe, convert
 from export_model.parity import Parity, compare, reference_embeddings
 from export_model.parity_texts import parity_texts
+from export_model.source import read_source
 from witple_batch.embedder import Embedder
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelManifest, sha256_file
 
@@ -54,10 +55,11 @@ COLUMNS = {
 
 
 def export(recipe: Recipe, folder: Path) -> ModelManifest:
-    max_len = convert(default_source(), folder, recipe)
+    source = read_source(default_source())
+    convert(source, folder, recipe)
     return ModelManifest(
         dim=EMBEDDING_DIM,
-        max_seq_length=max_len,
+        max_seq_length=source.max_seq_length,
         onnx_sha256=sha256_file(folder / MODEL_FILE),
         tokenizer_sha256=sha256_file(folder / TOKENIZER_FILE),
         raw={},
