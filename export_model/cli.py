@@ -13,8 +13,9 @@ from pathlib import Path
 
 import orjson
 
+from export_model.library_logs import configure_export_logs, route_library_logs
 from export_model.source import SourceModel, read_source
-from witple_batch.logs import configure, event
+from witple_batch.logs import LEVELS, event, log_level
 from witple_batch.model_files import (
     EMBEDDING_DIM,
     MANIFEST_FILE,
@@ -112,6 +113,7 @@ def export(source: SourceModel, output: Path, threads: int, fingerprint: str, we
     from export_model.parity import measure
 
     started = time.monotonic()
+    route_library_logs()
     output.mkdir(parents=True, exist_ok=True)
     # Build next to the output and move in only after the gate passes: a failed export
     # never leaves a half-written model where jobs would load it.
@@ -134,7 +136,6 @@ def export(source: SourceModel, output: Path, threads: int, fingerprint: str, we
         }
         (staging / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         parity = measure(source.path, staging, threads)
-        event(log, "parity measured", **parity.as_dict())
         parity.check()
         manifest["parity"] = parity.as_dict()
         manifest["export_seconds"] = round(time.monotonic() - started, 2)
@@ -160,7 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m export_model",
         description="Export a 384-d sentence-transformers model (BERT or XLM-R; all-MiniLM-L6-v2 by default) to "
         "int8 ONNX (model.onnx, tokenizer.json, model_manifest.json), gated on cosine parity with the FP32 "
-        "sentence-transformers reference.",
+        "sentence-transformers reference. Third-party output only at LOG_LEVEL=DEBUG.",
     )
     parser.add_argument(
         "--source",
@@ -182,12 +183,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("export_model")
+    level = log_level()
+    configure_export_logs(level or "INFO")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from export_model.parity import ParityError
 
     try:
+        if level is None:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}")
         source = read_source((args.source or default_source()).resolve(), args.text_prefix)
         output = (args.output or default_output()).resolve()
         if args.upload:
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.force and is_up_to_date(output, fingerprint):
             event(log, "model up to date, nothing to export", output=str(output))
         else:
+            event(log, "exporting (library details at LOG_LEVEL=DEBUG)", source=str(source.path))
             manifest = export(source, output, args.threads or available_cpus(), fingerprint, weights)
             event(
                 log,

@@ -1,9 +1,11 @@
-"""Exporting sources other than all-MiniLM-L6-v2: an XLM-R-shaped model, refusals, text prefixes."""
+"""Exporting sources other than all-MiniLM-L6-v2: an XLM-R-shaped model, refusals, text prefixes, quiet logs."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -12,7 +14,7 @@ import pytest
 from export_model.convert import add_text_prefix
 from export_model.parity import MIN_MEAN_COSINE, MIN_MIN_COSINE, compare, measure, reference_embeddings
 from export_model.source import read_source
-from tests.tiny_models import TinyExport, run_export
+from tests.tiny_models import REPO, TinyExport, run_export
 from witple_batch.embedder import Embedder
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, ModelError, sha256_file
 from witple_batch.settings import ConfigError
@@ -42,6 +44,37 @@ def test_the_xlmr_model_embeds_as_its_fp32_reference(tiny_export: TinyExport) ->
     assert embedder.tokenize(["서울"])[0].ids[0] == 0  # XLM-R's <s>, not BERT's [CLS]
     cosines = (reference_embeddings(tiny_export.source, TEXTS, 2) * ours).sum(axis=1)
     assert cosines.min() >= MIN_MIN_COSINE, cosines
+
+
+def test_a_default_export_prints_only_its_own_progress(tiny_export: TinyExport) -> None:
+    lines = [json.loads(line) for line in tiny_export.stderr.splitlines()]  # not JSON: a library printed
+    assert {line["logger"] for line in lines} == {"export_model"}
+    assert [line["msg"].split(" ")[0] for line in lines] == ["exporting", "model"]
+
+
+LIBRARY_CHATTER = """
+import logging, warnings
+from export_model.library_logs import configure_export_logs, route_library_logs
+from transformers.utils import logging as transformers_logging
+configure_export_logs({level!r})
+route_library_logs()
+logging.info("quantiser detail")  # onnxruntime's quantiser logs through the root logger
+logging.getLogger("fusion_base").info("fused 6 nodes")
+transformers_logging.get_logger("transformers.configuration_utils").warning("deprecated argument")
+warnings.warn("tracer warning", stacklevel=1)
+logging.getLogger("export_model").info("ours")
+"""
+
+
+@pytest.mark.parametrize(("level", "expected"), [("INFO", 1), ("DEBUG", 5)])
+def test_library_output_appears_at_debug_only(level: str, expected: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_CHATTER.format(level=level)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line one JSON object
+    assert len(lines) == expected, lines
+    assert lines[-1]["msg"] == "ours"
 
 
 def _source_copy(tiny_export: TinyExport, tmp_path: Path) -> Path:
