@@ -141,7 +141,7 @@ def print_separation(rows: list[tuple[str, Separation]]) -> None:
 def print_cost(models: dict[str, Path], results: dict[str, list[dict]]) -> None:
     count = len(next(iter(results.values())))
     print(f"\nSize and memory (peak resident memory the embedder adds, median of {count} processes)")
-    print(f"{'model':<44}{'model.onnx':>11}{'tokenizer':>10}{'max tokens':>11}{'tokens cat/ko':>14}{'peak +MB':>9}")
+    print(f"{'model':<44}{'model.onnx':>11}{'tokenizer':>10}{'max tokens':>11}{'tokens cat/ko':>14}{'peak +MiB':>10}")
     for name, folder in models.items():
         runs = results[name]
         tokens = "/".join(f"{statistics.median(r['tokens'][kind] for r in runs):.0f}" for kind in KINDS)
@@ -149,7 +149,7 @@ def print_cost(models: dict[str, Path], results: dict[str, list[dict]]) -> None:
             f"{name:<44}{(folder / MODEL_FILE).stat().st_size / 1e6:>8.1f} MB"
             f"{(folder / TOKENIZER_FILE).stat().st_size / 1e6:>7.1f} MB"
             f"{verify_model_dir(folder).max_seq_length:>11}{tokens:>14}"
-            f"{statistics.median(r['peak_delta_mb'] for r in runs):>9.0f}"
+            f"{statistics.median(r['peak_delta_mb'] for r in runs):>10.0f}"
         )
     print(f"\nOne text at a time: texts/s, median [min-max] of {count} rounds, the models taking turns;")
     print("CPU ms per text on 1 thread (the process's CPU time, which other load on the machine disturbs least)")
