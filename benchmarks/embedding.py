@@ -32,6 +32,7 @@ from benchmarks import report
 from benchmarks.services import REPO, model_dir
 from export_model.cli import default_source
 from export_model.convert import RECIPE, Recipe, convert
+from export_model.source import read_source
 from witple_batch.embedder import Embedder
 from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE, ModelManifest, sha256_file
 from witple_batch.place_text import CatalogueEntry, place_text
@@ -236,10 +237,11 @@ def recipes() -> dict[str, Recipe]:
 
 def export(recipe: Recipe, folder: Path) -> ModelManifest:
     """The recipe's model in `folder`; returns its manifest."""
-    max_len = convert(default_source(), folder, recipe)
+    source = read_source(default_source())
+    convert(source, folder, recipe)
     return ModelManifest(
         dim=EMBEDDING_DIM,
-        max_seq_length=max_len,
+        max_seq_length=source.max_seq_length,
         onnx_sha256=sha256_file(folder / MODEL_FILE),
         tokenizer_sha256=sha256_file(folder / TOKENIZER_FILE),
         raw={},

@@ -1,6 +1,7 @@
-"""Ranking quality: do the vectors mean something? One subcommand per data set.
+"""Quality: do the vectors mean something? Ranking on MovieLens, and how Korean place texts separate.
 
     python -m benchmarks.quality movielens [--users N]
+    python -m benchmarks.quality korean [--separation-only]
 
 Each data set's interactions run through the real pipeline (local_stack.harness.run_batch).
 """
@@ -24,7 +25,7 @@ import orjson
 import psycopg
 from pgvector.psycopg import register_vector
 
-from benchmarks import report
+from benchmarks import korean, report
 from benchmarks.e2e import ours
 from benchmarks.services import REPO, Services, model_dir, running
 from local_stack.sample_data import SampleFile
@@ -515,6 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     parser, sub = report.parser(__spec__.name, __doc__)
     run = report.command(sub, "movielens", MOVIELENS, movielens)
     run.add_argument("--users", type=int, help="only the first N users (a quick run; default: all 943)")
+    korean.add_arguments(report.command(sub, "korean", korean.__doc__ or "", korean.run))
     report.run(parser, argv)
 
 

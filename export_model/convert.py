@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from witple_batch.model_files import EMBEDDING_DIM, MODEL_FILE, TOKENIZER_FILE
+from export_model.source import SourceModel
+from witple_batch.model_files import MODEL_FILE, TEXT_PREFIX_KEY, TOKENIZER_FILE
 
 
 @dataclass(frozen=True)
@@ -55,15 +56,8 @@ RECIPE = Recipe()
 QUANTISATION = describe(RECIPE)
 
 
-def source_max_seq_length(source: Path) -> int:
-    """sentence-transformers' own limit (256 for MiniLM), not the tokenizer's 128 or BERT's 512."""
-    config = source / "sentence_bert_config.json"
-    if config.is_file():
-        return int(json.loads(config.read_text())["max_seq_length"])
-    return int(json.loads((source / "config.json").read_text())["max_position_embeddings"])
-
-
-def _fused_graph(plain: Path, fused: Path, recipe: Recipe) -> None:
+def _fused_graph(plain: Path, fused: Path, recipe: Recipe, source: SourceModel) -> None:
+    """onnxruntime's BERT fusions, for XLM-R too: its encoder layers are BERT's."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -72,8 +66,8 @@ def _fused_graph(plain: Path, fused: Path, recipe: Recipe) -> None:
     model = optimizer.optimize_model(
         str(plain),
         model_type="bert",
-        num_heads=12,
-        hidden_size=EMBEDDING_DIM,
+        num_heads=source.num_heads,
+        hidden_size=source.hidden_size,
         opt_level=1,
         use_gpu=False,
         optimization_options=options,
@@ -82,7 +76,11 @@ def _fused_graph(plain: Path, fused: Path, recipe: Recipe) -> None:
 
 
 def _layer0_nodes(fused: Path) -> dict[str, str]:
-    """Encoder layer 0's parts by name: its MatMuls, and the Attention fed by the embedding layer norm."""
+    """Encoder layer 0's parts by name: its MatMuls, and the Attention fed by the embedding layer norm.
+
+    BERT's embeddings fuse into EmbedLayerNormalization; XLM-R's do not (onnxruntime does not fuse
+    its offset position ids), so there the layer norm is the embeddings' own LayerNormalization.
+    """
     import onnx
 
     graph = onnx.load(str(fused), load_external_data=False).graph
@@ -100,8 +98,11 @@ def _layer0_nodes(fused: Path) -> dict[str, str]:
         n.name
         for n in graph.node
         if n.op_type == "Attention"
-        and producer.get(n.input[0]) is not None
-        and producer[n.input[0]].op_type == "EmbedLayerNormalization"
+        and n.input[0] in producer
+        and (
+            producer[n.input[0]].op_type == "EmbedLayerNormalization"
+            or producer[n.input[0]].name.startswith("/embeddings/LayerNorm/")
+        )
     ]
     if any(len(names) != 1 for names in found.values()):
         # a renamed or differently fused graph would silently quantise what parity needs in FP32
@@ -139,16 +140,24 @@ def _tokenizer(plain_dir: Path, target: Path, max_len: int) -> None:
     target.write_text(json.dumps(data, ensure_ascii=False))
 
 
-def convert(source: Path, out_dir: Path, recipe: Recipe = RECIPE) -> int:
-    """Write model.onnx and tokenizer.json into out_dir; return the max sequence length."""
+def add_text_prefix(model: Path, prefix: str) -> None:
+    """The prefix goes into model.onnx's metadata, so its sha256 (the vector space's name) covers it."""
+    import onnx
+
+    graph = onnx.load(str(model))
+    onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, TEXT_PREFIX_KEY: prefix})
+    onnx.save(graph, str(model))
+
+
+def convert(source: SourceModel, out_dir: Path, recipe: Recipe = RECIPE) -> None:
+    """Write model.onnx and tokenizer.json into out_dir."""
     from optimum.exporters.onnx import main_export
 
-    max_len = source_max_seq_length(source)
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         work = Path(tmp)
         # library_name="transformers": the graph returns token states; pooling lives in the embedder.
         main_export(
-            str(source),
+            str(source.path),
             output=str(work / "plain"),
             task="feature-extraction",
             device="cpu",
@@ -156,7 +165,8 @@ def convert(source: Path, out_dir: Path, recipe: Recipe = RECIPE) -> int:
             do_validation=False,
             local_files_only=True,
         )
-        _fused_graph(work / "plain" / MODEL_FILE, work / "fused.onnx", recipe)
+        _fused_graph(work / "plain" / MODEL_FILE, work / "fused.onnx", recipe, source)
         _quantise(work / "fused.onnx", out_dir / MODEL_FILE, recipe)
-        _tokenizer(work / "plain", out_dir / TOKENIZER_FILE, max_len)
-    return max_len
+        if source.text_prefix:  # without one, model.onnx stays byte for byte what it was
+            add_text_prefix(out_dir / MODEL_FILE, source.text_prefix)
+        _tokenizer(work / "plain", out_dir / TOKENIZER_FILE, source.max_seq_length)

@@ -65,4 +65,7 @@ def compare(reference: np.ndarray, ours: np.ndarray) -> Parity:
 
 def measure(source: Path, model_dir: Path, threads: int) -> Parity:
     texts = parity_texts()
-    return compare(reference_embeddings(source, texts, threads), Embedder(model_dir, threads=threads).embed(texts))
+    embedder = Embedder(model_dir, threads=threads)
+    # the reference reads the texts as the model will: with the prefix it carries (e5's "query: ")
+    reference = reference_embeddings(source, [embedder.text_prefix + text for text in texts], threads)
+    return compare(reference, embedder.embed(texts))

@@ -19,6 +19,7 @@ from local_stack.moto_s3 import LOCAL_PARTIALS_SECRET, MotoS3
 from local_stack.postgres import LocalPostgres
 from local_stack.webhook_receiver import WebhookReceiver
 from tests.helpers import fresh_env
+from tests.tiny_models import TinyExport, export_tiny_model
 from witple_batch.model_files import ModelError, verify_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,12 @@ def model_dir() -> Path:
     except ModelError as exc:
         pytest.fail(f"exported model needed (scripts/bootstrap.sh makes it): {exc}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
+    """A random XLM-R-shaped MiniLM (no token_type_ids), exported by the CLI: the plumbing without real weights."""
+    return export_tiny_model(tmp_path_factory.mktemp("tiny-xlmr"))
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def _ops(graph_file: Path) -> collections.Counter[str]:
 
 
 def test_the_session_keeps_layer_norms_unfused(model_dir: Path, tmp_path: Path) -> None:
-    """onnxruntime's CPU SkipLayerNormalization is the slow path (benchmarks/export_bench.py)."""
+    """onnxruntime's CPU SkipLayerNormalization is the slow path (benchmarks/embedding.py recipes)."""
     options = ort.SessionOptions()  # a caller's own options: the embedder adds what it needs
     options.optimized_model_filepath = str(tmp_path / "ours.onnx")
     Embedder(model_dir, threads=1, options=options)

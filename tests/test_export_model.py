@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,12 +42,26 @@ def test_manifest_records_what_was_built(model_dir: Path) -> None:
     assert manifest["parity"]["min_cosine"] >= MIN_MIN_COSINE
 
 
-def test_the_exported_graph_is_the_recipe(model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "inputs", "layer_norms"),
+    [
+        # BERT: the embeddings fuse into EmbedLayerNormalization, token_type_ids is an input (fed zeros)
+        ("shipped", ["input_ids", "attention_mask", "token_type_ids"], 12),
+        # XLM-R: no token_type_ids; its embeddings' layer norm stays a LayerNormalization of its own
+        ("tiny_xlmr", ["input_ids", "attention_mask"], 13),
+    ],
+)
+def test_the_exported_graph_is_the_recipe(request, model: str, inputs: list[str], layer_norms: int) -> None:
     import onnx
 
-    nodes = onnx.load(str(model_dir / MODEL_FILE)).graph.node
+    folder = (
+        request.getfixturevalue("model_dir") if model == "shipped" else request.getfixturevalue("tiny_export").model_dir
+    )
+    graph = onnx.load(str(folder / MODEL_FILE)).graph
+    assert [i.name for i in graph.input] == inputs
+    nodes = graph.node
     ops = collections.Counter(node.op_type for node in nodes)
-    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 12
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == layer_norms
     assert (ops["Attention"], ops["QAttention"]) == (1, 5)  # layer 0's attention alone in FP32
 
     def layer0(prefix: str) -> set[str]:
@@ -88,12 +103,21 @@ def _export(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_rerun_with_unchanged_inputs_skips_the_work(model_dir: Path) -> None:
-    before = (model_dir / "model.onnx").stat().st_mtime_ns
-    result = _export("--output", str(model_dir))
+def _copy_of(model_dir: Path, tmp_path: Path) -> Path:
+    """The exports below write into their --output whenever the exporter's code differs from the one that
+    built model_dir: never into the shared folder."""
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def test_rerun_with_unchanged_inputs_skips_the_work(model_dir: Path, tmp_path: Path) -> None:
+    copy = _copy_of(model_dir, tmp_path)
+    before = (copy / "model.onnx").stat().st_mtime_ns
+    result = _export("--output", str(copy))
     assert result.returncode == 0, result.stderr
     assert "model up to date" in result.stderr
-    assert (model_dir / "model.onnx").stat().st_mtime_ns == before
+    assert (copy / "model.onnx").stat().st_mtime_ns == before
 
 
 def test_bad_source_is_a_configuration_error(tmp_path: Path) -> None:
@@ -102,9 +126,10 @@ def test_bad_source_is_a_configuration_error(tmp_path: Path) -> None:
     assert "not a Hugging Face model folder" in result.stderr
 
 
-def test_upload_copies_the_three_files(model_dir: Path, s3_env: dict[str, str]) -> None:
+def test_upload_copies_the_three_files(model_dir: Path, s3_env: dict[str, str], tmp_path: Path) -> None:
     import os
 
+    model_dir = _copy_of(model_dir, tmp_path)
     client = s3_client(s3_env["AWS_REGION"])
     client.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": s3_env["AWS_REGION"]})
     result = _export("--output", str(model_dir), "--upload", "s3://models/minilm/v1/", env={**os.environ, **s3_env})

@@ -26,6 +26,7 @@ from tokenizers import Encoding, Tokenizer
 from witple_batch.model_files import (
     EMBEDDING_DIM,
     MODEL_FILE,
+    TEXT_PREFIX_KEY,
     TOKENIZER_FILE,
     ModelError,
     ModelManifest,
@@ -39,6 +40,7 @@ from witple_batch.resources import available_cpus
 # session would fuse them back at ORT_ENABLE_ALL. A session option rather than the binding's
 # `disabled_optimizers` argument, which its fallback session (after a provider failure) drops.
 UNFUSED = "SkipLayerNormFusion"
+FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # each fed only when the graph declares it
 
 
 def _session_options(options: ort.SessionOptions | None) -> ort.SessionOptions:
@@ -83,6 +85,10 @@ class Embedder:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped Fail/InvalidGraph errors
             raise ModelError(f"{model_dir / MODEL_FILE} cannot be loaded: {exc}") from None
         self._input_names = {i.name for i in self._session.get_inputs()}
+        if unknown := self._input_names - set(FED_INPUTS):
+            raise ModelError(f"{model_dir / MODEL_FILE} needs {sorted(unknown)}; the embedder feeds only {FED_INPUTS}")
+        # in the graph, not the manifest: the prefix changes every vector, so model.onnx's sha256 must cover it
+        self.text_prefix = self._session.get_modelmeta().custom_metadata_map.get(TEXT_PREFIX_KEY, "")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (n, 384), L2-normalised, rows in input order; each row a function of its text alone."""
@@ -106,15 +112,17 @@ class Embedder:
         return out
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
-        """The model's tokens for each text, special tokens added and truncated as embedding does."""
-        return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        """The model's tokens for each text, prefixed, special tokens added and truncated as embedding does."""
+        return self._tokenizer.encode_batch([self.text_prefix + text for text in texts], add_special_tokens=True)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Token states for `ids`; `mask` marks padding (benchmarks.embedding throughput feeds padded batches)."""
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids) if mask is None else mask}
-        if "token_type_ids" in self._input_names:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        return self._session.run(None, feed)[0]
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids) if mask is None else mask,
+            "token_type_ids": np.zeros_like(ids),
+        }
+        return self._session.run(None, {name: feed[name] for name in self._input_names})[0]
 
     @staticmethod
     def _pool(states: np.ndarray) -> np.ndarray:

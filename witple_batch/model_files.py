@@ -20,6 +20,8 @@ MANIFEST_FILE = "model_manifest.json"
 MODEL_FILES = (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE)
 EMBEDDING_DIM = 384
 MANIFEST_VERSION = 1
+# model.onnx metadata: the text every input is prefixed with (e5's "query: "); absent means none
+TEXT_PREFIX_KEY = "witple.text_prefix"
 
 
 class ModelError(PermanentError):
