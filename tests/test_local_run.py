@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 
+import psycopg
 import pytest
 
 from local_stack.sample_data import generate
@@ -46,6 +47,7 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
     assert_database_matches(database_url, expected)
     assert [r.json["job_status"] for r in receiver.received] == ["SUCCEEDED"]
     assert "nearest places to" in first.stdout
+    assert_recommendations_in_score_order(first.stdout)
 
     second = _runner(env, *sizes, "--seed=2", "--shards=3")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -70,6 +72,15 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
     assert len(receiver.received) == 2
 
 
+def assert_recommendations_in_score_order(stdout: str) -> None:
+    """The listing under "recommend_places" is the function's order: best first."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("recommend_places"))
+    scores = [float(line.split()[-1]) for line in lines[start + 1 :] if line.startswith("  ")]
+    assert len(scores) == 5
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_runner_starts_and_stops_its_own_services(model_dir):
     clean = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "DATABASE_URL", "WEBHOOK_URL")}
     result = subprocess.run(
@@ -92,3 +103,31 @@ def test_runner_starts_and_stops_its_own_services(model_dir):
     assert "postgres:***@127.0.0.1" in result.stderr  # the password is masked
     assert [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("webhook")] == ["SUCCEEDED"]
     assert "actions read / accepted / rejected  1,500 /" in result.stdout
+    assert_recommendations_in_score_order(result.stdout)
+    # what a newcomer sees: the runner's own lines, no library's INFO chatter
+    assert [line for line in result.stderr.splitlines() if "INFO" in line] == []
+
+
+def test_the_runners_recommendations_keep_the_functions_order_whatever_the_join(s3_env, model_dir, database_url):
+    """The summary names each recommended place: a join that hashes the function's rows against
+    place_vectors returns them in the table's order unless the query orders them again."""
+    import importlib.util
+
+    from local_stack.sample_data import catalogue, install_catalogue
+    from tests.helpers import fresh_env, pipeline
+
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    install_catalogue(database_url, catalogue(60))
+    pipeline(env, generate(actions=2_000, users=100, places=60, seed=5, malformed_files=0), shards=1)
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for setting in ("enable_nestloop", "enable_mergejoin"):  # whatever plan: a hash join here
+            conn.execute(f'ALTER DATABASE "{name}" SET {setting} = off')
+    spec = importlib.util.spec_from_file_location("run_local", REPO / "scripts" / "run_local.py")
+    run_local = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(run_local)  # type: ignore[union-attr]
+    lines = run_local.nearest_places(database_url, {row.name: row.theme for row in catalogue(60)})
+    user = lines[0].split()[0]
+    start = next(i for i, line in enumerate(lines) if line.startswith("recommend_places"))
+    shown = [tuple(line.split()[:2]) for line in lines[start + 1 :]]
+    assert shown == query(database_url, "SELECT place_category, place_id FROM recommend_places(%s, 5)", (user,))

@@ -249,6 +249,34 @@ def test_a_broken_setting_on_50_children_sends_one_failed(s3_env, model_dir, dat
     assert query(database_url, "SELECT status, notice FROM batch_runs") == [("failed", "FAILED")]
 
 
+def test_a_child_killed_between_failing_its_run_and_its_notice_is_told_by_a_later_plan_once(
+    s3_env, model_dir, database_url, receiver, sample
+):
+    """The move to failed is recorded, then the child dies while its FAILED is in flight: the
+    run stays failed and owes its notice, which the next coordinator sends, once."""
+    receiver.script[:] = [0]  # the first delivery hangs until the child is killed
+    env = _env(s3_env, model_dir, database_url, receiver, MAX_RECORDS_PER_FILE="lots", JOB_ATTEMPTS="1")
+    seed(env, SampleSet(sample.files[:2], sample.expected))
+    plan_run(env, shards=1)
+    child = start_module("shard_job", {**env, "WEBHOOK_TIMEOUT_SECONDS": "600"})
+    try:
+        wait_for(receiver.hanging.is_set, "the child sending FAILED, after recording its run failed")
+    finally:
+        child.kill()
+        child.wait()
+    assert query(database_url, "SELECT status, notice FROM batch_runs") == [("failed", None)]
+    with psycopg.connect(database_url, autocommit=True) as conn:  # past the quiet period a job may still send in
+        conn.execute("UPDATE batch_runs SET failed_at = failed_at - interval '11 minutes'")
+    for _ in range(2):
+        plan_run(_batch(env), shards=1)
+    [_, notice] = receiver.received
+    assert (notice.json["batch_id"], notice.json["job_status"]) == (env["BATCH_ID"], "FAILED")
+    assert "MAX_RECORDS_PER_FILE must be an integer" in notice.json["error_message"]
+    assert query(database_url, "SELECT status, notice FROM batch_runs WHERE batch_id = %s", (env["BATCH_ID"],)) == [
+        ("failed", "FAILED")
+    ]
+
+
 def test_a_file_over_the_size_limit_is_quarantined_until_released(s3_env, model_dir, database_url, sample):
     big_key = "user-actions/year=2025/month=01/day=15/hour=14/batch-1-1-bigbig00.json"
     action = {"user_id": "user-big", "place_id": "1", "place_category": "nature", "action_type": "like"}
