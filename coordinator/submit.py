@@ -25,6 +25,7 @@ from coordinator.plan import PlannedRun, plan_run
 from witple_batch import metrics, run_state
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
+from witple_batch.s3 import aws_session
 from witple_batch.settings import CommonConfig, validate_run_id
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,10 @@ _retried = retry(
 
 
 def batch_client(region: str) -> Any:
-    import boto3
     from botocore.config import Config
 
     config = Config(region_name=region, retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60)
-    return boto3.session.Session().client("batch", config=config)
+    return aws_session().client("batch", config=config)
 
 
 @_retried

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -37,8 +38,12 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> TinyExport:
-    """A random XLM-R-shaped MiniLM (no token_type_ids), exported by the CLI: the plumbing without real weights."""
-    return export_tiny_model(tmp_path_factory.mktemp("tiny-xlmr"))
+    """A random XLM-R-shaped MiniLM (no token_type_ids), exported by the CLI: the plumbing without real
+    weights. Built once per test run: parallel workers share the one the first of them made."""
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every xdist worker
+    with (shared / "tiny-xlmr.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return export_tiny_model(shared / "tiny-xlmr")
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +54,9 @@ def moto() -> Iterator[MotoS3]:
 
 @pytest.fixture
 def s3_env(moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Point boto3 in this process (and children given this env) at the moto server."""
-    env = moto.client_env()
+    """Point boto3 in this process (and children given this env) at the moto server; a webhook that
+    fails is retried at once (the retries are what the tests count, not the pauses)."""
+    env = {**moto.client_env(), "WEBHOOK_BACKOFF_SECONDS": "0.01"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -77,10 +78,13 @@ def test_runtime_set_installs_and_imports_without_torch(
             (context / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / source, context / source)
     target = tmp_path / "venv"
-    venv.create(target, with_pip=True)
+    venv.create(target, with_pip=False)  # this venv's pip installs into it: no pip of its own to set up
     python = str(target / "bin" / "python")
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-c", str(context / "constraints.txt"), f"{context}[{extra}]"],
+        [
+            *(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-compile"),
+            *("-c", str(context / "constraints.txt"), f"{context}[{extra}]"),
+        ],
         capture_output=True,
         text=True,
         timeout=900,

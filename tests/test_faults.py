@@ -55,7 +55,7 @@ def test_a_permanent_s3_fault_fails_the_child_naming_the_key(moto, s3_env, model
     seed(env, SampleSet(sample.files[:4], sample.expected))
     plan_run(env, shards=1)
     with FaultProxy.running(moto.endpoint, fail_keys=(sample.files[2].key,)) as proxy:
-        result = run_module("shard_job", {**env, "AWS_ENDPOINT_URL": proxy.url})
+        result = run_module("shard_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2"})
     assert result.returncode == 1
     assert sample.files[2].key in result.stderr
     assert "InternalError" in result.stderr

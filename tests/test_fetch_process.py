@@ -66,7 +66,7 @@ def test_the_in_process_fetchers_results_in_plan_order(s3_env):
 def test_a_get_that_fails_for_good_raises_fetch_error_naming_the_key(moto, s3_env):
     files = put_files(s3_env, 5)
     with FaultProxy.running(moto.endpoint, fail_keys=(files[3].key,)) as proxy:
-        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2"}
         with FetchProcess.started(env) as reader:
             fetched = reader.fetch_in_order(s3_env["AWS_REGION"], BUCKET, files, 2, 10_000)
             assert [item for item, _ in itertools.islice(fetched, 3)] == files[:3]

@@ -16,7 +16,7 @@ from tests.test_reduce_job import assert_database_matches, assert_vectors_follow
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = {"actions": 20_000, "users": 2_000, "places": 500}
+SAMPLE = {"actions": 8_000, "users": 1_000, "places": 300}
 
 
 def _runner(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

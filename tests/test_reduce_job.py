@@ -588,7 +588,11 @@ def test_a_shard_failing_on_its_last_attempt_sends_failed(
     seed(env, SampleSet(first_sample.files[:3], first_sample.expected))
     plan_run(env, shards=1)
     with FaultProxy.running(moto.endpoint, fail_keys=(first_sample.files[0].key,)) as proxy:
-        broken = {**env, "AWS_ENDPOINT_URL": proxy.url}  # that object answers 500, whatever the retries
+        broken = {
+            **env,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "AWS_MAX_ATTEMPTS": "2",
+        }  # that object answers 500, whatever the retries
         early = run_module("shard_job", {**broken, "AWS_BATCH_JOB_ATTEMPT": "1"})
         assert early.returncode == 1
         assert receiver.received == []  # Batch will retry: nothing to report yet

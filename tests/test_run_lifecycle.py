@@ -163,7 +163,7 @@ def test_notices_follow_the_attempts_of_a_failing_reduce(moto, s3_env, model_dir
     env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
     _sharded(env, sample.files[:6], sample)
     with FaultProxy.running(moto.endpoint, fail_keys=("pairs.counts.npy",)) as proxy:
-        faulty = {**env, "AWS_ENDPOINT_URL": proxy.url}
+        faulty = {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2"}
         for attempt in ("1", "2"):
             result = run_module("reduce_job", {**faulty, "AWS_BATCH_JOB_ATTEMPT": attempt})
             assert result.returncode == 1, result.stderr[-2000:]
@@ -183,11 +183,15 @@ def test_a_reduce_failing_after_its_commit_sends_succeeded_never_failed(
     env = _env(s3_env, model_dir, database_url, receiver, JOB_ATTEMPTS="3")
     _sharded(env, sample.files[:6], sample)
     with FaultProxy.running(moto.endpoint, fail_keys=("report.json",)) as proxy:
-        early = run_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "1"})
+        early = run_module(
+            "reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2", "AWS_BATCH_JOB_ATTEMPT": "1"}
+        )
         assert early.returncode == 1
         assert receiver.received == []  # Batch retries: the retry will send SUCCEEDED
         assert query(database_url, "SELECT status, notice FROM batch_runs") == [("committed", None)]
-        last = run_module("reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_BATCH_JOB_ATTEMPT": "3"})
+        last = run_module(
+            "reduce_job", {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2", "AWS_BATCH_JOB_ATTEMPT": "3"}
+        )
     assert last.returncode == 1
     # the data is committed: FAILED would contradict the database, and no later job would say SUCCEEDED
     [notice] = receiver.received
@@ -371,7 +375,7 @@ def test_the_notice_is_idempotent_re_signed_per_attempt_and_never_redirected(
     s3_env, model_dir, database_url, receiver, sample
 ):
     receiver.script[:] = [503, 200]
-    env = _env(s3_env, model_dir, database_url, receiver)
+    env = _env(s3_env, model_dir, database_url, receiver, WEBHOOK_BACKOFF_SECONDS="1")  # a new second to sign
     _sharded(env, sample.files[:3], sample)
     reduce_in_process(env)
     first, second = receiver.received

@@ -105,6 +105,7 @@ def conclude(
                 secret=common.webhook_secret,
                 attempts=common.webhook_attempts,
                 timeout=common.webhook_timeout,
+                backoff=common.webhook_backoff,
             )
         outcome = delivery.outcome or WebhookOutcome.NOT_CONFIGURED
         if run_state.record_notice(conn, run_id, notice, outcome, delivery.attempts, delivery.error):  # once per run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -9,12 +10,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
 from witple_batch.errors import ConfigError
+from witple_batch.settings import env_int
 
 # the two forms S3 writes: ListObjectsV2's LastModified and the Last-Modified header
 _S3_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
@@ -40,18 +43,31 @@ def s3_timestamp(value: Any) -> datetime:
     return parse_timestamp(value)
 
 
-def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_attempts: int = 8) -> Any:
-    """A client on a botocore session of its own, so its timestamp parser is nobody else's."""
+@functools.cache
+def _data_loader() -> Any:
+    """One botocore loader per process: each service's JSON model is parsed once, however many clients."""
+    return botocore.loaders.create_loader()
+
+
+def aws_session() -> boto3.session.Session:
+    """The one factory behind every AWS client: a botocore session of its own (S3 timestamps parsed
+    without dateutil, nobody else's parser changed), sharing the process's parsed service models."""
     session = botocore.session.get_session()
+    session.register_component("data_loader", _data_loader())
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=s3_timestamp)
+    return boto3.session.Session(botocore_session=session)
+
+
+def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_attempts: int = 8) -> Any:
+    """An S3 client; AWS_MAX_ATTEMPTS, botocore's own setting, wins over `max_attempts` when it is set."""
     config = Config(
         region_name=region,
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "max_attempts": env_int("AWS_MAX_ATTEMPTS", max_attempts, minimum=1, maximum=20)},
         max_pool_connections=pool,
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session(botocore_session=session).client("s3", config=config)
+    return aws_session().client("s3", config=config)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

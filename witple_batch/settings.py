@@ -140,6 +140,7 @@ class CommonConfig:
     job_attempts: int  # the job definition's attempts: the last one is final
     webhook_attempts: int
     webhook_timeout: float
+    webhook_backoff: float  # the first pause between attempts, doubling each time (at most 30 s)
     db_connect_attempts: int
     db_lock_timeout: float
     db_statement_timeout: float
@@ -192,6 +193,7 @@ def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
         job_attempts=env_int("JOB_ATTEMPTS", 3, env, minimum=1, maximum=10),
         webhook_attempts=env_int("WEBHOOK_ATTEMPTS", 5, env, minimum=1, maximum=20),
         webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
+        webhook_backoff=env_float("WEBHOOK_BACKOFF_SECONDS", 1.0, env, minimum=0.0),
         db_connect_attempts=env_int("DB_CONNECT_ATTEMPTS", 5, env, minimum=1, maximum=30),
         db_lock_timeout=env_float("DB_LOCK_TIMEOUT_SECONDS", 10.0, env, minimum=0.1),
         db_statement_timeout=env_float("DB_STATEMENT_TIMEOUT_SECONDS", 1800.0, env, minimum=1.0),
