@@ -22,7 +22,7 @@ want=$(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing pinned dependencies (constraints.txt)" >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -c constraints.txt -e ".[shard,reduce,export,dev]"
+  "$venv/bin/python" -m pip install --quiet --no-compile -c constraints.txt -e ".[shard,reduce,export,dev]"
   echo "$want" > "$stamp"
 fi
 

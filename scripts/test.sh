@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: set-up, lint, then the whole test suite.
+# The README's test command: set-up, lint, then the whole test suite on every core (TEST_WORKERS).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/bootstrap.sh"
@@ -7,4 +7,4 @@ cd "$root"
 export MODEL_DIR=${MODEL_DIR:-$root/.cache/model}
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" --dist worksteal "$@"
