@@ -22,9 +22,13 @@ want=$(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing pinned dependencies (constraints.txt)" >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --no-compile -c constraints.txt -e ".[shard,reduce,export,dev]"
+  "$venv/bin/python" -m pip install --quiet -c constraints.txt -e ".[shard,reduce,export,dev]"
   echo "$want" > "$stamp"
 fi
+
+# bytecode for our own modules, written even where PYTHONDONTWRITEBYTECODE is set: every job and test
+# process imports them, and compiling them again in each costs more than the suite's slowest test
+"$venv/bin/python" -m compileall -q -j 0 witple_batch coordinator shard_job reduce_job export_model local_stack
 
 export MODEL_DIR=${MODEL_DIR:-$root/.cache/model}
 "$venv/bin/python" -m export_model --output "$MODEL_DIR" >&2
