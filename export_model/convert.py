@@ -1,21 +1,12 @@
 """PyTorch weights -> ONNX (optimum) -> fused CPU graph -> dynamic int8 (onnxruntime).
 
-Measured on a 2-core AVX2 machine without VNNI (not re-measured with VNNI), 3,000 mixed
-texts, 2 threads: per-channel QInt8 weights keep mean cosine ~0.991 while per-tensor QInt8
-falls to ~0.954; QUInt8 weights are ~12% slower on AVX2; reduce_range costs accuracy for
-nothing here.
-
-Each text runs alone at embedding time (see witple_batch.embedder), so activation scales
-come from one text. On that AVX2 machine, quantising every layer failed the parity gate on
-short, [UNK]-heavy Korean texts (mean 0.9888, min 0.950), and only the first encoder layer
-mattered, so layer 0 stays in FP32. `python -m benchmarks.embedding recipes` measures the recipes against
-each other on an AVX-512 VNNI machine (onnxruntime 1.32). There every layer in int8 passes the
-gate (0.9914 / 0.9765) at 1.20-1.36x the speed of the shipped recipe (two runs), but the gate runs only
-where the model is exported, and a Batch host without VNNI would run a graph like the one that
-failed it. What ships instead is free: residual adds and layer norms stay unfused, because
-onnxruntime's CPU SkipLayerNormalization took ~3.8x their kernel time (1.06 against 0.28 ms per
-sample text, one thread): 1.15-1.20x the speed on sample and catalogue texts, 1 and 2 threads,
-the same gate cosines. The embedder keeps its session from fusing them back.
+Per-channel QInt8 weights (per-tensor lost too much accuracy), uint8 activations quantised per
+text at run time (each text is embedded alone: witple_batch.embedder). Encoder layer 0 stays in
+FP32: quantised, it failed the parity gate on short Korean texts on a CPU without VNNI, and the
+gate runs only where the model is exported, not on the Batch host that embeds. Residual adds and
+layer norms stay unfused: onnxruntime's CPU SkipLayerNormalization is the slower kernel, and the
+embedder keeps its session from fusing them back. `python -m benchmarks.embedding recipes`
+measures the recipes against each other.
 """
 
 from __future__ import annotations

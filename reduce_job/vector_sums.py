@@ -26,8 +26,7 @@ At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x
 (about 190 MB, only when a block's places are all new to the cache; its matrix comes after
 the refill, when the cache holds one block's places) and the place stage near 16k x 4.5 KB +
 8k x 4.5 KB + 16 MB + 1k x 9 KB (about 135 MB), whatever the data;
-`benchmarks.scale reduce` measures the reduce's peak (193 MiB in all at 0.1 M users;
-217-218 MiB, flat from 0.1 to 0.3 M users, before the place sums were freed block by block).
+`python -m benchmarks.scale reduce` measures the reduce's peak (193 MiB in all at 0.1 M users).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
 
 Needs the temporary tables vectors.py makes: affected_pairs (user_idx, place_idx, w_new, w_old,

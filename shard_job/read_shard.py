@@ -15,7 +15,7 @@ that would take the shard past either, and every file after it, is deferred to t
 file, so the backlog drains. Through the whole child an action costs at most ~1.2 KB when every
 user id is new and 256 characters long, a new place ~5 KB, ~110 B per action when ids repeat
 (`benchmarks.scale shard-caps`): about 2.2 GB at worst at the defaults (1,000,000 and 250,000),
-within the shard's 4 GiB (deploy/job-definitions/shard.json).
+within the shard's 4 GiB (deploy/stack.yaml).
 """
 
 from __future__ import annotations

@@ -5,12 +5,10 @@ token states. Importing this module must not pull in torch or transformers (the 
 has neither).
 
 Each text runs alone (a batch of one, so no padding at all), `threads` texts at a time.
-Dynamic int8 quantises activations with one scale per tensor, so in a batch a text's
-vector depends on its batch mates: the same place text embedded in two shards differed
-by up to cosine 0.996, which user vectors then mixed. Alone, a text's vector depends on
-the text only. `benchmarks.embedding throughput` (2 threads): length-sorted batches of 32 run at
-0.90x the speed on long catalogue texts, 0.96x on one-sentence ones and 2.4x on short ones (a
-name and category, or the category alone); the determinism is worth it.
+Dynamic int8 quantises activations with one scale per tensor, so in a batch a text's vector
+would depend on its batch mates, and the same place would get different vectors in different
+shards. Alone, a text's vector depends on the text only; batching is not faster on catalogue
+texts anyway (`python -m benchmarks.embedding throughput`).
 """
 
 from __future__ import annotations

@@ -27,10 +27,9 @@ _S3_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2
 def s3_timestamp(value: Any) -> datetime:
     """The instant botocore's parser gives, for the two forms S3 writes, without dateutil.
 
-    botocore parses every timestamp through dateutil: 58 us for a listing's ISO 8601
-    LastModified, 84 us for a GET's RFC 1123 header. Without it a GET costs 4% less client CPU
-    and a listed key 2.7x less (`benchmarks.e2e s3-client`; a shard's GET process spends
-    its core on botocore). Anything else (an uploader's Expires header, two-digit years, named
+    botocore parses every timestamp through dateutil, a large part of a listed key's client CPU
+    and a share of a GET's (`python -m benchmarks.e2e s3-client`); a shard's GET process spends
+    its core on botocore. Anything else (an uploader's Expires header, two-digit years, named
     zones) goes to botocore's parser.
     """
     try:

@@ -40,7 +40,7 @@ def input_source(bucket: str, prefix: str) -> str:
 
 # the oldest hour a file may still need planning: a live claim's, or one this plan saw claimed
 # that has since been released without a ledger row (its run failed while this plan listed);
-# witple_partition_hour (migration 009) reads hours as planning.partition_hour does
+# witple_partition_hour (migration 009) reads hours as partition_hour does
 _UNSETTLED_HOURS = """
 SELECT least(
     (SELECT min(witple_partition_hour(key)) FROM file_claims),

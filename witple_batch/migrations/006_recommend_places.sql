@@ -1,4 +1,4 @@
--- recommend_places(user, k): the ranking chosen by benchmarks/quality_bench.py on MovieLens 100K
+-- recommend_places(user, k): the ranking chosen by benchmarks/quality.py on MovieLens 100K
 -- (parameters picked on validation, reported on test, against most-popular, item-kNN and every
 -- ranking of our vectors alone tried there).
 --
