@@ -1,7 +1,7 @@
 """What the benchmarks measure in a fresh process of its own, each printing one JSON line last.
 
     python -m benchmarks.probes startup plan|shard|reduce   (e2e startup: a job's start-up, step by step)
-    python -m benchmarks.probes plan [coordinator plan options]   (scale planner: the plan, its peak RSS)
+    python -m benchmarks.probes coordinator plan|sync [options]   (scale planner, catalogue: its peak RSS)
     python -m benchmarks.probes capped-shard FILES CAP KIND   (scale shard-caps: one shard's peak above its model)
 
 Only the standard library is imported before a probe starts, so a job's imports, or a
@@ -99,12 +99,12 @@ def probe(job: str) -> dict[str, float]:
     return steps
 
 
-def plan(argv: list[str]) -> dict[str, float]:
-    """`python -m coordinator plan argv` in this process (its JSON line printed), then this process's peak RSS."""
+def coordinator(argv: list[str]) -> dict[str, float]:
+    """`python -m coordinator argv` in this process (its JSON line printed), then this process's peak RSS."""
     from coordinator.cli import main
     from witple_batch.resources import peak_rss_mb
 
-    if main(["plan", *argv]) != 0:
+    if main(argv) != 0:
         sys.exit(1)
     return {"peak_rss_mb": peak_rss_mb()}
 
@@ -172,8 +172,8 @@ def main(argv: list[str]) -> None:
     command, *rest = argv
     if command == "startup":
         result = probe(rest[0])
-    elif command == "plan":
-        result = plan(rest)
+    elif command == "coordinator":
+        result = coordinator(rest)
     else:
         files, cap, kind = rest
         result = capped_shard(int(files), int(cap), kind)

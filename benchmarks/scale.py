@@ -5,6 +5,7 @@ python -m benchmarks.scale reduce [--users 100000,300000,1000000]
 python -m benchmarks.scale planner [--sizes 250000,1000000]
 python -m benchmarks.scale vector-sums [--pairs 226000 --users 18500 --places 5000]
 python -m benchmarks.scale shard-caps [--files 60] [--caps 150000,300000]
+python -m benchmarks.scale catalogue [--sizes 10000 100000 --per-child 2000 --parallel 2]
 python -m benchmarks.scale adopt [--rows 100000]
 """
 
@@ -14,6 +15,7 @@ import argparse
 import math
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from benchmarks.scale_inputs import (
     reduce_batch,
 )
 from benchmarks.services import running
+from coordinator.sizing import MAX_ARRAY_SIZE
 from local_stack.harness import module
 
 # ---------------------------------------------------------------------------------------------
@@ -217,13 +220,13 @@ HTTP (moto cannot hold a million objects on this machine in reasonable time).
 """
 
 
-def _run_planner(env: dict[str, str], batch_id: str, *args: str) -> dict[str, Any]:
-    """The planner in its own process, with its own peak RSS (VmHWM) printed after its plan."""
+def _run_coordinator(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """`coordinator args` in its own process: its plan and its own peak RSS (VmHWM), and its wall time."""
     started = time.perf_counter()
-    done = module("benchmarks.probes", env, "plan", "--batch-id", batch_id, "--shards", "4", *args)
+    done = module("benchmarks.probes", env, "coordinator", *args)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        sys.exit(f"planner failed: {done.stderr[-3000:]}")
+        sys.exit(f"coordinator {args[0]} failed: {done.stderr[-3000:]}")
     lines = done.stdout.strip().splitlines()
     return {**orjson.loads(lines[-2]), **orjson.loads(lines[-1]), "seconds": seconds}
 
@@ -234,7 +237,9 @@ def _planner_runs(args: argparse.Namespace, size: int, url: str) -> dict[str, di
         env["DATABASE_URL"] = url
         runs = {}
         for mode, extra in (("full", ("--full", "--dry-run")), ("incremental", ("--dry-run",))):
-            runs[mode] = measured = _run_planner(env, f"bench-{size}-{mode}", *extra)
+            runs[mode] = measured = _run_coordinator(
+                env, "plan", "--batch-id", f"bench-{size}-{mode}", "--shards", "4", *extra
+            )
             report.progress(
                 f"  {size:>9,} keys, {mode:<11}: {measured['seconds']:6.1f} s, peak RSS"
                 f" {measured['peak_rss_mb']:5.0f} MiB, planned {measured['files']:,} files ({measured['listing']})"
@@ -537,6 +542,119 @@ def shard_caps(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# catalogue: the catalogue sync as the catalogue grows
+
+
+CATALOGUE = """The catalogue sync at growing catalogue sizes: the first sync, a 1% edit, an unchanged catalogue.
+
+For each of --sizes (rows of the sample catalogue in the main server's place_recommendations),
+on a fresh database: the first sync with its children run one at a time, then on a fresh
+database again with --parallel children at once, as an array that wide runs; a second sync after
+every 100th row's overview was edited, which must embed exactly those rows; and a third on the
+unchanged catalogue, which embeds nothing (its plan is one comparison in SQL, a chunk at a time).
+Each child embeds --per-child places (the coordinator's default), so a bigger catalogue means
+more children, not bigger ones. Peak RSS (VmHWM): the sync's planner (a dry run in its own
+process, over the whole catalogue), the biggest child's and the reduce's, which should not grow
+with the catalogue.
+"""
+
+
+def _sync_once(services: Any, url: str, batch: str, args: argparse.Namespace, parallel: int, size: int) -> Any:
+    from local_stack.harness import run_batch
+
+    env = services.env(BUCKET, DATABASE_URL=url, BATCH_ID=batch)
+    children = min(math.ceil(size / args.per_child), MAX_ARRAY_SIZE)
+    return run_batch(env, sync=True, processes=True, parallel=parallel, per_child=args.per_child, max_children=children)
+
+
+def _sync_row(label: str, result: Any) -> dict[str, Any]:
+    seconds = sum(result.seconds.values())
+    stats = result.report["stats"] if result.report else {}
+    row = {
+        "sync": label,
+        "places": result.plan["places"],
+        "children": result.plan["shards"],
+        "embedded": stats.get("texts_embedded", 0),
+        "seconds": seconds,
+        "places_s": result.plan["places"] / seconds,
+        "child_rss": stats.get("shard_peak_rss_mb", 0.0),
+        "reduce_rss": stats.get("reduce_peak_rss_mb", 0.0),
+    }
+    report.progress(f"  {orjson.dumps(row).decode()}")
+    return row
+
+
+def _distinct_texts(url: str) -> None:
+    """The sample catalogue repeats its short texts; a real one does not, and the shard embeds a text once."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE place_recommendations SET name = name || ' No. ' || place_id")
+
+
+def _edit_every_hundredth(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        edited = conn.execute(
+            "UPDATE place_recommendations SET overview = overview || ' Renovated.' WHERE id % 100 = 0"
+        )
+        return edited.rowcount
+
+
+def _planner_rss(services: Any, url: str, args: argparse.Namespace, size: int, when: str) -> float:
+    """The sync's planner alone, a dry run in its own process bounded to the whole catalogue: its peak RSS."""
+    children = str(min(math.ceil(size / args.per_child), MAX_ARRAY_SIZE))
+    flags = ("--sync-per-child", str(args.per_child), "--max-sync-children", children)
+    env = services.env(BUCKET, DATABASE_URL=url)
+    planned = _run_coordinator(env, "sync", "--dry-run", "--batch-id", f"dry-{size}-{uuid.uuid4().hex[:6]}", *flags)
+    report.progress(f"  planner, {size:,} rows, {when}: {planned['places']:,} places, {planned['peak_rss_mb']:.0f} MiB")
+    return planned["peak_rss_mb"]
+
+
+def _catalogue_size(services: Any, args: argparse.Namespace, size: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The size's sync rows, and its planner row: peak RSS planning the whole catalogue, and an unchanged one."""
+    rows = []
+    for parallel in sorted({1, args.parallel}):
+        url = services.database(catalogue_places=size)
+        _distinct_texts(url)
+        planning_all = _planner_rss(services, url, args, size, "before the first sync")
+        first = _sync_once(services, url, f"sync-{size}-{parallel}-first", args, parallel, size)
+        rows.append(_sync_row(f"{size:,}: first, {parallel} at once", first))
+    edited = _edit_every_hundredth(url)
+    again = _sync_once(services, url, f"sync-{size}-edit", args, args.parallel, size)
+    rows.append(_sync_row(f"{size:,}: {edited:,} rows edited", again))
+    if rows[-1]["embedded"] != edited or rows[-1]["places"] != edited:
+        sys.exit(f"the edited sync embedded {rows[-1]['embedded']:,} of {rows[-1]['places']:,} planned, not {edited:,}")
+    rows.append(_sync_row(f"{size:,}: unchanged", _sync_once(services, url, f"sync-{size}-same", args, 1, size)))
+    planning_none = _planner_rss(services, url, args, size, "in sync")
+    return rows, [f"{size:,}", f"{planning_all:.0f}", f"{planning_none:.0f}"]
+
+
+def catalogue_sync(args: argparse.Namespace) -> None:
+    with running() as services:
+        services.bucket(BUCKET)
+        measured = [_catalogue_size(services, args, size) for size in args.sizes]
+    rows = [row for size_rows, _ in measured for row in size_rows]
+    report.table(
+        ["sync", "places", "children", "embedded", "seconds", "places/s", "child MiB", "reduce MiB"],
+        [
+            [
+                r["sync"], f"{r['places']:,}", r["children"], f"{r['embedded']:,}", f"{r['seconds']:.1f}",
+                f"{r['places_s']:,.0f}", f"{r['child_rss']:.0f}", f"{r['reduce_rss']:.0f}",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    report.table(
+        ["catalogue rows", "planner MiB, planning every row", "planner MiB, catalogue in sync"],
+        [planner for _, planner in measured],
+    )
+    numbers = {r["sync"]: {"seconds": r["seconds"]} for r in rows}
+    report.write_bars(args.figures, "catalogue_sync", "catalogue sync, seconds", "s", numbers)
+
+
+# ---------------------------------------------------------------------------------------------
 # adopt: the migration onto the main server's tables
 
 
@@ -606,6 +724,10 @@ def main(argv: list[str] | None = None) -> None:
     run = report.command(sub, "shard-caps", SHARD_CAPS, shard_caps)
     run.add_argument("--files", type=int, default=60, help=f"files of {PER_FILE:,} actions")
     run.add_argument("--caps", default="150000,300000", help="MAX_ACTIONS_PER_SHARD values (places: a quarter)")
+    run = report.command(sub, "catalogue", CATALOGUE, catalogue_sync)
+    run.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="catalogue rows")
+    run.add_argument("--per-child", type=int, default=2_000, help="places a child embeds (--sync-per-child)")
+    run.add_argument("--parallel", type=int, default=2, help="children at once in the parallel first sync")
     run = report.command(sub, "adopt", ADOPT, adopt)
     run.add_argument("--rows", type=int, default=100_000, help="users, and place rows (default 100,000)")
     report.run(parser, argv)

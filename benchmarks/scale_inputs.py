@@ -83,7 +83,7 @@ def shard_partial(rng: np.random.Generator, users: int, vectors: np.ndarray, pai
         place_ids=[f"p{p:07d}" for p in place_keys],
         place_content=vectors[place_keys],
         place_text_sha256=hashes,
-        place_catalogued=np.ones(len(place_keys), dtype=np.uint8),
+        place_catalogue_sha256=hashes,  # a catalogue row each
         pair_user=pair_user.astype(np.int32),
         pair_place=pair_place.astype(np.int32),
         pair_counts=counts,

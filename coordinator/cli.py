@@ -1,4 +1,4 @@
-"""`python -m coordinator [submit | plan | quarantine]`: what starts runs, and the operators' quarantine view."""
+"""`python -m coordinator [submit | plan | sync | quarantine]`: what starts runs, and the operators' quarantine view."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 import psycopg
 
 from coordinator.config import PlanOptions
+from coordinator.sync import SyncOptions
 from witple_batch import preflight
 from witple_batch.entrypoint import run_job
 from witple_batch.errors import ConfigError
@@ -31,6 +32,10 @@ AWS_BATCH_JOB_ID, so Batch's retries resume. Prints the first run with every run
 
 plan: the same plan without submitting (local runs, a workstation); prints one JSON line
 {batch_id, shards, files, bytes, manifest_uri, ...}.
+
+sync: plan a catalogue sync run without submitting it: the places whose content vector is
+missing, of another space or made from changed catalogue fields, on children with no files
+(`submit` plans one before its runs). For a first load or a new model, larger bounds.
 
 quarantine: lists the files set aside (over a limit, or they stopped a child), or releases
 one so the next plan reads it again.
@@ -58,8 +63,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output-table",
         help="the table the main server asks for: only user_behavior_vectors (the one this job writes)",
     )
+    _sync_arguments(submit, default_children=8)
     plan = sub.add_parser("plan", help="plan a run without submitting it (prints one JSON line)")
     _plan_arguments(plan)
+    sync = sub.add_parser("sync", help="plan a catalogue sync run without submitting it (prints one JSON line)")
+    sync.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
+    sync.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its places (default 8)")
+    sync.add_argument("--dry-run", action="store_true", help="print what it would embed, writing nothing")
+    _sync_arguments(sync, default_children=8)
     quarantine = sub.add_parser("quarantine", help="list or release quarantined files (DATABASE_URL)")
     what = quarantine.add_mutually_exclusive_group(required=True)
     what.add_argument("--list", action="store_true", help="print every quarantined file as one JSON line")
@@ -83,18 +94,6 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-id", help="run id (default: $BATCH_ID, else generated)")
     parser.add_argument("--lease-hours", type=float, default=8.0, help="how long the run holds its files (default 8)")
     parser.add_argument(
-        "--refresh-per-shard",
-        type=int,
-        default=2_000,
-        help="places embedded by another model or text version that each child re-embeds (default 2000)",
-    )
-    parser.add_argument(
-        "--max-refresh-shards",
-        type=int,
-        default=8,
-        help="children added, with no files, for such places beyond the file shards' shares (default 8)",
-    )
-    parser.add_argument(
         "--full",
         action="store_true",
         help="list every key under the prefix, not only the hours since the last plan (e.g. once a day)",
@@ -106,6 +105,21 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="hours before the watermark listed again, for files written late (default 24)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan without claiming or writing")
+
+
+def _sync_arguments(parser: argparse.ArgumentParser, *, default_children: int) -> None:
+    parser.add_argument(
+        "--sync-per-child",
+        type=int,
+        default=2_000,
+        help="catalogue places one child embeds (default 2000; 0: no sync)",
+    )
+    parser.add_argument(
+        "--max-sync-children",
+        type=int,
+        default=default_children,
+        help=f"children of a sync run (default {default_children}): the places it embeds at most are both multiplied",
+    )
 
 
 def _given(value: str | None) -> str | None:
@@ -142,10 +156,6 @@ def plan_options(args: argparse.Namespace, run_id: str) -> PlanOptions:
         until = parse_hour(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from None
-    if not 0 <= args.refresh_per_shard <= 100_000:
-        raise ConfigError("--refresh-per-shard must be between 0 and 100000")
-    if not 0 <= args.max_refresh_shards <= 1_000:
-        raise ConfigError("--max-refresh-shards must be between 0 and 1000")
     if not 0 <= args.lookback_hours <= 24 * 31:
         raise ConfigError("--lookback-hours must be between 0 and 744")
     return PlanOptions(
@@ -158,11 +168,30 @@ def plan_options(args: argparse.Namespace, run_id: str) -> PlanOptions:
         max_records=_max_records(args.max_records),
         dry_run=args.dry_run,
         lease_hours=args.lease_hours,
-        refresh_per_shard=args.refresh_per_shard,
-        max_refresh_shards=args.max_refresh_shards,
-        model=ModelSource.from_env(),  # read by the planner when it picks places to re-embed
+        model=ModelSource.from_env(),  # the space the run is planned for
         full=args.full,
         lookback_hours=args.lookback_hours,
+    )
+
+
+def sync_options(args: argparse.Namespace, run_id: str) -> SyncOptions:
+    from witple_batch.catalogue import CatalogueSource
+    from witple_batch.model_source import ModelSource
+
+    if not 0 <= args.sync_per_child <= 100_000:
+        raise ConfigError("--sync-per-child must be between 0 and 100000")
+    if not 1 <= args.max_sync_children <= 10_000:
+        raise ConfigError("--max-sync-children must be between 1 and 10000")
+    if not 0 < args.lease_hours <= 72:
+        raise ConfigError("--lease-hours must be above 0 and at most 72")
+    return SyncOptions(
+        run_id=run_id,
+        catalogue=CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto") or "auto"),
+        model=ModelSource.from_env(),
+        per_child=args.sync_per_child,
+        max_children=args.max_sync_children,
+        lease_hours=args.lease_hours,
+        dry_run=args.dry_run,
     )
 
 
@@ -196,6 +225,20 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from coordinator.sync import plan_sync
+
+    config = common_from_env()
+    if not args.dry_run:
+        config.partials_key  # noqa: B018 - required to sign the plan: checked before anything is claimed
+    options = sync_options(args, validate_run_id(args.batch_id or env_str("BATCH_ID") or new_run_id()))
+    client = s3_client(config.region)
+    with prepared(config, client, "coordinator.sync", settle=not args.dry_run) as conn:
+        result = plan_sync(conn, client, config, options).as_json()
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     from coordinator.config import batch_settings_from_env
     from coordinator.submit import batch_client, coordinator_run_id, parse_output_table, submit
@@ -216,11 +259,12 @@ def _submit(args: argparse.Namespace) -> int:
     preflight.reachable(s3_client(config.region, max_attempts=2), config, list_input=True)
     run_id = validate_run_id(args.batch_id or env_str("BATCH_ID") or coordinator_run_id(config.job_id) or new_run_id())
     options = plan_options(args, run_id)
+    sync = sync_options(args, validate_run_id(f"{run_id}-sync")) if args.sync_per_child else None
     for warning in config.warnings():  # after every setting is known good: a bad one is the only line
         event(log, warning, logging.WARNING)
     client = s3_client(config.region)
     with prepared(config, client, "coordinator.submit", settle=not args.dry_run) as conn:
-        result = submit(conn, client, batch_client(config.region), config, settings, options)
+        result = submit(conn, client, batch_client(config.region), config, settings, options, sync)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
@@ -253,5 +297,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from witple_batch.database import PERMANENT_DATABASE_ERRORS
 
-    command = {"submit": _submit, "plan": _plan, "quarantine": _quarantine}[args.command]
+    command = {"submit": _submit, "plan": _plan, "sync": _sync, "quarantine": _quarantine}[args.command]
     return run_job(f"coordinator.{args.command}", lambda: command(args), permanent_errors=PERMANENT_DATABASE_ERRORS)

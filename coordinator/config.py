@@ -21,9 +21,7 @@ class PlanOptions:
     max_records: int | None = None  # actions per run, by the counts in the files' names (maxRecords)
     dry_run: bool = False
     lease_hours: float = 8.0
-    refresh_per_shard: int = 2_000  # places of another space re-embedded per child (bounded work per run)
-    max_refresh_shards: int = 8  # children added with no files when the file shards' shares leave places over
-    model: ModelSource | None = None  # the children's model; None: re-embed toward the last applied space
+    model: ModelSource | None = None  # the children's model: the run records the space it plans for
     full: bool = False  # list every key under the prefix, not the hours since the watermark
     lookback_hours: float = 24.0  # hours before the watermark listed again, for files that arrive late
 

@@ -6,8 +6,7 @@ chunk at a time. Then one transaction under the planner lock: the oldest of thos
 for this run, the shard file lists and the manifest are written with If-None-Match, the
 watermark moves (never past a file that may still need planning) and the run is recorded
 `planned`. Two planners at once, or a planner during a run in flight, therefore never put a
-file in two runs. The children are also handed places stored in another vector space than
-theirs (reembed.py), on children of their own when the file shards' shares cannot take them all.
+file in two runs. Places are embedded by the catalogue sync's runs (sync.py), not by these.
 """
 
 from __future__ import annotations
@@ -21,10 +20,10 @@ from typing import Any
 import psycopg
 from botocore.exceptions import ClientError
 
-from coordinator import reembed
 from coordinator.config import PlanOptions
 from coordinator.listing import list_batch_files
-from coordinator.sizing import actions_in_key, balance, file_limit, refresh_shards, shard_action_share, shard_count
+from coordinator.sizing import actions_in_key, balance, file_limit, shard_action_share, shard_count
+from coordinator.space import children_space
 from witple_batch import run_state, watermark
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
@@ -43,21 +42,20 @@ class PlannedRun:
     files: int = 0
     bytes: int = 0
     actions_named: int = 0  # by the counts in the file names
-    shards: int = 0  # file shards and refresh-only children: the array's size
-    refresh_places: int = 0
-    refresh_shards: int = 0
+    shards: int = 0  # the array's size: file shards, or a sync's children
+    places: int = 0  # places a sync's children embed (a file run's children embed what they meet)
     more: bool = False  # new files left for another run
     manifest_uri: str | None = None
     listing: str | None = None
-    refresh_space: dict[str, str] | None = None  # None: toward the last applied space
+    space: dict[str, str] | None = None  # the space it was planned for (None: unknown)
     resumed: str | None = None  # the recorded status, when a retried coordinator found this run planned
 
-    RECORDED = ("files", "bytes", "shards", "actions_named", "refresh_places", "refresh_shards", "more")
+    RECORDED = ("files", "bytes", "shards", "actions_named", "places", "more")
 
-    def record(self, space: VectorSpace | None) -> dict[str, Any]:
+    def record(self, read: VectorSpace | None) -> dict[str, Any]:
         """What batch_runs.plan keeps: the counts a retried coordinator reads back, and the space the
-        planner read (the next planner checks it against the space the run applied)."""
-        return {**{name: getattr(self, name) for name in self.RECORDED}, SPACE_KEY: space and space.record()}
+        planner read off the children's model (a later sync checks it against the space the run applied)."""
+        return {**{name: getattr(self, name) for name in self.RECORDED}, SPACE_KEY: read and read.record()}
 
     @classmethod
     def resumed_from(cls, run: run_state.Run) -> PlannedRun:
@@ -71,7 +69,7 @@ class PlannedRun:
             **{name: getattr(self, name) for name in self.RECORDED},
             "manifest_uri": self.manifest_uri,
             "listing": self.listing,
-            "refresh_space": self.refresh_space,
+            "space": self.space,
         }
         return shown if self.resumed is None else {**shown, "resumed": self.resumed}
 
@@ -85,7 +83,7 @@ class Listing:
 
 def plan_run(conn: psycopg.Connection, client: Any, config: CommonConfig, options: PlanOptions) -> PlannedRun:
     """Plan one run (the caller migrated and settled past runs). A dry run reads and writes nothing."""
-    read = reembed.children_space(options.model, client) if options.refresh_per_shard else None
+    read = children_space(options.model, client)
     source = watermark.input_source(config.s3_bucket, config.s3_prefix)
     recorded = watermark.read(conn, source)
     if options.full or options.windowed:
@@ -98,13 +96,13 @@ def plan_run(conn: psycopg.Connection, client: Any, config: CommonConfig, option
     limit = file_limit(listed.files, options.max_files, options.max_records)
     if options.dry_run:
         files = listed.files[:limit]
-        return _planned(conn, options, files, listed, listing, read)
+        return _planned(options, files, listed, listing, read)
     with conn.transaction():
         run_state.lock_planners(conn)
         if (existing := run_state.get(conn, options.run_id)) is not None:
             raise ConfigError(f"BATCH_ID {options.run_id} is already {existing.status}; choose a new one")
         files = run_state.claim(conn, options.run_id, listed.files, limit)
-        planned = _planned(conn, options, files, listed, listing, read, client=client, config=config)
+        planned = _planned(options, files, listed, listing, read, client=client, config=config)
         if not options.windowed:  # a window says nothing of other hours
             watermark.advance(conn, source, now, listed.seen_claimed, recorded)
         if planned.shards:
@@ -113,7 +111,6 @@ def plan_run(conn: psycopg.Connection, client: Any, config: CommonConfig, option
 
 
 def _planned(
-    conn: psycopg.Connection,
     options: PlanOptions,
     files: list[InputFile],
     listed: Listing,
@@ -123,38 +120,23 @@ def _planned(
     client: Any = None,
     config: CommonConfig | None = None,
 ) -> PlannedRun:
-    """The run for these files: its file shards, the places its children re-embed and the refresh-only
-    children for what the file shards' shares leave over; the plan written when `client` is given."""
-    file_shards = shard_count(files, options.shards, options.target_mb, options.max_records)
-    toward = reembed.refresh_space(conn, read)  # under the planner lock, when planning for real
-    refresh = reembed.places(conn, file_shards, options, toward)
-    extra = refresh_shards(len(refresh), file_shards, options.refresh_per_shard, options.max_refresh_shards)
-    event(
-        log,
-        "run planned",
-        files=len(files),
-        shards=file_shards,
-        refresh_shards=extra,
-        refresh=len(refresh),
-        listing=listing,
-    )
+    """The run for these files and its file shards; the plan written when `client` is given."""
+    shards = shard_count(files, options.shards, options.target_mb, options.max_records)
+    event(log, "run planned", files=len(files), shards=shards, listing=listing)
     manifest_uri = None
-    if file_shards and client is not None and config is not None:
-        shards = balance(files, file_shards) + [[] for _ in range(extra)]
-        share = shard_action_share(options.max_records, file_shards)
-        manifest_uri = write_plan(client, config, options.run_id, shards, refresh, share)
+    if shards and client is not None and config is not None:
+        share = shard_action_share(options.max_records, shards)
+        manifest_uri = write_plan(client, config, options.run_id, balance(files, shards), [], share)
     return PlannedRun(
         run_id=options.run_id,
         files=len(files),
         bytes=sum(f.size for f in files),
         actions_named=sum(actions_in_key(f.key) for f in files),
-        shards=file_shards + extra,
-        refresh_places=len(refresh),
-        refresh_shards=extra,
+        shards=shards,
         more=not listed.complete or len(listed.files) > len(files),
         manifest_uri=manifest_uri,
         listing=listing,
-        refresh_space=toward and toward.record(),
+        space=read and read.record(),
     )
 
 

@@ -87,22 +87,6 @@ def shard_action_share(max_records: int | None, shards: int) -> int | None:
     return max(1, math.ceil(RUN_CAP_SLACK * max_records / shards))
 
 
-def refresh_shard_limit(shards: int, max_refresh_shards: int) -> int:
-    """How many refresh-only children a run of `shards` file shards may add (the array stays in Batch's limit)."""
-    return max(0, min(max_refresh_shards, MAX_ARRAY_SIZE - shards))
-
-
-def refresh_shards(stale: int, shards: int, per_shard: int, max_refresh_shards: int) -> int:
-    """Children with no files, only places to re-embed, for the `stale` places that the `shards`
-    file shards' shares (`per_shard` each) leave over, at most `max_refresh_shards`: a new
-    export's places come over in one run on children of their own, not over many runs on the
-    file shards' spare time."""
-    if shards == 0 or per_shard == 0:
-        return 0
-    wanted = math.ceil(max(0, stale - shards * per_shard) / per_shard)
-    return min(wanted, refresh_shard_limit(shards, max_refresh_shards))
-
-
 def balance(files: list[InputFile], shards: int) -> list[list[InputFile]]:
     """Largest file first onto the lightest shard (LPT); ties broken by key and index, so deterministic."""
     if shards == 0:

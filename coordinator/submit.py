@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from coordinator.config import BatchSettings, PlanOptions
 from coordinator.plan import PlannedRun, plan_run
+from coordinator.sync import SyncOptions, plan_sync
 from witple_batch import metrics, run_state
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
@@ -148,13 +150,26 @@ def chain_run_id(run_id: str, index: int) -> str:
 
 
 def submit(
-    conn: psycopg.Connection, s3: Any, batch: Any, config: CommonConfig, settings: BatchSettings, options: PlanOptions
+    conn: psycopg.Connection,
+    s3: Any,
+    batch: Any,
+    config: CommonConfig,
+    settings: BatchSettings,
+    options: PlanOptions,
+    sync: SyncOptions | None = None,
 ) -> dict[str, Any]:
-    """Runs of at most `settings.actions_per_run` actions each (by the counts in the file names),
-    until the new files run out, `options.max_records` is reached or `settings.max_runs` runs are
-    planned: each run's shard job starts at once, each reduce after its shards and the previous
-    reduce, so every transaction stays the size one reduce applies inside its timeout however
-    large the backlog. Returns the first run's result with every run under "runs"."""
+    """The catalogue sync's run first (unless `sync` is None), so the catalogue's places are
+    embedded before the runs that act on them need them; then runs of at most
+    `settings.actions_per_run` actions each (by the counts in the file names), until the new files
+    run out, `options.max_records` is reached or `settings.max_runs` runs are planned: each run's
+    shard job starts at once, each reduce after its shards and the previous reduce, so every
+    transaction stays the size one reduce applies inside its timeout however large the backlog.
+    Returns the first run's result with every run under "runs" and the sync's under "sync"."""
+    synced = None
+    if sync is not None:
+        synced = submit_run(
+            conn, batch, config, settings, sync.run_id, lambda: plan_sync(conn, s3, config, sync), None, sync.dry_run
+        )
     runs: list[dict[str, Any]] = []
     taken, previous_reduce = 0, None
     chain_run_id(options.run_id, settings.max_runs - 1)  # every id of the chain valid before anything is submitted
@@ -171,36 +186,46 @@ def submit(
             lease_hours=options.lease_hours + index,  # a run later in the chain waits longer for its reduce
         )
         after = previous_reduce if previous_reduce and job_status(batch, previous_reduce) in PENDING else None
-        result = submit_run(conn, s3, batch, config, settings, run_options, after)
+        result = submit_run(
+            conn,
+            batch,
+            config,
+            settings,
+            run_options.run_id,
+            lambda o=run_options: plan_run(conn, s3, config, o),  # type: ignore[misc]
+            after,
+            options.dry_run,
+        )
         runs.append(result)
         if result["shards"] == 0 or not result["more"] or options.dry_run:
             break
         taken += result["actions_named"]
         previous_reduce = result["reduce_job_id"]
     metrics.emit("coordinator", {"Runs": sum(1 for r in runs if r["shards"]), "Files": sum(r["files"] for r in runs)})
-    return {**runs[0], "runs": runs}
+    return {**runs[0], "runs": runs, "sync": synced}
 
 
 def submit_run(
     conn: psycopg.Connection,
-    s3: Any,
     batch: Any,
     config: CommonConfig,
     settings: BatchSettings,
-    options: PlanOptions,
+    run_id: str,
+    plan: Callable[[], PlannedRun],
     after: str | None,
+    dry_run: bool,
 ) -> dict[str, Any]:
     """One run: plan it (or resume the plan recorded for its id), then make sure both jobs exist,
     the reduce after its shards and after the reduce `after`; the result names them and lists the
     ids this call submitted."""
-    existing = run_state.get(conn, options.run_id)
-    planned = PlannedRun.resumed_from(existing) if existing else plan_run(conn, s3, config, options)
+    existing = run_state.get(conn, run_id)
+    planned = PlannedRun.resumed_from(existing) if existing else plan()
     run_id, shards = planned.run_id, planned.shards
     result: dict[str, Any] = {**planned.as_json(), "shard_job_id": None, "reduce_job_id": None, "submitted": []}
     if shards == 0:
         event(log, "nothing new to process; no jobs submitted", batch_id=run_id)
         return result
-    if options.dry_run:
+    if dry_run:
         shard = shard_request(settings, config, run_id, shards)
         result["would_submit"] = [shard, reduce_request(settings, config, run_id, ["<shard job id>"])]
         return result

@@ -69,6 +69,25 @@ def plan(env: Mapping[str, str], **options: Any) -> dict[str, Any]:
         return plan_run(conn, client, config, plan_options).as_json()
 
 
+def plan_sync(env: Mapping[str, str], **options: Any) -> dict[str, Any]:
+    """`python -m coordinator sync` in this process: one catalogue sync run planned (SyncOptions' fields)."""
+    from coordinator import sync
+    from coordinator.cli import prepared
+    from witple_batch.catalogue import CatalogueSource
+    from witple_batch.model_source import ModelSource
+
+    config = common_from_env(env)
+    defaults = {
+        "run_id": env["BATCH_ID"],
+        "catalogue": CatalogueSource.parse(env.get("CATALOGUE_SOURCE", "auto")),
+        "model": ModelSource.from_env(env),
+    }
+    sync_options = sync.SyncOptions(**{**defaults, **options})
+    client = s3_client(config.region)
+    with prepared(config, client, "local_stack.sync", settle=not sync_options.dry_run) as conn:
+        return sync.plan_sync(conn, client, config, sync_options).as_json()
+
+
 def run_child(env: Mapping[str, str], index: int) -> dict[str, Any]:
     """One array child in this process (with its own GET process, as in production)."""
     from shard_job.child import run_shard
@@ -113,16 +132,24 @@ def run_batch(
     attempts: int = 1,
     log_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    sync: bool = False,
     **plan_options: Any,
 ) -> RunResult:
-    """Plan (env's BATCH_ID), run every child, then the reduce, as Batch would; raises when a job fails."""
+    """Plan (env's BATCH_ID), run every child, then the reduce, as Batch would; raises when a job fails.
+    `sync`: a catalogue sync run (`coordinator sync`, plan_options are SyncOptions' fields) instead."""
     started = time.perf_counter()
     if processes:
-        args = ["plan", "--batch-id", env["BATCH_ID"], *(["--shards", str(shards)] if shards else [])]
-        planned = module("coordinator", env, *args)
+        if sync:
+            flags = {"per_child": "--sync-per-child", "max_children": "--max-sync-children"}
+            args = ["sync", *(f"{flags[name]}={value}" for name, value in plan_options.items())]
+        else:
+            args = ["plan", *(["--shards", str(shards)] if shards else [])]
+        planned = module("coordinator", env, *args, "--batch-id", env["BATCH_ID"])
         if planned.returncode != 0:
-            raise RuntimeError(f"plan failed ({planned.returncode}): {planned.stderr[-3000:]}")
+            raise RuntimeError(f"{args[0]} failed ({planned.returncode}): {planned.stderr[-3000:]}")
         result = RunResult(plan=orjson.loads(planned.stdout))
+    elif sync:
+        result = RunResult(plan=plan_sync(env, **plan_options))
     else:
         result = RunResult(plan=plan(env, shards=shards, **plan_options))
     result.seconds["plan"] = time.perf_counter() - started

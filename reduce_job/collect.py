@@ -156,7 +156,7 @@ def _next(window: deque[tuple[int, Future[LoadedShard]]], bad: dict[int, str]) -
         "partial loaded",
         shard=index,
         users=len(shard.arrays["users.id_offsets"]) - 1,
-        places=len(shard.arrays["places.catalogued"]),
+        places=len(shard.arrays["places.catalogue_sha256"]),
         pairs=len(shard.arrays["pairs.user"]),
     )
     if bad:

@@ -25,7 +25,7 @@ CREATE TEMP TABLE stage_place_keys (
 );
 CREATE TEMP TABLE stage_place_content (
     shard int NOT NULL, idx int NOT NULL, content vector(384) NOT NULL, text_sha256 bytea NOT NULL,
-    catalogued boolean NOT NULL
+    catalogue_sha256 bytea NOT NULL
 );
 CREATE TEMP TABLE stage_pairs (
     shard int NOT NULL, user_idx int NOT NULL, place_idx int NOT NULL,
@@ -75,7 +75,7 @@ def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sli
                 for i, (category, place) in enumerate(zip(ids("places.category"), ids("places.id"), strict=True))
             ),
         )
-        n_places = len(arrays["places.catalogued"])
+        n_places = len(arrays["places.catalogue_sha256"])
         copy_in(
             cur,
             "stage_place_content",
@@ -84,7 +84,7 @@ def stage_partial(conn: psycopg.Connection, shard: int, arrays: Mapping[str, Sli
                 Column("int4", RowNumber(n_places)),
                 Column("vector", arrays["places.content"]),
                 Column("bytea", arrays["places.text_sha256"]),
-                Column("bool", arrays["places.catalogued"]),
+                Column("bytea", arrays["places.catalogue_sha256"]),
             ],
         )
         n_pairs = len(arrays["pairs.user"])

@@ -35,7 +35,8 @@ GROUP BY u.user_id, k.place_category, k.place_id
     "CREATE UNIQUE INDEX ON batch_pairs (user_id, place_category, place_id)",
     """
 CREATE TEMP TABLE batch_places ON COMMIT DROP AS
-SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.content, c.text_sha256, c.catalogued
+SELECT DISTINCT ON (k.place_category, k.place_id) k.place_category, k.place_id, c.content, c.text_sha256,
+       nullif(c.catalogue_sha256, decode(repeat('00', 32), 'hex')) AS catalogue_sha256  -- NULL: not catalogued
 FROM stage_place_keys k JOIN stage_place_content c USING (shard, idx)
 ORDER BY k.place_category, k.place_id, k.shard
 """,
@@ -116,14 +117,14 @@ ON CONFLICT (user_id) DO UPDATE SET
 
 PLACES = """
 INSERT INTO place_vectors AS t
-    (place_category, place_id, content_vector, content_text_sha256, content_model, place_text_version,
+    (place_category, place_id, content_vector, content_text_sha256, content_model, place_text_version, catalogue_sha256,
      total_clicks, total_likes, total_bookmarks, total_other, total_actions, vector_weight, unique_users,
      popularity_score, engagement_score, first_action_date, last_action_date,
      behavior_vector, behavior_weight, combined_vector, stats_updated_at, vector_updated_at)
 SELECT k.place_category, k.place_id,
        CASE WHEN x.content_changed THEN b.content END,  -- NULL: keep the stored value (and its TOAST pointer)
        b.text_sha256, CASE WHEN b.place_id IS NOT NULL THEN %(model)s END,
-       CASE WHEN b.place_id IS NOT NULL THEN %(text_version)s END,
+       CASE WHEN b.place_id IS NOT NULL THEN %(text_version)s END, b.catalogue_sha256,
        coalesce(s.clicks, 0), coalesce(s.likes, 0), coalesce(s.bookmarks, 0), coalesce(s.other, 0),
        coalesce(s.clicks + s.likes + s.bookmarks + s.other, 0), {vector_weight}, coalesce(n.new_users, 0),
        least(2 * coalesce(s.likes + s.bookmarks + s.clicks, 0), 100),
@@ -161,6 +162,8 @@ ON CONFLICT (place_id, place_category) DO UPDATE SET
     content_vector = coalesce(EXCLUDED.content_vector, t.content_vector),
     content_text_sha256 = coalesce(EXCLUDED.content_text_sha256, t.content_text_sha256),
     content_model = coalesce(EXCLUDED.content_model, t.content_model),
+    catalogue_sha256 = CASE WHEN EXCLUDED.content_model IS NOT NULL THEN EXCLUDED.catalogue_sha256  -- the run read it
+                            ELSE t.catalogue_sha256 END,
     place_text_version = coalesce(EXCLUDED.place_text_version, t.place_text_version),
     total_clicks = coalesce(t.total_clicks, 0) + EXCLUDED.total_clicks,
     total_likes = coalesce(t.total_likes, 0) + EXCLUDED.total_likes,
@@ -192,7 +195,7 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
         # DISTINCT in a subquery may hash; count(DISTINCT) always sorts
         "SELECT (SELECT count(*) FROM (SELECT DISTINCT user_id FROM batch_pairs) d),"
         " (SELECT count(*) FROM batch_places), (SELECT count(*) FROM batch_pairs),"
-        " (SELECT count(*) FROM batch_places WHERE NOT catalogued)"
+        " (SELECT count(*) FROM batch_places WHERE catalogue_sha256 IS NULL)"
     ).fetchone()
     users, places, pairs, uncatalogued = row  # type: ignore[misc]
     return {"users": int(users), "places": int(places), "pairs": int(pairs), "places_uncatalogued": int(uncatalogued)}

@@ -16,14 +16,15 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
 
-from local_stack.harness import run_batch
+from local_stack.harness import RunResult, run_batch
 from local_stack.moto_s3 import FAKE_CREDENTIALS, REGION, MotoS3
 from local_stack.postgres import LocalPostgres
-from local_stack.sample_data import catalogue, ensure_bucket, generate, install_catalogue, upload
+from local_stack.sample_data import CatalogueRow, catalogue, ensure_bucket, generate, install_catalogue, upload
 from local_stack.webhook_receiver import WebhookReceiver
 from witple_batch.logs import mask_secrets
 from witple_batch.model_files import ModelError, verify_model_dir
@@ -107,8 +108,8 @@ def nearest_places(database_url: str, themes: dict[str, str]) -> list[str]:
     return lines
 
 
-def main() -> int:
-    args = parse_args()
+def start_services(services: ExitStack, args: argparse.Namespace) -> tuple[dict[str, str], WebhookReceiver | None]:
+    """The run's settings, with moto S3, PostgreSQL and a webhook receiver started for those not given."""
     env = {k: v for k, v in os.environ.items() if k in ("AWS_ENDPOINT_URL", "DATABASE_URL", "WEBHOOK_URL")}
     env.update(
         BATCH_ID=args.batch_id or new_run_id(),
@@ -119,62 +120,106 @@ def main() -> int:
         JOB_ATTEMPTS=str(args.attempts),
         AWS_BATCH_JOB_NAME="witple-local",
     )
-    timings: dict[str, float] = {}
+    if "AWS_ENDPOINT_URL" not in env:
+        moto = services.enter_context(MotoS3.start())
+        env.update(moto.client_env())
+        say(f"moto S3 server on {moto.endpoint}")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.setdefault(name, os.environ.get(name, FAKE_CREDENTIALS[name]))
+    # the run key that signs plans and markers: yours, the moto stack's, or one for this run
+    env.setdefault("PARTIALS_SECRET", os.environ.get("PARTIALS_SECRET") or secrets.token_hex(32))
+    if "DATABASE_URL" not in env:
+        pg = services.enter_context(LocalPostgres.running(args.pg_data))
+        env["DATABASE_URL"] = pg.url
+        say(f"PostgreSQL 18 + pgvector on {mask_secrets(pg.url)}")
+    receiver = None
+    if "WEBHOOK_URL" not in env:
+        receiver = services.enter_context(WebhookReceiver.running())
+        env["WEBHOOK_URL"] = receiver.url
+        say(f"webhook receiver on {receiver.url}")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    return env, receiver
+
+
+def seed_sample(env: dict[str, str], args: argparse.Namespace, places: list[CatalogueRow]) -> float:
+    """The catalogue as the main server's table and the sample's files in the bucket; returns seconds."""
+    client = s3_client(env["AWS_REGION"])
+    ensure_bucket(client, env["S3_BUCKET"], env["AWS_REGION"])
+    if args.no_seed:
+        return 0.0
+    if install_catalogue(env["DATABASE_URL"], places):
+        say(f"catalogue: {len(places):,} places in place_recommendations (the main server's table)")
+    started = time.monotonic()
+    sample = generate(
+        actions=args.actions, users=args.users, places=args.places, seed=args.seed, prefix=env["S3_PREFIX"]
+    )
+    upload(client, env["S3_BUCKET"], sample.files)
+    seconds = time.monotonic() - started
+    say(f"uploaded {len(sample.files)} files ({sample.expected.actions:,} valid actions) in {seconds:.1f}s")
+    return seconds
+
+
+def run_jobs(env: dict[str, str], args: argparse.Namespace, label: str, **options: Any) -> RunResult:
+    """One run through the harness as Batch would run it, with the children's progress shown."""
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        say(f"  {label} children done: {done}/{total}  ({time.monotonic() - started:.1f}s)")
+
+    return run_batch(
+        env,
+        processes=True,
+        parallel=args.parallel,
+        attempts=args.attempts,
+        log_dir=REPO / ".cache" / "runs" / env["BATCH_ID"],
+        on_progress=progress,
+        **options,
+    )
+
+
+def sync_rows(sync: RunResult) -> list[tuple[str, str]]:
+    """The catalogue sync's own figures."""
+    if not sync.plan["shards"]:
+        return [("catalogue sync", "nothing to embed: every catalogue place is stored in this space")]
+    assert sync.report is not None
+    stats, seconds = sync.report["stats"], sum(sync.seconds.values())
+    return [
+        ("catalogue sync: places / children", f"{sync.plan['places']:,} / {sync.plan['shards']}"),
+        ("catalogue sync: embedded / reused", f"{stats['texts_embedded']:,} / {stats['places_reused']:,}"),
+        ("catalogue sync: seconds (places/s)", f"{seconds:.2f} ({sync.plan['places'] / seconds:,.0f})"),
+    ]
+
+
+def batch_rows(run: RunResult, timings: dict[str, float]) -> list[tuple[str, str]]:
+    """The hourly run's figures: what it read, stored, reused and embedded, and how fast."""
+    assert run.report is not None
+    stats = run.report["stats"]
+    wall = sum(run.seconds.values())
+    return [
+        ("batch", run.plan["batch_id"]),
+        ("files (rejected)", f"{stats['files']:,} ({stats['files_rejected']:,})"),
+        (
+            "actions read / accepted / rejected",
+            f"{stats['records_read']:,} / {stats['records_accepted']:,} / {stats['records_rejected']:,}",
+        ),
+        ("users / places / user-place pairs", f"{stats['users']:,} / {stats['places']:,} / {stats['pairs']:,}"),
+        ("place vectors reused / embedded", f"{stats['places_reused']:,} / {stats['texts_embedded']:,}"),
+        *((f"seconds: {stage}", f"{seconds:.2f}") for stage, seconds in {**timings, **run.seconds}.items()),
+        ("actions/s (plan + shards + reduce)", f"{stats['records_read'] / wall:,.0f}"),
+        ("actions/s (shards alone)", f"{stats['records_read'] / run.seconds['shards']:,.0f}"),
+    ]
+
+
+def main() -> int:
+    args = parse_args()
     with ExitStack() as services:
-        if "AWS_ENDPOINT_URL" not in env:
-            moto = services.enter_context(MotoS3.start())
-            env.update(moto.client_env())
-            say(f"moto S3 server on {moto.endpoint}")
-        env.setdefault("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"]))
-        env.setdefault(
-            "AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-        )
-        # the run key that signs plans and markers: yours, the moto stack's, or one for this run
-        env.setdefault("PARTIALS_SECRET", os.environ.get("PARTIALS_SECRET") or secrets.token_hex(32))
-        if "DATABASE_URL" not in env:
-            pg = services.enter_context(LocalPostgres.running(args.pg_data))
-            env["DATABASE_URL"] = pg.url
-            say(f"PostgreSQL 18 + pgvector on {mask_secrets(pg.url)}")
-        receiver = None
-        if "WEBHOOK_URL" not in env:
-            receiver = services.enter_context(WebhookReceiver.running())
-            env["WEBHOOK_URL"] = receiver.url
-            say(f"webhook receiver on {receiver.url}")
-        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        env, receiver = start_services(services, args)
         ensure_model(env)
-
-        client = s3_client(env["AWS_REGION"])
-        ensure_bucket(client, env["S3_BUCKET"], env["AWS_REGION"])
         places = catalogue(args.places)
-        if not args.no_seed and install_catalogue(env["DATABASE_URL"], places):
-            say(f"catalogue: {len(places):,} places in place_recommendations (the main server's table)")
-        if not args.no_seed:
-            t = time.monotonic()
-            sample = generate(
-                actions=args.actions, users=args.users, places=args.places, seed=args.seed, prefix=env["S3_PREFIX"]
-            )
-            upload(client, env["S3_BUCKET"], sample.files)
-            timings["generate + upload"] = time.monotonic() - t
-            say(
-                f"uploaded {len(sample.files)} files ({sample.expected.actions:,} valid actions) "
-                f"in {timings['generate + upload']:.1f}s"
-            )
-
-        t = time.monotonic()
-
-        def progress(done: int, total: int) -> None:
-            say(f"  shards done: {done}/{total}  ({time.monotonic() - t:.1f}s)")
-
-        try:
-            run = run_batch(
-                env,
-                shards=args.shards,
-                processes=True,
-                parallel=args.parallel,
-                attempts=args.attempts,
-                log_dir=REPO / ".cache" / "runs" / env["BATCH_ID"],
-                on_progress=progress,
-            )
+        timings = {"generate + upload": seed_sample(env, args, places)}
+        try:  # the catalogue first, so the batch shows the steady state: every place already stored
+            sync = run_jobs({**env, "BATCH_ID": f"{env['BATCH_ID']}-sync"}, args, "sync", sync=True)
+            run = run_jobs(env, args, "shard", shards=args.shards)
         except RuntimeError as exc:
             say(str(exc))
             return 1
@@ -183,45 +228,32 @@ def main() -> int:
         if plan["shards"] == 0:
             say("nothing new to process")
             return 0
-        timings.update(run.seconds)
-        assert run.log_dir is not None and run.report is not None
+        assert run.log_dir is not None
         (run.log_dir / "reduce.log").write_text(run.reduce_log)
-        stats = run.report["stats"]
-        wall = sum(timings.values()) - timings.get("generate + upload", 0.0)
-        rows = [
-            ("batch", env["BATCH_ID"]),
-            ("files (rejected)", f"{stats['files']:,} ({stats['files_rejected']:,})"),
-            (
-                "actions read / accepted / rejected",
-                f"{stats['records_read']:,} / {stats['records_accepted']:,} / {stats['records_rejected']:,}",
-            ),
-            ("users / places / user-place pairs", f"{stats['users']:,} / {stats['places']:,} / {stats['pairs']:,}"),
-            (
-                "place vectors reused / embedded",
-                f"{stats['places_reused']:,} / {stats['texts_embedded']:,}",
-            ),
-            *((f"seconds: {stage}", f"{seconds:.2f}") for stage, seconds in timings.items()),
-            ("actions/s (plan + shards + reduce)", f"{stats['records_read'] / wall:,.0f}"),
-            ("actions/s (shards alone)", f"{stats['records_read'] / timings['shards']:,.0f}"),
-        ]
+        rows = sync_rows(sync) + batch_rows(run, timings)
         if receiver is not None:
             statuses = [r.json["job_status"] for r in receiver.received]
-            rows.append(("webhook", ", ".join(statuses) or "none received"))
+            rows.append(("webhooks", ", ".join(statuses) or "none received"))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
         print("\n".join(nearest_places(env["DATABASE_URL"], {row.name: row.theme for row in places})))
         if args.keep:
-            say(
-                f"\nservices are up. psql: {env['DATABASE_URL']}\nS3: AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
-                f"aws s3 ls s3://{env['S3_BUCKET']}/\nruns: DATABASE_URL={env['DATABASE_URL']} "
-                ".venv/bin/python -m reduce_job status\nCtrl-C stops them."
-            )
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                say("stopping")
+            keep_serving(env)
     return 0
+
+
+def keep_serving(env: dict[str, str]) -> None:
+    """--keep: the services stay up, with how to reach them, until Ctrl-C."""
+    say(
+        f"\nservices are up. psql: {env['DATABASE_URL']}\nS3: AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
+        f"aws s3 ls s3://{env['S3_BUCKET']}/\nruns: DATABASE_URL={env['DATABASE_URL']} "
+        ".venv/bin/python -m reduce_job status\nCtrl-C stops them."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping")
 
 
 def _stop_on_sigterm(_signum: int, _frame: object) -> None:

@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 import psycopg
 
-from shard_job import catalogue
 from shard_job.aggregate import Aggregates, aggregate
 from shard_job.config import ShardConfig
 from shard_job.fetch import ObjectGone
@@ -25,7 +24,7 @@ from shard_job.input_files import FileQuarantined
 from shard_job.progress import Progress
 from shard_job.read_shard import RejectsFile, ShardInput, add_file, defer, set_aside
 from shard_job.stored_content import StoredContent, stored_content
-from witple_batch import run_state
+from witple_batch import catalogue, run_state
 from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.entrypoint import Terminated
 from witple_batch.logs import event
@@ -34,6 +33,7 @@ from witple_batch.model_files import EMBEDDING_DIM, ModelManifest, sha256_file, 
 from witple_batch.partials import (
     METRICS_FILE,
     REJECTS_FILE,
+    SHA256_BYTES,
     SUCCESS_FILE,
     ShardPartial,
     encode_partial,
@@ -48,6 +48,14 @@ if TYPE_CHECKING:
     from witple_batch.embedder import Embedder
 
 log = logging.getLogger(__name__)
+
+
+NO_DIGEST = bytes(SHA256_BYTES)  # a place the catalogue does not know
+
+
+def _digests(digests: list[bytes]) -> np.ndarray:
+    """sha256 digests as one (n, 32) uint8 array."""
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), SHA256_BYTES)
 
 
 def content_vectors(texts: list[str], embedder: Embedder, stored: StoredContent) -> tuple[np.ndarray, int]:
@@ -134,8 +142,10 @@ def build_partial(
         place_categories=[c for c, _ in agg.place_keys],
         place_ids=[p for _, p in agg.place_keys],
         place_content=content,
-        place_text_sha256=np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), 32),
-        place_catalogued=np.array([key in entries for key in agg.place_keys], dtype=np.uint8),
+        place_text_sha256=_digests(hashes),
+        place_catalogue_sha256=_digests(
+            [entries[key].sha256() if key in entries else NO_DIGEST for key in agg.place_keys]
+        ),
         pair_user=agg.pair_user,
         pair_place=agg.pair_place,
         pair_counts=agg.pair_counts,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shard_job.catalogue import CatalogueSource
 from shard_job.input_files import InputLimits
+from witple_batch.catalogue import CatalogueSource
 from witple_batch.errors import ConfigError
 from witple_batch.model_source import ModelSource
 from witple_batch.settings import CommonConfig, common_from_env, env_int, env_str, required_run_id

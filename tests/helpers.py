@@ -74,6 +74,12 @@ def plan_around_the_ledger(env: dict[str, str], elsewhere: str, **options: Any) 
 
 run_child = harness.run_child
 reduce_in_process = harness.reduce
+plan_sync = harness.plan_sync
+
+
+def sync(env: dict[str, str], **options: Any) -> dict[str, Any]:
+    """A catalogue sync run end to end, in process (env's BATCH_ID; SyncOptions' fields)."""
+    return harness.run_batch(env, sync=True, **options).plan
 
 
 def work_objects(env: dict[str, str], prefix: str = "") -> dict[str, bytes]:
@@ -112,7 +118,7 @@ def load_partial(env: dict[str, str], index: int) -> ShardPartial:
             place_ids=ids("places.id"),
             place_content=arrays["places.content"],
             place_text_sha256=arrays["places.text_sha256"],
-            place_catalogued=arrays["places.catalogued"],
+            place_catalogue_sha256=arrays["places.catalogue_sha256"],
             pair_user=arrays["pairs.user"],
             pair_place=arrays["pairs.place"],
             pair_counts=arrays["pairs.counts"],

@@ -15,7 +15,7 @@ import pytest
 from coordinator.config import BatchSettings
 from coordinator.sizing import actions_in_key
 from coordinator.submit import find_or_submit, shard_request
-from local_stack.sample_data import generate
+from local_stack.sample_data import catalogue, generate, install_catalogue
 from tests.helpers import (
     REPO,
     batch_client,
@@ -51,6 +51,7 @@ def test_the_main_servers_submit_job_starts_a_run_and_a_retry_submits_nothing_ne
     _deploy(batch_env)
     sample = generate(actions=900, users=60, places=30, batch_size=30, malformed_files=0)
     seed(batch_env, sample)
+    install_catalogue(batch_env["DATABASE_URL"], catalogue(30))
     batch = batch_client(batch_env)
     coordinator = batch.submit_job(  # exactly the main server's call (MAIN_SERVER.md)
         jobName="witple-vectorization-1764230400",
@@ -76,9 +77,13 @@ def test_the_main_servers_submit_job_starts_a_run_and_a_retry_submits_nothing_ne
         assert environment["BATCH_ID"] == out["batch_id"]
         assert environment["S3_BUCKET"] == batch_env["S3_BUCKET"]
     assert reduce["dependsOn"] == [{"jobId": out["shard_job_id"]}]
+    synced = out["sync"]  # the catalogue sync's own run, planned first: its children have places, no files
+    assert (synced["batch_id"], synced["places"], synced["files"]) == (f"run-{coordinator}-sync", 30, 0)
+    assert len(synced["submitted"]) == 2
 
     again = _output(run_as_batch(env, coordinator))  # Batch retries the coordinator: same job id
-    assert again["submitted"] == []
+    assert again["submitted"] == [] and again["sync"]["submitted"] == []
+    assert again["sync"]["resumed"] == "planned"
     assert (again["shard_job_id"], again["reduce_job_id"]) == (out["shard_job_id"], out["reduce_job_id"])
     assert again["resumed"] == "planned" and again["files"] == out["files"]
     prefix = batch_env["NAME_PREFIX"]

@@ -256,11 +256,11 @@ def test_the_reduce_reads_npy_files_by_slices_and_refuses_what_np_load_would(tmp
 
 def test_a_marker_that_does_not_say_what_made_its_vectors_is_refused() -> None:
     key = b"k" * 32
-    marker = {"format": "witple-partial-v3", "files": {}, "place_text_version": "place-text-v1"}
+    marker = {"format": "witple-partial-v4", "files": {}, "place_text_version": "place-text-v1"}
     with pytest.raises(PartialError, match="does not say which model and place text made its vectors"):
         parse_success(orjson.dumps(sign(marker, key)), "shard 2/_SUCCESS.json", key)
-    older = {**marker, "format": "witple-partial-v2", "content_model": "0" * 64}
-    with pytest.raises(PartialError, match="is not a witple-partial-v3 marker"):
+    older = {**marker, "format": "witple-partial-v3", "content_model": "0" * 64}
+    with pytest.raises(PartialError, match="is not a witple-partial-v4 marker"):
         parse_success(orjson.dumps(sign(older, key)), "shard 2/_SUCCESS.json", key)
     complete = {**marker, "content_model": "0" * 64}
     with pytest.raises(SignatureError, match=r"shard 2/_SUCCESS\.json is not signed"):

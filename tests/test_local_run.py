@@ -40,12 +40,19 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
     }
     sizes = [f"--{k}={v}" for k, v in SAMPLE.items()]
 
-    first = _runner(env, *sizes, "--seed=1", "--shards=3")
+    first_id = f"local-{uuid.uuid4().hex[:8]}"
+    first = _runner(env, *sizes, "--seed=1", "--shards=3", f"--batch-id={first_id}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "into 3 shards" in first.stderr
     expected = generate(**SAMPLE, seed=1).expected
     assert_database_matches(database_url, expected)
-    assert [r.json["job_status"] for r in receiver.received] == ["SUCCEEDED"]
+    # the catalogue sync ran first and embedded every place, so the batch embedded none
+    assert _row(first.stdout, "catalogue sync: places / children") == "300 / 1"
+    assert _row(first.stdout, "place vectors reused / embedded").endswith(" / 0")
+    assert [(r.json["batch_id"][-5:], r.json["job_status"]) for r in receiver.received] == [
+        ("-sync", "SUCCEEDED"),
+        (first_id[-5:], "SUCCEEDED"),
+    ]
     assert "nearest places to" in first.stdout
     assert_recommendations_in_score_order(first.stdout)
 
@@ -54,11 +61,11 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
     assert_database_matches(database_url, expected.merge(generate(**SAMPLE, seed=2).expected))
     # day 2 touches places day 1 stored: shards take those vectors instead of embedding again,
     # and user vectors stay exact weighted means of the stored content vectors
-    reused_line = next(
-        line for line in second.stdout.splitlines() if line.startswith("place vectors reused / embedded")
+    assert _row(second.stdout, "catalogue sync").startswith("nothing to embed")  # the catalogue did not change
+    reused, embedded = (
+        int(n.replace(",", "")) for n in _row(second.stdout, "place vectors reused / embedded").split(" / ")
     )
-    reused, embedded = (int(n.replace(",", "")) for n in reused_line.split()[-3::2])
-    assert reused > embedded
+    assert embedded == 0 and reused >= len(generate(**SAMPLE, seed=2).expected.places)  # per shard: some twice
     assert_vectors_follow_stored_content(database_url)
 
     before = query(database_url, "SELECT user_id, total_actions, vector_weight FROM user_behavior_vectors ORDER BY 1")
@@ -69,7 +76,12 @@ def test_three_runs_add_up_then_change_nothing(s3_env, model_dir, database_url, 
         query(database_url, "SELECT user_id, total_actions, vector_weight FROM user_behavior_vectors ORDER BY 1")
         == before
     )
-    assert len(receiver.received) == 2
+    assert len(receiver.received) == 3  # nothing to sync, nothing to run: no notice
+
+
+def _row(stdout: str, name: str) -> str:
+    """The value of one row of the runner's summary table."""
+    return next(line[len(name) :].strip() for line in stdout.splitlines() if line.startswith(f"{name}  "))
 
 
 def assert_recommendations_in_score_order(stdout: str) -> None:
@@ -101,7 +113,7 @@ def test_runner_starts_and_stops_its_own_services(model_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "moto S3 server on http://127.0.0.1:" in result.stderr
     assert "postgres:***@127.0.0.1" in result.stderr  # the password is masked
-    assert [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("webhook")] == ["SUCCEEDED"]
+    assert _row(result.stdout, "webhooks") == "SUCCEEDED, SUCCEEDED"  # the catalogue sync's, then the batch's
     assert "actions read / accepted / rejected  1,500 /" in result.stdout
     assert_recommendations_in_score_order(result.stdout)
     # what a newcomer sees: the runner's own lines, no library's INFO chatter

@@ -6,15 +6,12 @@ from datetime import datetime
 import pytest
 
 from coordinator.sizing import (
-    MAX_ARRAY_SIZE,
     actions_in_key,
     balance,
     file_limit,
     in_window,
     is_batch_file,
     parse_hour,
-    refresh_shard_limit,
-    refresh_shards,
     shard_action_share,
     shard_count,
 )
@@ -72,19 +69,6 @@ def test_each_shard_gets_its_share_of_the_runs_action_cap() -> None:
     assert shard_action_share(560, 2) == 350
     assert shard_action_share(1, 3) == 1  # never 0: a shard always takes its first file
     assert shard_action_share(100, 0) is None
-
-
-def test_refresh_only_shards_take_what_the_file_shards_shares_leave() -> None:
-    assert refresh_shards(1_500, 1, 2_000, 8) == 0  # one child's share takes them
-    assert refresh_shards(2_001, 1, 2_000, 8) == 1
-    assert refresh_shards(9_000, 2, 2_000, 8) == 3  # 4,000 on the file shards, 5,000 on three more
-    assert refresh_shards(9_000, 0, 2_000, 8) == 0  # no run, nothing re-embedded
-    assert refresh_shards(9_000, 2, 0, 8) == 0  # refresh turned off
-    assert refresh_shards(90_000, 2, 2_000, 8) == 8  # at most --max-refresh-shards; the rest next run
-    assert refresh_shards(30_000_000, MAX_ARRAY_SIZE - 1, 2_000, 8) == 1  # Batch allows 10,000 children
-    assert refresh_shard_limit(3, 8) == 8
-    assert refresh_shard_limit(MAX_ARRAY_SIZE - 3, 8) == 3  # the array stays in Batch's limit
-    assert refresh_shard_limit(MAX_ARRAY_SIZE, 8) == 0
 
 
 def test_since_until() -> None:

@@ -82,9 +82,8 @@ def test_plan_with_no_files_prints_zero_shards(s3_env, model_dir, database_url):
         "bytes": 0,
         "manifest_uri": None,
         "listing": "full",
-        "refresh_places": 0,
-        "refresh_shards": 0,
-        "refresh_space": {"model": read_manifest(model_dir).onnx_sha256, "text_version": PLACE_TEXT_VERSION},
+        "places": 0,
+        "space": {"model": read_manifest(model_dir).onnx_sha256, "text_version": PLACE_TEXT_VERSION},
         "more": False,
     }
 

@@ -28,13 +28,16 @@ from tests.helpers import (
     load_partial,
     pipeline,
     plan_run,
+    plan_sync,
     query,
     reduce_in_process,
     run_child,
     run_module,
     seed,
+    sync,
 )
 from tests.vector_oracle import assert_close, expected, stored
+from witple_batch.catalogue import FIELDS
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
 from witple_batch.model_source import ModelSource
 from witple_batch.place_text import PLACE_TEXT_VERSION, CatalogueEntry, place_text, text_sha256
@@ -268,7 +271,7 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     exported = {"MODEL_DIR": str(tmp_path / "b")}
     first_b = _batch(env, **exported)
     seed(first_b, SampleSet(files[:5], second.expected))
-    assert plan_run(first_b, shards=1, refresh_per_shard=0)["refresh_places"] == 0
+    assert plan_run(first_b, shards=1)["places"] == 0  # a file run embeds what it meets, nothing more
     run_child(first_b, 0)
     reduce_in_process(first_b)
     models = stored(database_url).content_model
@@ -276,46 +279,40 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     _assert_follows_the_definition(database_url, new)  # ... and count in no vector: nothing is blended
     assert all(v is None for k, v in stored(database_url).combined.items() if models[k] == old)
 
-    refreshing = _batch(env, **exported)
-    seed(refreshing, SampleSet(files[5:8], second.expected))
+    syncing = _batch(env, **exported)
     stale = sum(1 for m in models.values() if m == old)
-    per = math.ceil(stale / 4)  # the file shard takes a quarter, children of their own the rest
-    planned = plan_run(refreshing, shards=1, refresh_per_shard=per)
-    assert stale >= 20 and (planned["refresh_places"], planned["refresh_shards"], planned["shards"]) == (stale, 3, 4)
-    meanwhile = _batch(env, **exported)
-    seed(meanwhile, SampleSet(files[8:11], second.expected))
-    # while `refreshing` is live, another plan names no place: its children may be re-embedding them
-    assert plan_run(meanwhile, shards=1, refresh_per_shard=per, dry_run=True)["refresh_places"] == 0
-    done = [run_child(refreshing, index) for index in range(planned["shards"])]
-    on_the_file_shard = len(range(0, stale, 4))  # the places are dealt round the four children
-    assert [m["files"] for m in done[1:]] == [0, 0, 0] and max(m["places"] for m in done[1:]) <= per
-    assert sum(m["places"] for m in done[1:]) == stale - on_the_file_shard
-    reduce_in_process(refreshing)
+    per = math.ceil(stale / 4)
+    planned = plan_sync(syncing, per_child=per)
+    assert stale >= 20 and (planned["places"], planned["shards"], planned["files"]) == (stale, 4, 0)
+    # while `syncing` is live, another sync names no place: its children may be embedding them
+    assert plan_sync(_batch(env, **exported), per_child=per, dry_run=True)["places"] == 0
+    done = [run_child(syncing, index) for index in range(planned["shards"])]
+    assert {m["files"] for m in done} == {0} and max(m["places"] for m in done) <= per
+    assert sum(m["places"] for m in done) == stale  # the places are dealt round the children, each once
+    reduce_in_process(syncing)
     assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
     _assert_follows_the_definition(database_url, new)
 
 
-def test_a_new_exports_first_run_brings_every_place_over(s3_env, model_dir, database_url, sample, second, tmp_path):
+def test_a_new_exports_first_sync_brings_every_place_over(s3_env, model_dir, database_url, sample, second, tmp_path):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, sample, shards=2)
-    new = read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
+    old, new = _model(env), read_manifest(other_export(model_dir, tmp_path / "b")).onnx_sha256
     places = len(stored(database_url).content_model)
     deploy = _batch(env, MODEL_DIR=str(tmp_path / "b"))
-    seed(deploy, SampleSet(sorted(second.files, key=lambda f: f.key)[:5], second.expected))
     # a planner that cannot read the children's model follows the last applied space: nothing to bring over
-    unknown = plan_run(deploy, shards=1, model=ModelSource(tmp_path / "not-there", None), dry_run=True)
-    assert (unknown["refresh_places"], unknown["refresh_space"]) == (0, None)
-    capped = plan_run(deploy, shards=1, refresh_per_shard=1, max_refresh_shards=2, dry_run=True)
-    assert (capped["refresh_places"], capped["shards"], capped["refresh_shards"]) == (3, 3, 2)
-    from_image = run_module("coordinator", deploy, "plan", "--shards", "1", "--dry-run")  # reads MODEL_DIR's manifest
-    assert from_image.returncode == 0 and json.loads(from_image.stdout)["refresh_places"] == places
-    planned = plan_run(deploy, shards=1)
-    assert (planned["refresh_places"], planned["shards"]) == (places, 1)  # one child's share takes them all
-    assert planned["refresh_space"] == {"model": new, "text_version": PLACE_TEXT_VERSION}
-    run_child(deploy, 0)
-    reduce_in_process(deploy)
+    unknown = plan_sync(deploy, model=ModelSource(tmp_path / "not-there", None), dry_run=True)
+    assert (unknown["places"], unknown["space"]) == (0, {"model": old, "text_version": PLACE_TEXT_VERSION})
+    capped = plan_sync(deploy, per_child=1, max_children=2, dry_run=True)
+    assert (capped["places"], capped["shards"], capped["more"]) == (2, 2, True)  # the rest in the next sync
+    from_image = run_module("coordinator", deploy, "sync", "--dry-run")  # reads MODEL_DIR's manifest
+    assert from_image.returncode == 0 and json.loads(from_image.stdout)["places"] == places
+    planned = sync(deploy)
+    assert (planned["places"], planned["shards"], planned["more"]) == (places, 1, False)  # one child takes them
+    assert planned["space"] == {"model": new, "text_version": PLACE_TEXT_VERSION}
     assert set(stored(database_url).content_model.values()) == {new}
     _assert_follows_the_definition(database_url, new)
+    assert plan_sync(_batch(env, MODEL_DIR=str(tmp_path / "b")), dry_run=True)["places"] == 0  # in step
 
 
 def test_a_planner_reading_another_model_than_the_children_follows_the_applied_space(
@@ -325,22 +322,22 @@ def test_a_planner_reading_another_model_than_the_children_follows_the_applied_s
     pipeline(env, sample, shards=2)
     places = len(stored(database_url).content_model)
     elsewhere = ModelSource(other_export(model_dir, tmp_path / "b"), None)  # the coordinator's, not the children's
-    files = sorted(second.files, key=lambda f: f.key)
     first = _batch(env)
-    seed(first, SampleSet(files[:5], second.expected))
-    assert plan_run(first, shards=1, model=elsewhere)["refresh_places"] == places  # it cannot know yet
+    assert plan_sync(first, model=elsewhere)["places"] == places  # it cannot know yet
     child = run_child(first, 0)
     assert (child["texts_embedded"], child["places_reused"]) == (0, child["places"])  # a wasted run, nothing moved
     reduce_in_process(first)
-    # the last run was planned for `elsewhere` and applied the children's model: the planner sees it, and
-    # records what it read again, so the next one sees it too
-    for later in (files[5:8], files[8:11]):
+    # the last run was planned for `elsewhere` and applied the children's model: the planner sees it,
+    # and each run records what it read again, so the next one sees it too
+    files = sorted(second.files, key=lambda f: f.key)
+    for later in (files[:5], files[5:10]):
         run = _batch(env)
         seed(run, SampleSet(later, second.expected))
-        planned = plan_run(run, shards=1, model=elsewhere)
-        assert (planned["refresh_places"], planned["refresh_space"]) == (0, None)
+        plan_run(run, shards=1, model=elsewhere)
         run_child(run, 0)
         reduce_in_process(run)
+        planned = plan_sync(_batch(env), model=elsewhere, dry_run=True)
+        assert (planned["places"], planned["space"]) == (0, {"model": _model(env), "text_version": PLACE_TEXT_VERSION})
     _assert_follows_the_definition(database_url, _model(env))
 
 
@@ -416,7 +413,7 @@ def test_the_catalogue_from_a_table_an_export_or_nowhere(s3_env, model_dir, data
     assert result.returncode == 0, result.stderr[-2000:]
     assert sum("no catalogue to read" in line for line in result.stderr.splitlines()) == 1
     partial = load_partial(bare, 0)
-    assert partial.place_catalogued.sum() == 0
+    assert not partial.place_catalogue_sha256.any()  # zeros: no catalogue row
     assert [bytes(h) for h in partial.place_text_sha256] == [
         text_sha256(place_text(c, None)) for c in partial.place_categories
     ]  # category words only: no digits of the ids
@@ -424,7 +421,12 @@ def test_the_catalogue_from_a_table_an_export_or_nowhere(s3_env, model_dir, data
     install_catalogue(database_url, catalogue(PLACES))
     run_child(bare, 0)
     from_table = _text_hashes(bare)
-    assert load_partial(bare, 0).place_catalogued.all()
+    by_key = {(r.table_name, str(r.place_id)): r for r in catalogue(PLACES)}
+    read = load_partial(bare, 0)
+    assert [bytes(d) for d in read.place_catalogue_sha256] == [
+        CatalogueEntry(*(getattr(by_key[(c, p)], f) for f in FIELDS)).sha256()
+        for c, p in zip(read.place_categories, read.place_ids, strict=True)
+    ]  # the fingerprint of the row each text was made from
 
     client = s3_client(bare["AWS_REGION"])
     rows = [

@@ -1,4 +1,4 @@
-"""The shard partial format (witple-partial-v3): written by shard_job, read by reduce_job.
+"""The shard partial format (witple-partial-v4): written by shard_job, read by reduce_job.
 
 Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
 
@@ -8,7 +8,8 @@ Layout under `runs/<BATCH_ID>/shards/<index:05d>/`:
     places.id_offsets.npy, places.id_utf8.npy               and place ids; places sorted by (category, id)
     places.content.npy         (P,384) f4   L2-normalised content vectors
     places.text_sha256.npy     (P,32)  u1   sha256 of the place text each vector embeds
-    places.catalogued.npy      (P,)    u1   1 when the catalogue knew the place, 0 for a fallback text
+    places.catalogue_sha256.npy (P,32) u1   the catalogue fields' fingerprint (CatalogueEntry.sha256),
+                                            zeros when the catalogue did not know the place
     pairs.user.npy             (K,)    i4   index into users, sorted by (user, place)
     pairs.place.npy            (K,)    i4   index into places
     pairs.counts.npy           (K,4)   i8   click, like, bookmark, other
@@ -44,7 +45,7 @@ from witple_batch.model_files import EMBEDDING_DIM
 from witple_batch.signing import sign, verify
 from witple_batch.vector_space import COUNT_COLUMNS
 
-FORMAT = "witple-partial-v3"
+FORMAT = "witple-partial-v4"
 SUCCESS_FILE = "_SUCCESS.json"
 FILES_FILE = "files.json"
 REJECTS_FILE = "rejects.jsonl.gz"
@@ -63,7 +64,7 @@ class ShardPartial:
     place_ids: list[str]
     place_content: np.ndarray  # (P, 384) float32
     place_text_sha256: np.ndarray  # (P, 32) uint8
-    place_catalogued: np.ndarray  # (P,) uint8: 1 when the catalogue knew the place
+    place_catalogue_sha256: np.ndarray  # (P, 32) uint8: zeros when the catalogue did not know the place
     pair_user: np.ndarray  # (K,) int32
     pair_place: np.ndarray  # (K,) int32
     pair_counts: np.ndarray  # (K, 4) int64
@@ -92,7 +93,7 @@ def _arrays(partial: ShardPartial) -> dict[str, np.ndarray]:
     arrays = {
         "places.content": partial.place_content,
         "places.text_sha256": partial.place_text_sha256,
-        "places.catalogued": partial.place_catalogued,
+        "places.catalogue_sha256": partial.place_catalogue_sha256,
         "pairs.user": partial.pair_user,
         "pairs.place": partial.pair_place,
         "pairs.counts": partial.pair_counts,
@@ -206,7 +207,7 @@ EXACT_WIDTHS = {
     "places.category_utf8": 1,
     "places.id_utf8": 1,
     "places.text_sha256": 1,
-    "places.catalogued": 1,
+    "places.catalogue_sha256": 1,
     "places.content": 4,
 }
 
@@ -265,7 +266,7 @@ def check_arrays(arrays: Mapping[str, Sliceable], where: str) -> PartialSize:
         if not np.isfinite(chunk).all():
             raise PartialError(f"{where}: places.content holds NaN or infinite values")
     array("places.text_sha256", "u", (places, SHA256_BYTES))
-    array("places.catalogued", "u", (places,))
+    array("places.catalogue_sha256", "u", (places, SHA256_BYTES))
     return PartialSize(users, places, pairs)
 
 

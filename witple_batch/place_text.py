@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 PLACE_TEXT_VERSION = "place-text-v2"
 MAX_TEXT_CHARS = 4000  # far past 256 tokens: the cut is the tokenizer's, this only bounds the work
+CATALOGUE_FIELD_SEPARATOR = "\x1f"  # the unit separator: no catalogue field holds it
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class CatalogueEntry:
     region: str | None = None
     city: str | None = None
     category: str | None = None
+
+    def sha256(self) -> bytes:
+        """The fingerprint of the fields a text is made from, as witple_catalogue_sha256 (migration
+        012) computes it in SQL: a changed fingerprint is an edited catalogue row."""
+        fields = (self.name, (self.overview or "")[:MAX_TEXT_CHARS], self.region, self.city, self.category)
+        return hashlib.sha256(CATALOGUE_FIELD_SEPARATOR.join(f or "" for f in fields).encode()).digest()
 
 
 def category_words(place_category: str) -> str:

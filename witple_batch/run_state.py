@@ -220,12 +220,12 @@ def lock_planners(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK,))
 
 
-def another_run_refreshing(conn: psycopg.Connection) -> bool:
-    """Whether a live run within its lease was handed places to re-embed (or was planned by a
-    version that did not say): a plan now would name the same places again."""
+def a_sync_is_live(conn: psycopg.Connection) -> bool:
+    """Whether a live run within its lease was handed places to embed (or was planned by a version
+    that did not say; 'refresh_places' is that version's name): a sync now would name them again."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM batch_runs WHERE status = ANY(%s) AND lease_expires_at > now()"
-        " AND coalesce((plan ->> 'refresh_places')::int, 1) > 0)",
+        " AND coalesce(plan ->> 'places', plan ->> 'refresh_places', '1')::int > 0)",
         (statuses(LIVE),),
     ).fetchone()
     return bool(row and row[0])

@@ -164,3 +164,66 @@ def lookup(
         raise ConfigError(
             f"the shard's database role may not read the catalogue ({exc}); grant it SELECT (deploy/sql/roles.sql)"
         ) from None
+
+
+# The places of a catalogue in the database whose stored content vector is missing, of another
+# space, or made from other catalogue fields than the row's today: one statement, read by the
+# database, so an unchanged catalogue costs one scan. A place the catalogue repeats counts by the
+# same row from_database chooses, or it would be embedded again on every run.
+_UNSYNCED = """
+SELECT c.table_name, c.place_id FROM (
+    SELECT DISTINCT ON (c.table_name::text, c.place_id::text) c.table_name::text AS table_name,
+           c.place_id::text AS place_id,
+           witple_catalogue_sha256(c.name::text, c.overview::text, c.region::text, c.city::text, c.category::text)
+             AS sha
+    FROM {} c
+    ORDER BY c.table_name::text, c.place_id::text, c.name, c.overview, c.region, c.city, c.category
+) c
+LEFT JOIN place_vectors p ON p.place_category = c.table_name AND p.place_id = c.place_id
+WHERE {}
+ORDER BY c.table_name, c.place_id
+LIMIT %(limit)s
+"""
+_UNSYNCED_EXPORT = """
+SELECT k.table_name, k.place_id
+FROM unnest(%(categories)s::text[], %(ids)s::text[], %(shas)s::bytea[]) AS k(table_name, place_id, sha)
+LEFT JOIN place_vectors p ON p.place_category = k.table_name AND p.place_id = k.place_id
+WHERE {}
+"""
+_STALE = """(p.place_id IS NULL OR p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
+    OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.catalogue_sha256 IS DISTINCT FROM {}.sha)"""
+
+
+def unsynced(
+    conn: psycopg.Connection, source: CatalogueSource, client: Any, model: str, text_version: str, limit: int
+) -> list[Key]:
+    """Up to `limit` catalogue places whose content vector must be (re-)made in this space, in key
+    order. The database compares a catalogue of its own; an export is streamed and compared a chunk
+    of LOOKUP_CHUNK rows at a time. Memory follows `limit` and a chunk, never the catalogue."""
+    if source.kind == "none" or limit <= 0:
+        return []
+    space = {"model": model, "text_version": text_version, "limit": limit}
+    if source.kind != "s3":
+        statement = sql.SQL(_UNSYNCED).format(source.relation(), sql.SQL(_STALE.format("c")))
+        try:
+            with conn.transaction():
+                return [(c, p) for c, p in conn.execute(statement, space).fetchall()]
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+            if source.kind != "auto":
+                raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
+            event(log, "no catalogue to sync", logging.WARNING, error=str(exc).strip())
+            return []
+    bucket, key = parse_s3_uri(source.target)
+    rows = _export_rows(client.get_object(Bucket=bucket, Key=key)["Body"])
+    found: list[Key] = []
+    statement = sql.SQL(_UNSYNCED_EXPORT.format(_STALE.format("k")))
+    while len(found) < limit and (chunk := list(itertools.islice(rows, LOOKUP_CHUNK))):
+        entries = {(str(r.get("table_name", "")), str(r.get("place_id", ""))): _entry(r).sha256() for r in chunk}
+        params = {
+            **space,
+            "categories": [c for c, _ in entries],
+            "ids": [p for _, p in entries],
+            "shas": list(entries.values()),
+        }
+        found += [(c, p) for c, p in conn.execute(statement, params).fetchall()][: limit - len(found)]
+    return found
