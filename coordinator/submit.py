@@ -95,7 +95,9 @@ def find_job(batch: Any, queue: str, name: str, run_id: str) -> str | None:
     return None
 
 
+@_retried
 def job_status(batch: Any, job_id: str) -> str:
+    """The Batch status of `job_id` (a chain asks it of the previous run's reduce)."""
     [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
     return str(job["status"])
 

@@ -12,6 +12,9 @@ process that serves moto (local_stack.moto_s3 runs it in the test process), this
   a log stream's ARN; a repository's ARN; "*" where the action has no resource type;
 * evaluates StringEquals and StringLike on `s3:prefix` (an absent key matches nothing, as in AWS),
   an Allow whose condition fails granting nothing rather than denying;
+* answers an s3:GetObject of a key the bucket does not hold 403 AccessDenied unless the caller may
+  s3:ListBucket the bucket, judged on the GET itself (no s3:prefix), as S3 does
+  (docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html, Permissions);
 * refuses a JSON-protocol service's call as AWS does, `AccessDeniedException` in a JSON body
   naming the resource (moto answers every service in S3's XML, which botocore reads as code 403).
 
@@ -155,6 +158,25 @@ def _applies(statement: dict[str, Any], action: str, resource: str, context: dic
     return matcher._check_element_matches("Resource", resource) and _conditions_hold(statement, context)
 
 
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str, context: dict[str, str]) -> bool:
+    """An Allow applies and no Deny does."""
+    effects = {s["Effect"] for s in statements if _applies(s, action, resource, context)}
+    return "Allow" in effects and "Deny" not in effects
+
+
+def _missing_object(request: Any, resource: str) -> bool:
+    """Whether the object ARN names a key its bucket does not hold (a missing bucket is moto's to answer)."""
+    from moto.s3.exceptions import MissingBucket
+    from moto.s3.models import s3_backends
+    from moto.utilities.utils import get_partition
+
+    bucket, _, key = resource.split(":::", 1)[1].partition("/")
+    try:
+        return s3_backends[request.account_id][get_partition(request._region)].get_object(bucket, key) is None
+    except MissingBucket:
+        return False
+
+
 def _check_action_permitted(request: Any, resource: str) -> None:
     from moto.iam.access_control import IAMPolicy
 
@@ -169,9 +191,12 @@ def _check_action_permitted(request: Any, resource: str) -> None:
         listed = document["Statement"]
         statements += listed if isinstance(listed, list) else [listed]
     for arn in resources(request) or [resource]:
-        effects = {s["Effect"] for s in statements if _applies(s, request._action, arn, context)}
-        if "Deny" in effects or "Allow" not in effects:
+        if not _allowed(statements, request._action, arn, context):
             _refuse(request, arn)
+    missing = request._action == "s3:GetObject" and _missing_object(request, resource)
+    # S3 says NoSuchKey only to a caller who could have listed the bucket and seen the key is absent
+    if missing and not _allowed(statements, "s3:ListBucket", resource.split("/", 1)[0], context):
+        _refuse(request, resource)
 
 
 def install() -> None:

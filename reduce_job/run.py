@@ -169,9 +169,13 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
                 if stats.get("place_index") == "dropped":
                     restore_place_index(conn)  # readers keep their index whatever stopped the apply
                 raise
-        outcome.notice = notices.conclude(
-            conn, client, config.common, config.run_id, by="reduce", already_committed=outcome.already_committed
-        )
+        try:
+            outcome.notice = notices.conclude(
+                conn, client, config.common, config.run_id, by="reduce", already_committed=outcome.already_committed
+            )
+        except BaseException:
+            restore_place_index(conn)  # a report PUT refused after the commit: readers get their index back now
+            raise
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
     return outcome

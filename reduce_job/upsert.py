@@ -17,7 +17,7 @@ import psycopg
 from witple_batch.vector_space import VectorSpace
 
 EPOCH = "timestamptz '1970-01-01 00:00:00+00' + interval '1 microsecond' *"
-NULL_TIME = "(-9223372036854775807 - 1)"  # witple_batch.aggregate.NULL_TIME: "no parseable time"
+NULL_TIME = "(-9223372036854775807 - 1)"  # shard_job.aggregate.NULL_TIME: "no parseable time"
 
 BATCH_TABLES = [
     f"""

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The manual path to a run: the coordinator (`python -m coordinator submit`) run from a workstation.
+# The coordinator (`python -m coordinator submit`) run from a workstation, under its credentials. Against
+# the deployed stack only with --dry-run: its work bucket takes writes from the stack's job and coordinator
+# roles only, so there a run is started by hand by submitting the coordinator job (README: Deploying).
 set -euo pipefail
 
 usage() {

@@ -39,6 +39,12 @@ class Action:
     time_us: int | None
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character or a lone surrogate: neither is an id (PostgreSQL
+    text cannot even store NUL), so the action ids and the envelope's batch_id are judged alike."""
+    return _CONTROL.search(text) is not None
+
+
 def _clean_id(value: Any, field: str) -> tuple[str | None, str | None]:
     """(value, None) or (None, reason)."""
     if isinstance(value, bool) or value is None:
@@ -55,7 +61,7 @@ def _clean_id(value: Any, field: str) -> tuple[str | None, str | None]:
         return None, f"{field} is empty"
     if len(text) > MAX_VALUE_CHARS:
         return None, f"{field} is longer than {MAX_VALUE_CHARS} characters"
-    if _CONTROL.search(text):
+    if has_control_characters(text):
         return None, f"{field} contains control characters"
     return text, None
 

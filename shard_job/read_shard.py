@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from shard_job.actions import Action, validate
+from shard_job.actions import Action, has_control_characters, validate
 from shard_job.aggregate import ActionColumns
 from shard_job.fetch import ObjectGone
 from shard_job.input_files import FileQuarantined, FileReader, FileRejected, InputLimits
@@ -146,11 +146,18 @@ def defer(shard: ShardInput, items: list[InputFile]) -> None:
 
 
 def _envelope_batch_id(envelope: dict[str, Any] | None) -> str | None:
-    """The collection server's batch_id: the main server marks its own rows processed by it."""
+    """The collection server's batch_id: the main server marks its own rows processed by it.
+
+    None, as for a file without one, when it is not an id: not a string or integer, empty, longer
+    than ENVELOPE_ID_CHARS or holding a control character (a NUL would stop the reduce's staging).
+    The file's actions are kept either way; only the id is left out of the report and the notice.
+    """
     value = (envelope or {}).get("batch_id")
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    return value if isinstance(value, str) and 0 < len(value) <= ENVELOPE_ID_CHARS else None
+    if not isinstance(value, str) or not 0 < len(value) <= ENVELOPE_ID_CHARS or has_control_characters(value):
+        return None
+    return value
 
 
 def add_file(shard: ShardInput, item: InputFile, data: bytes, limits: InputLimits, planned_us: int) -> None:

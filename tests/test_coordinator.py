@@ -14,7 +14,7 @@ import pytest
 
 from coordinator.config import BatchSettings
 from coordinator.sizing import actions_in_key
-from coordinator.submit import find_or_submit, shard_request
+from coordinator.submit import find_or_submit, job_status, shard_request
 from local_stack.sample_data import catalogue, generate, install_catalogue
 from tests.helpers import (
     REPO,
@@ -89,6 +89,23 @@ def test_the_main_servers_submit_job_starts_a_run_and_a_retry_submits_nothing_ne
     prefix = batch_env["NAME_PREFIX"]
     assert _jobs_named(batch_env, f"{prefix}-shard-{out['batch_id']}") == [out["shard_job_id"]]
     assert _jobs_named(batch_env, f"{prefix}-reduce-{out['batch_id']}") == [out["reduce_job_id"]]
+
+
+def test_describing_a_job_is_retried_as_the_other_batch_calls_are(moto, s3_env, monkeypatch):
+    """A throttled or failing DescribeJobs (the chain's look at the previous reduce) is tried again, as
+    ListJobs and SubmitJob are, instead of failing the coordinator: five tries at a proxy answering
+    500 to every one (the pauses left out; the retry rule and the count are the module's own)."""
+    from botocore.exceptions import ClientError
+    from tenacity import wait_none
+
+    from local_stack.fault_proxy import FaultProxy
+
+    with FaultProxy.running(moto.endpoint, fail_keys=("/v1/describejobs",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        batch = batch_client(s3_env)
+        with pytest.raises(ClientError):
+            job_status.retry_with(wait=wait_none())(batch, "a-job-id")
+    assert proxy.injected == 5
 
 
 def test_a_coordinator_that_died_between_its_submits_submits_only_the_reduce(batch_env):

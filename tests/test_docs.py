@@ -1,6 +1,6 @@
 """The README documents the repository as it is: its folder table names every top-level folder and
-nothing else, its links resolve, and it stays a quickstart and reference (figures live in
-benchmarks/README.md, history in git)."""
+nothing else, its links resolve, the tests it and docs/ cite exist, and it stays a quickstart and
+reference (figures live in benchmarks/README.md, history in git)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,32 @@ def test_every_relative_link_resolves():
     for page in (REPO / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), (page.name, target)
+
+
+# `test_x.py`, `test_x.py::test_y`, `test_x.py::test_y[case]`, `::test_y` (in the file named last in
+# its table row or paragraph) and `::test_y_*` (a family)
+_CITED = re.compile(r"`(?:tests/)?(test_\w+\.py)?(?:::(\w+)(\*)?)?(?:\[[^\]`]*\])?`")
+
+
+def test_every_cited_test_exists():
+    cited = 0
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        current = None
+        for line in page.read_text().splitlines():
+            if line.startswith("|") or not line.strip():
+                current = None
+            for match in _CITED.finditer(line):
+                file, name, family = match.groups()
+                if file is not None:
+                    current = REPO / "tests" / file
+                    assert current.is_file(), (page.name, file)
+                if name is None:
+                    continue
+                assert current is not None, (page.name, name)
+                pattern = rf"^def {name}\w*\(" if family else rf"^def {name}\("
+                assert re.search(pattern, current.read_text(), re.MULTILINE), (page.name, current.name, name)
+                cited += 1
+    assert cited > 50  # the citations were found at all
 
 
 def test_the_readme_is_a_reference_not_a_log():

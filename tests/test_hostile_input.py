@@ -348,3 +348,25 @@ def test_hostile_records_end_to_end_are_rejected_alone_and_ids_stored_byte_for_b
         "user_id is longer than 256 characters": 1,
         "user_id contains control characters": 1,
     }
+
+
+def test_an_envelope_batch_id_holding_a_nul_is_left_out_and_the_run_succeeds(s3_env, model_dir, database_url):
+    """PostgreSQL text cannot store NUL: kept, the id would stop every reduce of the file. It is no id,
+    as one too long is; the file's actions are kept and its neighbour's id is reported."""
+    from local_stack.sample_data import SampleFile, SampleSet
+    from tests.helpers import fresh_env, pipeline, query
+
+    action = {"user_id": "u1", "place_category": "restaurants", "place_id": "p1", "action_type": "click"}
+    prefix = "user-actions/year=2025/month=01/day=15/hour=14/"
+    files = [
+        SampleFile(
+            f"{prefix}batch-1736950000000-1-nul.json", orjson.dumps({"batch_id": "a\u0000b", "actions": [action]})
+        ),
+        SampleFile(f"{prefix}batch-1736950000001-1-ok.json", orjson.dumps({"batch_id": "env-ok", "actions": [action]})),
+    ]
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url, CATALOGUE_SOURCE="none")
+    pipeline(env, SampleSet(files, None), shards=2)  # type: ignore[arg-type]
+    assert query(database_url, "SELECT status, error FROM batch_runs") == [("notified", None)]
+    rows = query(database_url, "SELECT key, status, accepted, envelope_batch_id FROM processed_files ORDER BY key")
+    assert rows == [(files[0].key, "processed", 1, None), (files[1].key, "processed", 1, "env-ok")]
+    assert query(database_url, "SELECT user_id, total_actions FROM user_behavior_vectors") == [("u1", 2)]

@@ -248,6 +248,36 @@ def test_an_apply_refused_after_the_bulk_index_drop_builds_the_index_again(s3_en
     assert query(database_url, "SELECT count(*) FROM place_vectors") == [(0,)]
 
 
+def test_a_report_refused_after_the_commit_builds_the_dropped_place_index_again(
+    moto, s3_env, model_dir, database_url, first_sample, monkeypatch
+):
+    """The run commits with the place index dropped for a bulk load, then its report PUT fails (the
+    job fails, for a retry): the index is built again before the job exits, not by the retry."""
+    from botocore.exceptions import ClientError
+
+    from local_stack.fault_proxy import FaultProxy
+    from reduce_job import indexes
+
+    monkeypatch.setattr(indexes, "BULK_MIN_PLACES", 1)  # the sample's 60 new places are a bulk load
+    env = _env(s3_env, model_dir, database_url, CATALOGUE_SOURCE="none")
+    seed(env, first_sample)
+    plan_run(env, shards=1)
+    run_child(env, 0)
+    index_row = (
+        "SELECT c.oid, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'place_vectors_content_hnsw'"
+    )
+    [(before, _)] = query(database_url, index_row)
+    with FaultProxy.running(moto.endpoint, fail_keys=("report.json",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        with pytest.raises(ClientError, match="PutObject"):
+            reduce_in_process(env)
+    assert query(database_url, "SELECT status FROM batch_runs") == [("committed",)]
+    [(after, valid)] = query(database_url, index_row)
+    assert valid and after != before  # dropped for the bulk apply, built again though the report failed
+
+
 def test_two_batches_accumulate_and_vectors_stay_exact(s3_env, model_dir, database_url, first_sample, second_sample):
     env = _env(s3_env, model_dir, database_url)
     pipeline(env, first_sample)

@@ -141,6 +141,31 @@ def test_an_abandoned_run_frees_its_files_and_cannot_commit_late(s3_env, model_d
     assert statuses == sorted([(abandoned["BATCH_ID"], "FAILED"), (retry["BATCH_ID"], "SUCCEEDED")])
 
 
+def test_a_dead_receiver_holds_planning_back_for_one_notice_and_leaves_the_rest_owed(
+    s3_env, model_dir, database_url, dead_port, sample, monkeypatch
+):
+    """Four abandoned runs to tell, each notice 2 s of pauses at a refused port: with a 0.5 s budget
+    the planner sends one, plans, and leaves three recorded failed without a notice for the next
+    coordinator (all four would take 8 s)."""
+    from coordinator import settle
+
+    webhook = {"WEBHOOK_URL": f"http://127.0.0.1:{dead_port}/hook", "WEBHOOK_BACKOFF_SECONDS": "2"}
+    env = _env(s3_env, model_dir, database_url, **webhook)  # WEBHOOK_ATTEMPTS 2: one pause of 2 s
+    seed(env, SampleSet(sample.files[:5], sample.expected))
+    abandoned = [_batch(env) for _ in range(4)]
+    for batch in abandoned:
+        assert plan_run(batch, shards=1, max_files=1)["files"] == 1
+    with psycopg.connect(database_url, autocommit=True) as conn:  # as if their leases ran out
+        conn.execute("UPDATE batch_runs SET lease_expires_at = now() - interval '1 second'")
+    monkeypatch.setattr(settle, "NOTICES_BUDGET_SECONDS", 0.5)
+    started = time.monotonic()
+    assert plan_run(_batch(env), shards=1)["files"] == 5  # the four freed files and the fifth
+    assert time.monotonic() - started < 6.0
+    ids = tuple(batch["BATCH_ID"] for batch in abandoned)
+    rows = query(database_url, "SELECT status, notice FROM batch_runs WHERE batch_id = ANY(%s)", (list(ids),))
+    assert sorted(rows, key=str) == sorted([("failed", "FAILED")] + [("failed", None)] * 3, key=str)
+
+
 def test_a_planner_killed_before_its_commit_holds_nothing(moto, s3_env, model_dir, database_url, sample):
     env = _env(s3_env, model_dir, database_url)
     seed(env, SampleSet(sample.files[:10], sample.expected))

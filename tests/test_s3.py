@@ -1,4 +1,5 @@
-"""Our S3 clients parse timestamps without dateutil, to the same instants botocore's parser gives."""
+"""Our S3 clients parse timestamps without dateutil, to the same instants botocore's parser gives, and
+make as many attempts as they are told, counted as AWS_MAX_ATTEMPTS counts them."""
 
 from __future__ import annotations
 
@@ -74,3 +75,23 @@ def test_listing_and_get_give_the_stock_clients_times(s3_env: dict[str, str]) ->
     # the parser is our client's own: a client made after it still gets botocore's (dateutil's zones)
     assert listed[0].tzinfo is UTC and got[0].tzinfo is UTC
     assert listed[1].tzinfo is not UTC and got[1].tzinfo is not UTC
+
+
+def test_attempts_count_as_aws_max_attempts_does_and_a_fail_fast_client_keeps_its_cap(moto, s3_env, monkeypatch):
+    """AWS_MAX_ATTEMPTS=3 is three attempts in all (botocore's Config max_attempts would make four),
+    and lowers no fail-fast client's cap of 2 to more: counted at a proxy answering 500 for the key."""
+    from botocore.exceptions import ClientError
+
+    from local_stack.fault_proxy import FaultProxy
+
+    region = s3_env["AWS_REGION"]
+    bucket = f"attempts-{uuid.uuid4().hex[:8]}"
+    ensure_bucket(s3_client(region), bucket, region)
+    with FaultProxy.running(moto.endpoint, fail_keys=("always-500",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+        for client, attempts in ((s3_client(region), 3), (s3_client(region, max_attempts=2), 2)):
+            proxy.injected = 0
+            with pytest.raises(ClientError, match="InternalError"):
+                client.get_object(Bucket=bucket, Key="always-500")
+            assert proxy.injected == attempts

@@ -31,7 +31,7 @@ from moto.events.models import EventPattern
 from local_stack import moto_iam
 from local_stack.sample_data import generate
 from tests import aws_call_log, stack
-from tests.helpers import REPO, batch_client, run_as_batch, run_module, run_script, seed, stack_resources
+from tests.helpers import REPO, batch_client, query, run_as_batch, run_module, run_script, seed, stack_resources
 
 ADMIN = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 # grants no job of this suite calls, and why each stays
@@ -315,7 +315,7 @@ def test_moto_checks_the_prefix_a_listing_names_and_the_definition_a_submit_name
             region_name=deployed["AWS_REGION"],
         ).client(service)
 
-    s3 = client("JobRole", "s3")
+    s3 = client("CoordinatorRole", "s3")  # the job role may list the whole bucket: a GET's miss needs it
     s3.list_objects_v2(Bucket=deployed["S3_BUCKET"], Prefix="user-actions/year=2025/")
     for outside in ({"Prefix": "elsewhere/"}, {}):  # another prefix; none at all (the key is absent)
         with pytest.raises(ClientError, match="AccessDenied"):
@@ -325,3 +325,25 @@ def test_moto_checks_the_prefix_a_listing_names_and_the_definition_a_submit_name
     batch.submit_job(**request, jobDefinition=f"{deployed['NAME_PREFIX']}-reduce")
     with pytest.raises(ClientError, match=r"AccessDeniedException.*job-definition/"):
         batch.submit_job(**request, jobDefinition=deployed["COORDINATOR_JOB_DEFINITION"])  # not its to start
+
+
+def test_a_retried_child_and_a_vanished_input_file_are_misses_not_access_denied(deployed):
+    """S3 answers a GET of a missing key NoSuchKey only to a caller who may list the bucket, a grant a
+    GET's missing s3:prefix cannot meet (moto_iam models both): a retried child's first GET (its
+    progress note, never written) and an input file deleted after planning are misses on the job
+    role's grants, the file left to the next plan, never an AccessDenied that fails the run."""
+    roles = role_users(deployed)
+    job = batch_client(deployed).submit_job(
+        jobName="witple-vectorization-2",
+        jobQueue=deployed["JOB_QUEUE"],
+        jobDefinition=deployed["COORDINATOR_JOB_DEFINITION"],
+    )["jobId"]
+    run = _ok(run_as_batch(deployed, job, roles.by_arn))
+    s3 = boto3.session.Session(region_name=deployed["AWS_REGION"]).client("s3")  # the administrator's
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=deployed["S3_BUCKET"])["Contents"])
+    s3.delete_object(Bucket=deployed["S3_BUCKET"], Key=keys[0])
+    retried = {**deployed, "AWS_BATCH_JOB_ATTEMPT": "2"}
+    for index in range(run["shards"]):
+        _ok(run_as_batch(retried, run["shard_job_id"], roles.by_arn, index if run["shards"] > 1 else None))
+    _ok(run_as_batch(deployed, run["reduce_job_id"], roles.by_arn))
+    assert sorted(key for (key,) in query(deployed["DATABASE_URL"], "SELECT key FROM processed_files")) == keys[1:]

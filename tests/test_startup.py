@@ -58,6 +58,18 @@ def test_a_database_refusing_the_urls_password_stops_the_job_without_retrying(jo
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
+def test_an_aws_max_attempts_over_its_ceiling_stops_the_job_at_once_naming_it(job_env, job):
+    """Read once at start with the other settings: the failure's own notice path, which makes an S3
+    client too, then says why it sends nothing instead of raising out of the job (exit 1, a retry)."""
+    result, seconds = _run(job, {**job_env, "BATCH_ID": "run-1", "AWS_MAX_ATTEMPTS": "25"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if '"level":"ERROR"' in line]
+    assert len(errors) <= 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "configuration error: AWS_MAX_ATTEMPTS must be <= 20, got 25" in errors[0]
+    assert seconds < WITHIN_SECONDS
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
 def test_s3_out_of_reach_is_retried(job_env, job, dead_port):
     result, seconds = _run(job, {**job_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead_port}"})
     assert result.returncode == 1, result.stderr[-2000:]

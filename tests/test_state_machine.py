@@ -71,6 +71,31 @@ def test_a_run_is_born_planned(migrated):
             migrated.execute("INSERT INTO batch_runs (batch_id, status) VALUES (%s, %s)", (f"born-{status}", status))
 
 
+# an older image's run_state.commit (still queued during a deploy): an upsert onto the planned row
+OLD_COMMIT = (
+    "INSERT INTO batch_runs (batch_id, status) VALUES (%(run)s, %(to)s)"
+    " ON CONFLICT (batch_id) DO UPDATE SET status = %(to)s, updated_at = now()"
+)
+
+
+def test_an_upsert_onto_a_run_is_judged_by_its_move_and_a_new_row_is_still_born_planned(migrated):
+    """INSERT ... ON CONFLICT DO UPDATE fires the INSERT trigger before the conflict: a run that has
+    a row is held to the move the UPDATE makes, only a run without one to being born planned."""
+    committed = RunStatus.COMMITTED.value
+    for source in RunStatus:
+        run_id = f"upsert-{source}"
+        _run_in(migrated, run_id, source)
+        if run_state.may_move(source, RunStatus.COMMITTED) or source is RunStatus.COMMITTED:
+            migrated.execute(OLD_COMMIT, {"run": run_id, "to": committed})
+            assert run_state.get(migrated, run_id).status is RunStatus.COMMITTED  # type: ignore[union-attr]
+        else:
+            with pytest.raises(psycopg.errors.CheckViolation, match=f"{source.value} -> {committed} is not a move"):
+                migrated.execute(OLD_COMMIT, {"run": run_id, "to": committed})
+    with pytest.raises(psycopg.errors.CheckViolation, match="a run is born planned"):
+        migrated.execute(OLD_COMMIT, {"run": "never-planned", "to": committed})
+    assert run_state.get(migrated, "never-planned") is None
+
+
 @pytest.mark.parametrize("source", list(RunStatus))
 def test_each_move_function_moves_exactly_from_the_states_that_allow_it(migrated, source):
     """The guard functions themselves, from every state: a move the table lists happens, any other

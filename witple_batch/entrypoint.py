@@ -20,7 +20,7 @@ from types import FrameType
 
 from botocore.exceptions import ClientError
 
-from witple_batch.errors import EXIT_CONFIG, ConfigError, PermanentError
+from witple_batch.errors import EXIT_CONFIG, EXIT_RETRY, ConfigError, PermanentError
 from witple_batch.logs import LEVELS, configure, event, log_level, mask_secrets
 from witple_batch.settings import job_timeout
 
@@ -112,6 +112,6 @@ def run_job(
         timed_out = isinstance(exc, Terminated) and elapsed >= 0.9 * _timeout_seconds()
         if on_failure:
             on_failure(Failure(message, elapsed, final=timed_out, out_of_time=timed_out))
-        return 1
+        return EXIT_RETRY
     finally:
         sys.stdout.flush()

@@ -1,6 +1,7 @@
 """Key figures for CloudWatch as Embedded Metric Format: one JSON log line per job, no new
 dependency and no API call. CloudWatch Logs turns the line into metrics in NAMESPACE, dimension
-Job (shard, reduce, coordinator, notice), which deploy/cloudwatch/alarms.json alarms on."""
+Job (shard, reduce, coordinator, notice); deploy/stack.yaml alarms on BatchesFailed (notice) and
+RejectShare (reduce)."""
 
 from __future__ import annotations
 

@@ -196,10 +196,11 @@ def on_job_failure(stage: str, failure: Failure, metadata: Mapping[str, Any]) ->
     message = f"{stage} failed on attempt {common.attempt}/{common.job_attempts}: {failure.message}"
     details = {"stage": stage, "attempt": common.attempt, "attempts": common.job_attempts, **metadata}
     try:
+        client = s3_client(common.region, max_attempts=2)
         with connect_for(common, "witple-notice") as conn:
             conclude(
                 conn,
-                s3_client(common.region, max_attempts=2),
+                client,
                 common,
                 run_id,
                 by=stage,

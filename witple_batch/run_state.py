@@ -112,26 +112,24 @@ class Run:
     notice: Notice | None
     error: str | None
     stats: dict[str, Any]
-    webhook_status: str | None
     plan: dict[str, Any]  # what the planner recorded: its counts (coordinator.plan.PlannedRun) and the space it read
     seconds: dict[str, float] = field(default_factory=dict)  # the reduce's stages
 
 
 def get(conn: psycopg.Connection, run_id: str) -> Run | None:
     row = conn.execute(
-        "SELECT status, notice, error, stats, webhook_status, plan, seconds FROM batch_runs WHERE batch_id = %s",
+        "SELECT status, notice, error, stats, plan, seconds FROM batch_runs WHERE batch_id = %s",
         (run_id,),
     ).fetchone()
     if row is None:
         return None
-    status, notice, error, stats, webhook, plan, seconds = row
+    status, notice, error, stats, plan, seconds = row
     return Run(
         run_id,
         RunStatus(status),
         Notice(notice) if notice else None,
         error,
         stats or {},
-        webhook,
         plan or {},
         seconds or {},
     )

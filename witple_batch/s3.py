@@ -17,11 +17,12 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
 from witple_batch.errors import ConfigError
-from witple_batch.settings import env_int
+from witple_batch.settings import aws_max_attempts
 
 # the two forms S3 writes: ListObjectsV2's LastModified and the Last-Modified header
 _S3_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
 _S3_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT", re.ASCII)
+DEFAULT_S3_ATTEMPTS = 8
 
 
 def s3_timestamp(value: Any) -> datetime:
@@ -57,11 +58,17 @@ def aws_session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=session)
 
 
-def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_attempts: int = 8) -> Any:
-    """An S3 client; AWS_MAX_ATTEMPTS, botocore's own setting, wins over `max_attempts` when it is set."""
+def s3_client(region: str, *, pool: int = 16, retry_mode: str = "adaptive", max_attempts: int | None = None) -> Any:
+    """An S3 client making at most `max_attempts` attempts per call, the first included, as
+    AWS_MAX_ATTEMPTS counts them (botocore's total_max_attempts; its max_attempts would count retries).
+
+    AWS_MAX_ATTEMPTS, when set, replaces the default (DEFAULT_S3_ATTEMPTS) and caps an explicit
+    `max_attempts`, never raises it: a fail-fast client keeps its smaller cap.
+    """
+    attempts = min((n for n in (max_attempts, aws_max_attempts()) if n is not None), default=DEFAULT_S3_ATTEMPTS)
     config = Config(
         region_name=region,
-        retries={"mode": retry_mode, "max_attempts": env_int("AWS_MAX_ATTEMPTS", max_attempts, minimum=1, maximum=20)},
+        retries={"mode": retry_mode, "total_max_attempts": attempts},
         max_pool_connections=pool,
         connect_timeout=10,
         read_timeout=60,

@@ -27,6 +27,7 @@ DEFAULT_BUCKET = "user-actions-data"
 DEFAULT_PREFIX = "user-actions/"
 DEFAULT_WORK_PREFIX = "batch-work/"
 MIN_RUN_KEY_CHARS = 32  # PARTIALS_SECRET: an HMAC-SHA256 key (witple_batch/signing.py)
+MAX_AWS_ATTEMPTS = 20  # AWS_MAX_ATTEMPTS' ceiling: more would outlast a job's budget in backoff
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -175,9 +176,18 @@ def job_timeout(env: Mapping[str, str] | None = None) -> float:
     return env_float("JOB_TIMEOUT_SECONDS", 3600.0, env, minimum=1.0)
 
 
+def aws_max_attempts(env: Mapping[str, str] | None = None) -> int | None:
+    """AWS_MAX_ATTEMPTS, botocore's own variable: the most attempts an AWS call makes, the first
+    included; None when unset (witple_batch.s3 reads it for every client)."""
+    if env_str("AWS_MAX_ATTEMPTS", env=env) is None:
+        return None
+    return env_int("AWS_MAX_ATTEMPTS", 1, env, minimum=1, maximum=MAX_AWS_ATTEMPTS)
+
+
 def common_from_env(env: Mapping[str, str] | None = None) -> CommonConfig:
     bucket = _bucket("S3_BUCKET", env_str("S3_BUCKET", DEFAULT_BUCKET, env) or DEFAULT_BUCKET)
     job_timeout(env)  # validated at start; the entry point reads it when a SIGTERM comes
+    aws_max_attempts(env)  # validated at start, so no S3 client made later (a failure's notice) can refuse it
     return CommonConfig(
         region=env_str("AWS_REGION", DEFAULT_REGION, env) or DEFAULT_REGION,
         s3_bucket=bucket,

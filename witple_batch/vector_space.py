@@ -60,10 +60,6 @@ class VectorSpace:
     text_version: str  # witple_batch.place_text.PLACE_TEXT_VERSION
     weights: ActionWeights | None = None
 
-    def embedding(self) -> VectorSpace:
-        """The same space without its weights: what content vectors depend on."""
-        return VectorSpace(self.model, self.text_version)
-
     def record(self) -> dict[str, str]:
         """As a run's plan (the space its planner read) and stats (the space its reduce applied) hold it."""
         return {"model": self.model, "text_version": self.text_version}

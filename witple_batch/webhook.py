@@ -47,7 +47,6 @@ class Delivery:
     sent: bool
     outcome: WebhookOutcome | None = None
     attempts: int = 0
-    http_status: int | None = None
     error: str | None = None  # the webhook's last error, or why no notice was sent
 
 
@@ -151,11 +150,11 @@ def post(
     except RetryError as exc:
         error = str(exc.last_attempt.exception())
         event(log, "webhook not delivered", logging.ERROR, url=origin(url), attempts=tries, error=error)
-        return Delivery(True, WebhookOutcome.FAILED, tries, None, error)
+        return Delivery(True, WebhookOutcome.FAILED, tries, error)
     except PermanentDeliveryError as exc:
         event(log, "webhook refused", logging.ERROR, url=origin(url), attempts=tries, error=str(exc))
-        return Delivery(True, WebhookOutcome.FAILED, tries, None, str(exc))
+        return Delivery(True, WebhookOutcome.FAILED, tries, str(exc))
     event(
         log, "webhook delivered", url=origin(url), attempts=tries, status=status, job_status=body_fields["job_status"]
     )
-    return Delivery(True, WebhookOutcome.DELIVERED, tries, status, None)
+    return Delivery(True, WebhookOutcome.DELIVERED, tries)

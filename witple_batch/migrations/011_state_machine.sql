@@ -12,10 +12,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     )
 $$;
 
+-- An INSERT ... ON CONFLICT DO UPDATE fires the INSERT trigger before it finds the conflict: only
+-- a run with no row yet is judged as born; an upsert onto an existing row (an older image's commit,
+-- still queued during a deploy) is judged as the move its UPDATE makes.
 CREATE OR REPLACE FUNCTION witple_guard_run_move() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' AND NEW.status <> 'planned' THEN
+    IF TG_OP = 'INSERT' AND NEW.status <> 'planned'
+       AND NOT EXISTS (SELECT 1 FROM batch_runs WHERE batch_id = NEW.batch_id) THEN
         RAISE EXCEPTION 'run %: a run is born planned, not %', NEW.batch_id, NEW.status USING ERRCODE = 'check_violation';
     END IF;
     IF TG_OP = 'UPDATE' AND NOT witple_run_move_allowed(OLD.status, NEW.status) THEN
