@@ -176,6 +176,7 @@ def plan_options(args: argparse.Namespace, run_id: str) -> PlanOptions:
 
 def sync_options(args: argparse.Namespace, run_id: str) -> SyncOptions:
     from witple_batch.catalogue import CatalogueSource
+    from witple_batch.catalogue_column import CatalogueColumn
     from witple_batch.model_source import ModelSource
 
     if not 0 <= args.sync_per_child <= 100_000:
@@ -192,6 +193,7 @@ def sync_options(args: argparse.Namespace, run_id: str) -> SyncOptions:
         max_children=args.max_sync_children,
         lease_hours=args.lease_hours,
         dry_run=args.dry_run,
+        column=CatalogueColumn.from_env(),
     )
 
 

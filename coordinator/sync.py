@@ -11,6 +11,9 @@ know. The places to embed are, in this order and at most `per_child` x `max_chil
 * catalogue places with no content vector in the space, or whose catalogue fields changed since
   it was made (witple_batch.catalogue.unsynced: one statement over the catalogue).
 
+With CATALOGUE_VECTOR_COLUMN set, the sync also keeps that column of the catalogue holding our
+content vectors (witple_batch.catalogue_column): before planning, and in each sync run's reduce.
+
 Bounded per run, so an hourly run never waits on a whole catalogue: a first load or a new model
 takes several runs (or one `coordinator sync` with larger bounds). Restartable and exactly once
 like any run: it is claimed and planned under the planner lock, and no sync is planned while a
@@ -29,8 +32,9 @@ import psycopg
 from coordinator.plan import PlannedRun, write_plan
 from coordinator.sizing import MAX_ARRAY_SIZE
 from coordinator.space import children_space, target_space
-from witple_batch import catalogue, run_state
+from witple_batch import catalogue, catalogue_column, run_state
 from witple_batch.catalogue import CatalogueSource
+from witple_batch.catalogue_column import CatalogueColumn
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
 from witple_batch.model_source import ModelSource
@@ -49,6 +53,7 @@ class SyncOptions:
     max_children: int = 8
     lease_hours: float = 8.0
     dry_run: bool = False
+    column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written before planning
 
     @property
     def most(self) -> int:
@@ -77,7 +82,12 @@ def places_to_embed(
 
 
 def plan_sync(conn: psycopg.Connection, client: Any, config: CommonConfig, options: SyncOptions) -> PlannedRun:
-    """Plan one sync run (the caller migrated and settled past runs); a dry run writes nothing."""
+    """Plan one sync run (the caller migrated and settled past runs); a dry run writes nothing.
+    With CATALOGUE_VECTOR_COLUMN, the catalogue's column first gets what the past runs stored."""
+    if options.column is not None:
+        options.column.check(conn)
+        if not options.dry_run:
+            catalogue_column.publish(conn, options.column)
     read = children_space(options.model, client)
     with conn.transaction():
         run_state.lock_planners(conn)

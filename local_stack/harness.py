@@ -74,6 +74,7 @@ def plan_sync(env: Mapping[str, str], **options: Any) -> dict[str, Any]:
     from coordinator import sync
     from coordinator.cli import prepared
     from witple_batch.catalogue import CatalogueSource
+    from witple_batch.catalogue_column import CatalogueColumn
     from witple_batch.model_source import ModelSource
 
     config = common_from_env(env)
@@ -81,6 +82,7 @@ def plan_sync(env: Mapping[str, str], **options: Any) -> dict[str, Any]:
         "run_id": env["BATCH_ID"],
         "catalogue": CatalogueSource.parse(env.get("CATALOGUE_SOURCE", "auto")),
         "model": ModelSource.from_env(env),
+        "column": CatalogueColumn.from_env(env),
     }
     sync_options = sync.SyncOptions(**{**defaults, **options})
     client = s3_client(config.region)

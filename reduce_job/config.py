@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from witple_batch.catalogue_column import CatalogueColumn
 from witple_batch.errors import ConfigError
 from witple_batch.settings import CommonConfig, common_from_env, env_choice, env_int, env_str, required_run_id
 from witple_batch.vector_space import DEFAULT_WEIGHTS, ActionWeights
@@ -17,6 +18,7 @@ class ReduceConfig:
     weights: ActionWeights  # what each action type weighs in vectors
     user_vector_index: bool  # USER_VECTOR_INDEX=hnsw keeps an HNSW index on user vectors
     partials_ahead: int  # shards fetched ahead of the one being staged
+    catalogue_column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written after the commit
 
 
 def action_weights(env: Mapping[str, str] | None = None) -> ActionWeights:
@@ -34,4 +36,5 @@ def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig
         weights=action_weights(env),
         user_vector_index=env_choice("USER_VECTOR_INDEX", "none", ("hnsw", "none"), env) == "hnsw",
         partials_ahead=env_int("PARTIALS_AHEAD", 4, env, minimum=1, maximum=32),
+        catalogue_column=CatalogueColumn.from_env(env),
     )

@@ -12,7 +12,7 @@ import psycopg
 
 from reduce_job import collect, held_users, indexes, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
-from witple_batch import metrics, notices, run_state, watermark
+from witple_batch import catalogue_column, metrics, notices, run_state, watermark
 from witple_batch.database import connect_for, set_timeouts
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb, process_age_seconds
@@ -143,6 +143,8 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
     layout = RunLayout(config.common.work_bucket, config.common.work_prefix, config.run_id)
     with connect_for(config.common, "reduce_job") as conn:
         migrate(conn)
+        if config.catalogue_column is not None:
+            config.catalogue_column.check(conn)
         seconds["connect_and_migrate"] = time.monotonic() - clock
         run = run_state.get(conn, config.run_id)
         if run is not None and run.status is run_state.RunStatus.FAILED:
@@ -169,6 +171,8 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
                 if stats.get("place_index") == "dropped":
                     restore_place_index(conn)  # readers keep their index whatever stopped the apply
                 raise
+        if config.catalogue_column is not None:
+            publish_column(conn, config.catalogue_column)
         try:
             outcome.notice = notices.conclude(
                 conn, client, config.common, config.run_id, by="reduce", already_committed=outcome.already_committed
@@ -185,6 +189,16 @@ def _already(conn: psycopg.Connection, run_id: str) -> Outcome:
     event(log, "run already committed; skipping the database step", batch_id=run_id)
     run = run_state.get(conn, run_id)
     return Outcome(stats=run.stats if run else {}, already_committed=True)
+
+
+def publish_column(conn: psycopg.Connection, column: catalogue_column.CatalogueColumn) -> None:
+    """The committed vectors into CATALOGUE_VECTOR_COLUMN before the notice, so the main server finds
+    them there when told. The run is committed whatever happens here: a failure is logged and the
+    coordinator's next sync writes what is left, never a FAILED notice for a committed run."""
+    try:
+        catalogue_column.publish(conn, column)
+    except psycopg.Error as exc:
+        event(log, "catalogue column not written; the next sync writes it", logging.ERROR, error=str(exc))
 
 
 def restore_place_index(conn: psycopg.Connection) -> None:

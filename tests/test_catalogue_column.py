@@ -1,0 +1,139 @@
+"""CATALOGUE_VECTOR_COLUMN on a catalogue shaped like the main server's: the sync writes our content
+vectors into its vector column, only that column, a chunk at a time, never blocking a reader."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+
+from local_stack.sample_data import catalogue, install_catalogue
+from tests.helpers import fresh_env, query, sync
+from witple_batch.catalogue_column import CatalogueColumn, publish
+from witple_batch.errors import ConfigError
+from witple_batch.schema import migrate
+
+PLACES = 120
+COLUMN = {"CATALOGUE_VECTOR_COLUMN": "place_recommendations.vector"}
+# rows whose column differs from the place's stored content vector (a row of a place we hold)
+DIFFERENT = (
+    "SELECT count(*) FROM place_recommendations c JOIN place_vectors p"
+    " ON p.place_category = c.table_name AND p.place_id = c.place_id::text"
+    " WHERE c.vector IS DISTINCT FROM p.content_vector"
+)
+OTHER_COLUMNS = (
+    "SELECT md5(string_agg(concat_ws('|', id, place_id, table_name, name, overview, region, city, category,"
+    " bookmark_cnt), ',' ORDER BY id)) FROM place_recommendations"
+)
+
+
+def _main_servers_catalogue(url: str) -> None:
+    """The sample catalogue with the main server's `vector vector(384)`, holding another model's vectors."""
+    install_catalogue(url, catalogue(PLACES))
+    rng = np.random.default_rng(12)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("ALTER TABLE place_recommendations ADD COLUMN vector vector(384)")
+        for row_id in range(1, PLACES + 1):
+            other_model = rng.standard_normal(384)
+            conn.execute(
+                "UPDATE place_recommendations SET vector = %s::vector WHERE id = %s",
+                (str((other_model / np.linalg.norm(other_model)).tolist()), row_id),
+            )
+
+
+def _env(s3_env: dict[str, str], model_dir: str, url: str, **more: str) -> dict[str, str]:
+    return {**fresh_env(s3_env, model_dir, DATABASE_URL=url, **more), "BATCH_ID": f"sync-{uuid.uuid4().hex[:10]}"}
+
+
+def test_the_sync_writes_our_content_vectors_into_the_column_and_nothing_else(s3_env, model_dir, database_url):
+    _main_servers_catalogue(database_url)
+    others = query(database_url, OTHER_COLUMNS)
+    sync(_env(s3_env, model_dir, database_url, **COLUMN), per_child=50)
+    assert query(database_url, DIFFERENT) == [(0,)]
+    assert query(database_url, "SELECT count(*) FROM place_recommendations WHERE vector IS NULL") == [(0,)]
+    assert query(database_url, OTHER_COLUMNS) == others  # only the vector column was written
+    recorded = query(
+        database_url,
+        "SELECT count(*) FROM place_vectors WHERE published_model = content_model"
+        " AND published_text_sha256 = content_text_sha256",
+    )
+    assert recorded == [(PLACES,)]  # which model and text each row now holds
+
+    versions = query(database_url, "SELECT id, xmin::text FROM place_recommendations ORDER BY id")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        again = publish(conn, CatalogueColumn("place_recommendations", "vector"))
+    assert (again.written, again.places, again.complete) == (0, 0, True)
+    assert query(database_url, "SELECT id, xmin::text FROM place_recommendations ORDER BY id") == versions
+
+    with psycopg.connect(database_url, autocommit=True) as conn:  # an edit re-embeds, and the column follows
+        conn.execute("UPDATE place_recommendations SET overview = overview || ' Now with a ferry.' WHERE id = 5")
+    sync(_env(s3_env, model_dir, database_url, **COLUMN))
+    assert query(database_url, DIFFERENT) == [(0,)]
+
+
+def test_without_the_setting_the_column_keeps_the_main_servers_vectors(s3_env, model_dir, database_url):
+    _main_servers_catalogue(database_url)
+    before = query(database_url, "SELECT id, vector::text FROM place_recommendations ORDER BY id")
+    sync(_env(s3_env, model_dir, database_url))
+    assert query(database_url, "SELECT id, vector::text FROM place_recommendations ORDER BY id") == before
+
+
+def test_a_locked_row_stops_the_pass_within_lock_timeout_and_readers_never_wait(s3_env, model_dir, database_url):
+    _main_servers_catalogue(database_url)
+    sync(_env(s3_env, model_dir, database_url))  # vectors stored, the column not yet written
+    target = CatalogueColumn("place_recommendations", "vector")
+    reads: list[float] = []
+    stop = threading.Event()
+
+    def read_like_the_main_server() -> None:
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            while not stop.is_set():
+                started = time.perf_counter()
+                reader.execute("SELECT id, vector <=> vector, bookmark_cnt FROM place_recommendations").fetchall()
+                reads.append(time.perf_counter() - started)
+                time.sleep(0.02)
+
+    with psycopg.connect(database_url) as holder, psycopg.connect(database_url, autocommit=True) as conn:
+        holder.execute("SELECT 1 FROM place_recommendations WHERE id = 60 FOR UPDATE")  # the main server writing
+        conn.execute("SET lock_timeout = '1s'")
+        reader = threading.Thread(target=read_like_the_main_server)
+        reader.start()
+        started = time.perf_counter()
+        try:
+            stopped = publish(conn, target, chunk=20)
+        finally:
+            seconds = time.perf_counter() - started
+            stop.set()
+            reader.join()
+        holder.rollback()
+        assert not stopped.complete and 0 < stopped.places < PLACES  # the chunks before the locked row
+        assert seconds < 3.0
+        assert reads and max(reads) < 0.5, max(reads)
+        assert query(database_url, DIFFERENT) == [(PLACES - stopped.places,)]
+        rest = publish(conn, target, chunk=20)
+    assert rest.complete and stopped.places + rest.places == PLACES
+    assert query(database_url, DIFFERENT) == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("vector", "CATALOGUE_VECTOR_COLUMN must be table.column"),
+        ("place_recommendations.name", "place_recommendations.name must be vector(384), found character varying"),
+        ("place_recommendations.nothing", "must be vector(384), found no such column"),
+        ("no_such_table.vector", "no table no_such_table"),
+    ],
+)
+def test_a_column_that_cannot_hold_our_vectors_is_refused_by_name(database_url, value, message):
+    _main_servers_catalogue(database_url)
+    with pytest.raises(ConfigError, match=re.escape(message)), psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        column = CatalogueColumn.from_env({"CATALOGUE_VECTOR_COLUMN": value})
+        assert column is not None
+        column.check(conn)
