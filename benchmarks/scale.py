@@ -547,9 +547,11 @@ def shard_caps(args: argparse.Namespace) -> None:
 
 CATALOGUE = """The catalogue sync at growing catalogue sizes: the first sync, a 1% edit, an unchanged catalogue.
 
-For each of --sizes (rows of the sample catalogue in the main server's place_recommendations),
-on a fresh database: the first sync with its children run one at a time, then on a fresh
-database again with --parallel children at once, as an array that wide runs; a second sync after
+For each of --sizes (rows of the sample catalogue in the main server's place_recommendations,
+each text made distinct), on a fresh database: the first sync with its children run one at a
+time, then on a fresh database again with --parallel children at once, as an array that wide
+runs. Each child embeds on one thread, as a 1-vCPU child would, so --parallel children use as
+many cores as Batch would give them (keep --parallel at most the cores). Then a second sync after
 every 100th row's overview was edited, which must embed exactly those rows; and a third on the
 unchanged catalogue, which embeds nothing (its plan is one comparison in SQL, a chunk at a time).
 Each child embeds --per-child places (the coordinator's default), so a bigger catalogue means
@@ -562,7 +564,7 @@ with the catalogue.
 def _sync_once(services: Any, url: str, batch: str, args: argparse.Namespace, parallel: int, size: int) -> Any:
     from local_stack.harness import run_batch
 
-    env = services.env(BUCKET, DATABASE_URL=url, BATCH_ID=batch)
+    env = services.env(BUCKET, DATABASE_URL=url, BATCH_ID=batch, EMBED_THREADS="1")  # a 1-vCPU child
     children = min(math.ceil(size / args.per_child), MAX_ARRAY_SIZE)
     return run_batch(env, sync=True, processes=True, parallel=parallel, per_child=args.per_child, max_children=children)
 

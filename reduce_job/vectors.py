@@ -172,6 +172,9 @@ def record_space(conn: psycopg.Connection, space: VectorSpace) -> None:
         "INSERT INTO vector_space (id, content_model, place_text_version, action_weights) VALUES (true, %s, %s, %s)"
         " ON CONFLICT (id) DO UPDATE SET content_model = EXCLUDED.content_model,"
         " place_text_version = EXCLUDED.place_text_version, action_weights = EXCLUDED.action_weights,"
+        # the published direction is the content's: new weights keep it, a new model or text clears it
+        " content_direction = CASE WHEN (vector_space.content_model, vector_space.place_text_version)"
+        " = (EXCLUDED.content_model, EXCLUDED.place_text_version) THEN vector_space.content_direction END,"
         " updated_at = now()",
         (space.model, space.text_version, orjson.dumps(space.weights.as_dict()).decode()),
     )

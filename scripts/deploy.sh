@@ -18,7 +18,8 @@ Settings (environment), each one template parameter (deploy/stack.yaml says what
   WEBHOOK_SECRET_ARN, PARTIALS_SECRET_ARN    required
   NAME_PREFIX (witple-batch), S3_BUCKET, S3_PREFIX, WORK_PREFIX, SECRETS_KMS_KEY_ARN,
   COORDINATOR_JOB_DEFINITION (witple-vectorization-job), SCHEDULE_EXPRESSION, ALARM_TOPIC_ARN,
-  REJECT_SHARE_ALARM_PERCENT    optional: unset keeps the template's default
+  REJECT_SHARE_ALARM_PERCENT, CATALOGUE_VECTOR_COLUMN    optional: unset is the template's default
+                 on a create and the stack's current value on an update
   IMAGE_TAG      default: the git commit (refused when the work tree has changes)
   STACK_NAME     default: NAME_PREFIX;  AWS_REGION default ap-northeast-2
 
@@ -37,6 +38,7 @@ PARAMETERS=(
   WebhookSecretArn=WEBHOOK_SECRET_ARN PartialsSecretArn=PARTIALS_SECRET_ARN SecretsKmsKeyArn=SECRETS_KMS_KEY_ARN
   CoordinatorJobDefinitionName=COORDINATOR_JOB_DEFINITION ScheduleExpression=SCHEDULE_EXPRESSION
   AlarmTopicArn=ALARM_TOPIC_ARN RejectSharePercent=REJECT_SHARE_ALARM_PERCENT
+  CatalogueVectorColumn=CATALOGUE_VECTOR_COLUMN
 )
 REQUIRED=(JOB_QUEUE_ARN WEBHOOK_URL DATABASE_URL_SECRET_ARN SHARD_DATABASE_URL_SECRET_ARN WEBHOOK_SECRET_ARN
   PARTIALS_SECRET_ARN)

@@ -7,12 +7,15 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import numpy as np
+import orjson
 import psycopg
 import pytest
 
 from local_stack.sample_data import catalogue, install_catalogue
+from reduce_job.vectors import record_space, stored_space
 from tests.helpers import fresh_env, query, sync
 from witple_batch.catalogue_column import CatalogueColumn, publish
 from witple_batch.errors import ConfigError
@@ -20,11 +23,11 @@ from witple_batch.schema import migrate
 
 PLACES = 120
 COLUMN = {"CATALOGUE_VECTOR_COLUMN": "place_recommendations.vector"}
-# rows whose column differs from the place's stored content vector (a row of a place we hold)
+# rows whose column differs from the place's stored content vector without the space's direction
 DIFFERENT = (
     "SELECT count(*) FROM place_recommendations c JOIN place_vectors p"
-    " ON p.place_category = c.table_name AND p.place_id = c.place_id::text"
-    " WHERE c.vector IS DISTINCT FROM p.content_vector"
+    " ON p.place_category = c.table_name AND p.place_id = c.place_id::text CROSS JOIN vector_space s"
+    " WHERE c.vector IS DISTINCT FROM witple_without_direction(p.content_vector, s.content_direction)"
 )
 OTHER_COLUMNS = (
     "SELECT md5(string_agg(concat_ws('|', id, place_id, table_name, name, overview, region, city, category,"
@@ -71,10 +74,56 @@ def test_the_sync_writes_our_content_vectors_into_the_column_and_nothing_else(s3
     assert (again.written, again.places, again.complete) == (0, 0, True)
     assert query(database_url, "SELECT id, xmin::text FROM place_recommendations ORDER BY id") == versions
 
+    direction = query(database_url, "SELECT content_direction::text FROM vector_space")
     with psycopg.connect(database_url, autocommit=True) as conn:  # an edit re-embeds, and the column follows
         conn.execute("UPDATE place_recommendations SET overview = overview || ' Now with a ferry.' WHERE id = 5")
     sync(_env(s3_env, model_dir, database_url, **COLUMN))
     assert query(database_url, DIFFERENT) == [(0,)]
+    assert query(database_url, "SELECT content_direction::text FROM vector_space") == direction  # fixed per space
+
+
+def _vectors(url: str, sql_text: str) -> np.ndarray:
+    return np.array([np.array(orjson.loads(v)) for (v,) in query(url, sql_text)], dtype=np.float64)
+
+
+def test_the_column_holds_content_vectors_without_the_spaces_mean_direction(s3_env, model_dir, database_url):
+    """The main server's raw cosine against the column ranks places for a user as the cosine of the
+    user's projection does: the shared direction no longer decides."""
+    _main_servers_catalogue(database_url)
+    sync(_env(s3_env, model_dir, database_url, **COLUMN))
+    order = " ORDER BY p.place_category, p.place_id"
+    content = _vectors(database_url, "SELECT p.content_vector::text FROM place_vectors p" + order)
+    published = _vectors(
+        database_url,
+        "SELECT c.vector::text FROM place_vectors p JOIN place_recommendations c"
+        " ON p.place_category = c.table_name AND p.place_id = c.place_id::text" + order,
+    )
+    direction = content.mean(0) / np.linalg.norm(content.mean(0))
+    expected = content - np.outer(content @ direction, direction)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(published, expected, atol=2e-6)
+    assert np.mean((content @ content.T)[np.triu_indices(PLACES, 1)]) > 0.2  # the shared direction, before
+    assert np.abs(published @ direction).max() < 1e-5
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        space = stored_space(conn)
+        assert space is not None and space.weights is not None
+        record_space(conn, replace(space, weights=replace(space.weights, like=space.weights.like + 1)))
+        assert query(database_url, "SELECT content_direction IS NULL FROM vector_space") == [(False,)]
+        record_space(conn, replace(space, model="another-model"))  # a new space: a new direction, later
+        assert query(database_url, "SELECT content_direction IS NULL FROM vector_space") == [(True,)]
+        record_space(conn, space)
+        # 2 of the 120 catalogued places still in another space: more than 1% missing, no direction yet
+        moved = "UPDATE place_vectors SET content_model = %s WHERE place_id IN ('100001', '100002')"
+        conn.execute(moved, ("another-model",))
+        waiting = publish(conn, CatalogueColumn("place_recommendations", "vector"))
+        assert (waiting.places, waiting.complete) == (0, True)
+        assert query(database_url, "SELECT content_direction IS NULL FROM vector_space") == [(True,)]
+        conn.execute(moved, (space.model,))
+        again = publish(conn, CatalogueColumn("place_recommendations", "vector"))
+    assert (again.places, again.complete) == (PLACES, True)  # a new direction writes every row again
+    assert query(database_url, DIFFERENT) == [(0,)]
+    assert query(database_url, "SELECT content_direction_version FROM vector_space") == [(2,)]
 
 
 def test_without_the_setting_the_column_keeps_the_main_servers_vectors(s3_env, model_dir, database_url):
@@ -137,3 +186,9 @@ def test_a_column_that_cannot_hold_our_vectors_is_refused_by_name(database_url, 
         column = CatalogueColumn.from_env({"CATALOGUE_VECTOR_COLUMN": value})
         assert column is not None
         column.check(conn)
+
+
+@pytest.mark.parametrize("value", ["", "none"])
+def test_unset_or_none_is_off_as_the_stacks_default_says(value):
+    assert CatalogueColumn.from_env({"CATALOGUE_VECTOR_COLUMN": value}) is None
+    assert CatalogueColumn.from_env({}) is None

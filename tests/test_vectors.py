@@ -400,6 +400,51 @@ def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s
     assert newcomer == popular  # no history: the most popular places
 
 
+def test_recommend_places_ranks_catalogue_places_no_one_acted_on_by_their_content(
+    s3_env, model_dir, database_url, sample
+):
+    """Places only the catalogue knows (synced, zero statistics) are ranked by the cosine of their
+    centred content vector to the user's profile of centred content vectors; the j-th best with a
+    positive cosine scores p_new / 2^(j-1), and that is all they score."""
+    install_catalogue(database_url, catalogue(PLACES + 30))  # 30 places no action names
+    env = _env(s3_env, model_dir, database_url)
+    sync(_batch(env))
+    pipeline(_batch(env), sample, shards=2)
+    [(user,)] = query(database_url, "SELECT user_id FROM user_behavior_vectors ORDER BY total_actions DESC LIMIT 1")
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        content = {
+            (c, p): (v.to_numpy().astype(np.float64), users)
+            for c, p, v, users in conn.execute(
+                "SELECT place_category, place_id, content_vector, unique_users FROM place_vectors"
+            )
+        }
+        recent = conn.execute(
+            "SELECT place_category, place_id, clicks * 2 + likes * 4 + bookmarks * 7 FROM user_place_interactions"
+            " WHERE user_id = %s ORDER BY last_action_at DESC NULLS LAST, place_category DESC, place_id DESC",
+            (user,),
+        ).fetchall()[:5]
+        scored = {
+            p_new: {(c, p): score for c, p, score in conn.execute(
+                "SELECT * FROM recommend_places(%s, 1000, p_new => %s)", (user, p_new)
+            )}
+            for p_new in (0.0, 0.5)
+        }  # fmt: skip
+    mean = np.mean([v for v, _ in content.values()], axis=0)
+    centred = {key: (v - mean) / np.linalg.norm(v - mean) for key, (v, _) in content.items()}
+    profile = sum(w * centred[(c, p)] for c, p, w in recent if w > 0)
+    new = {key for key, (_, users) in content.items() if users == 0}
+    assert len(new) == 30
+    cosine = {key: float(centred[key] @ profile / np.linalg.norm(profile)) for key in new}
+    ranked = sorted((key for key in new if cosine[key] > 0), key=lambda key: -cosine[key])
+    assert 0 < len(ranked) < len(new)  # some texts are like the user's places, some are not
+    expected = dict.fromkeys(new, 0.0) | {key: 0.5 / 2**j for j, key in enumerate(ranked)}
+    assert {key: scored[0.5][key] for key in new} == pytest.approx(expected)
+    assert all(scored[0.0][key] == 0 for key in new)  # no term: no neighbours, behaviour or popularity
+    known = set(scored[0.0]) - new
+    assert all(scored[0.5][key] == scored[0.0][key] for key in known)  # the places users met keep their score
+
+
 def _text_hashes(env: dict[str, str]) -> np.ndarray:
     return load_partial(env, 0).place_text_sha256
 

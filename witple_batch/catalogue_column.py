@@ -4,8 +4,10 @@ Opt-in, off by default. The main server's recommender compares a user's behavior
 all-MiniLM-L6-v2) with `place_recommendations.vector`, which its own script fills with
 all-MiniLM-L12-v2: a cosine between two models. With CATALOGUE_VECTOR_COLUMN naming that
 column, every catalogue row whose place holds a content vector of the applied space (vector_space)
-gets that vector there, so
-the main server's cosine compares like with like without a change on its side.
+gets that vector there, with the space's mean direction projected out (migration 015): the main
+server's uncentred cosine then compares like with like, and ranks as if both sides were centred,
+without a change on its side. The direction is set once per space, by the first pass that finds
+the catalogue in it; until then nothing is written, and from then every row is written again.
 
 Only that column of the catalogue is written, a chunk of CHUNK places per short transaction,
 each under the connection's lock_timeout: readers are never blocked (row locks do not block a
@@ -35,6 +37,7 @@ from witple_batch.settings import env_str
 log = logging.getLogger(__name__)
 
 CHUNK = 1_000  # places per transaction: row locks held for tens of milliseconds
+DIRECTION_MISSING = 0.01  # the share of catalogued places a space's direction may be set without
 _NAME = re.compile(r"^([a-z_][a-z0-9_]{0,62})\.([a-z_][a-z0-9_]{0,62})$")
 _KEYS = ("place_id", "table_name")  # how a catalogue row names its place (witple_batch.catalogue)
 
@@ -46,9 +49,9 @@ class CatalogueColumn:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CatalogueColumn | None:
-        """CATALOGUE_VECTOR_COLUMN as `table.column` (lower-case identifiers), or None when unset."""
+        """CATALOGUE_VECTOR_COLUMN as `table.column` (lower-case identifiers), or None when unset or `none`."""
         raw = env_str("CATALOGUE_VECTOR_COLUMN", env=env)
-        if not raw:
+        if not raw or raw == "none":
             return None
         match = _NAME.match(raw)
         if match is None:
@@ -85,20 +88,40 @@ class Published:
     complete: bool = True  # False: the pass stopped early; the next one goes on
 
 
+# the applied space's mean catalogue content direction, set once the catalogue is in that space (not from the
+# few places one hourly run re-embedded first): at least all but DIRECTION_MISSING of the catalogued
+# places, and two, since one place alone has nothing left once its direction is taken out
+_DIRECTION_SQL = """
+UPDATE vector_space s SET content_direction = d.direction, content_direction_version = s.content_direction_version + 1
+FROM (
+    SELECT l2_normalize(avg(content_vector) FILTER (WHERE inside)) AS direction,
+           count(*) FILTER (WHERE inside) AS inside, count(*) AS catalogued
+    FROM (
+        SELECT p.content_vector, p.content_vector IS NOT NULL
+               AND (p.content_model, p.place_text_version) = (v.content_model, v.place_text_version) AS inside
+        FROM place_vectors p CROSS JOIN vector_space v WHERE p.catalogue_sha256 IS NOT NULL
+    ) places
+) d
+WHERE s.content_direction IS NULL AND d.inside >= 2 AND d.inside >= d.catalogued * (1 - %(missing)s)
+"""
+
 _CHUNK_SQL = """
 WITH chunk AS (
-    SELECT p.place_category, p.place_id, p.content_vector, p.content_model, p.content_text_sha256
+    SELECT p.place_category, p.place_id, p.content_model, p.content_text_sha256, s.content_direction_version,
+           witple_without_direction(p.content_vector, s.content_direction) AS published
     FROM place_vectors p JOIN vector_space s
       ON p.content_model = s.content_model AND p.place_text_version = s.place_text_version
-    WHERE p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL
-      AND (p.published_model, p.published_text_sha256) IS DISTINCT FROM (p.content_model, p.content_text_sha256)
+    WHERE p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL AND s.content_direction IS NOT NULL
+      AND (p.published_model, p.published_text_sha256, p.published_direction_version)
+          IS DISTINCT FROM (p.content_model, p.content_text_sha256, s.content_direction_version)
     ORDER BY p.place_category, p.place_id LIMIT %(chunk)s
 ), written AS (
-    UPDATE {table} c SET {column} = chunk.content_vector FROM chunk
+    UPDATE {table} c SET {column} = chunk.published FROM chunk
     WHERE c.table_name::text = chunk.place_category AND c.place_id::text = chunk.place_id
     RETURNING 1
 ), marked AS (
-    UPDATE place_vectors p SET published_model = chunk.content_model, published_text_sha256 = chunk.content_text_sha256
+    UPDATE place_vectors p SET published_model = chunk.content_model, published_text_sha256 = chunk.content_text_sha256,
+        published_direction_version = chunk.content_direction_version
     FROM chunk WHERE p.place_category = chunk.place_category AND p.place_id = chunk.place_id
     RETURNING 1
 )
@@ -108,7 +131,7 @@ SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM marked)
 
 def publish(conn: psycopg.Connection, target: CatalogueColumn, chunk: int = CHUNK) -> Published:
     """Write the content vectors of the applied space (vector_space) that `target` does not hold yet,
-    chunk by chunk, on `conn` outside any transaction."""
+    without the space's direction, chunk by chunk, on `conn` outside any transaction."""
     statement = sql.SQL(_CHUNK_SQL).format(table=sql.Identifier(target.table), column=sql.Identifier(target.column))
     done = Published()
     while True:
@@ -117,6 +140,9 @@ def publish(conn: psycopg.Connection, target: CatalogueColumn, chunk: int = CHUN
                 if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (REDUCE_LOCK,)).fetchone()[0]:  # type: ignore[index]
                     done.complete = False  # a reduce is applying: its places are the next pass's
                     break
+                unset = conn.execute("SELECT content_direction IS NULL FROM vector_space").fetchone() == (True,)
+                if unset:
+                    conn.execute(_DIRECTION_SQL, {"missing": DIRECTION_MISSING})
                 written, places = conn.execute(statement, {"chunk": chunk}).fetchone()  # type: ignore[misc]
         except errors.LockNotAvailable:
             done.complete = False  # a row stayed locked past lock_timeout: the next pass retries it
