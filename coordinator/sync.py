@@ -9,7 +9,8 @@ know. The places to embed are, in this order and at most `per_child` x `max_chil
 * places stored in another vector space than the children's (a new export or place text
   version), most recently active first;
 * catalogue places with no content vector in the space, or whose catalogue fields changed since
-  it was made (witple_batch.catalogue.unsynced: one statement over the catalogue).
+  it was made, and stored places whose catalogue row was removed (they get their fallback text
+  and stop being new places to recommend): witple_batch.catalogue.unsynced, one statement.
 
 With CATALOGUE_VECTOR_COLUMN set, the sync also keeps that column of the catalogue holding our
 content vectors (witple_batch.catalogue_column): before planning, and in each sync run's reduce.

@@ -115,6 +115,37 @@ def test_a_one_percent_edit_embeds_exactly_the_edited_and_the_new_rows(s3_env, m
     assert plan_sync(_run(env), dry_run=True)["places"] == 0
 
 
+def test_a_place_removed_from_the_catalogue_gets_its_fallback_text_and_is_no_longer_new(
+    s3_env, model_dir, database_url
+):
+    install_catalogue(database_url, catalogue(PLACES))
+    env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
+    pipeline(_run(env), generate(actions=1_500, users=100, places=PLACES // 2, seed=3, malformed_files=0))
+    sync(_run(env))
+    stored = _stored(database_url)
+    acted = next(key for key in sorted(stored) if stored[key][3] > 0)
+    user = query(database_url, "SELECT user_id FROM user_behavior_vectors ORDER BY user_id LIMIT 1")[0][0]
+    scores = {(c, p): s for c, p, s in query(database_url, "SELECT * FROM recommend_places(%s, 10000)", (user,))}
+    fresh = max((key for key in scores if stored[key][3] == 0), key=scores.__getitem__)
+    assert scores[fresh] > 0  # recommended as a new place
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for category, place_id in (acted, fresh):
+            conn.execute(
+                "DELETE FROM place_recommendations WHERE table_name = %s AND place_id::text = %s", (category, place_id)
+            )
+    assert sync(_run(env))["places"] == 2
+    after = _stored(database_url)
+    assert {key for key in stored if after[key][:2] != stored[key][:2]} == {acted, fresh}  # only they re-embedded
+    for key in (acted, fresh):
+        assert after[key][0] is None  # no catalogue row
+        assert bytes(after[key][1]) == text_sha256(place_text(key[0], None))
+        assert after[key][2:4] == stored[key][2:4]  # statistics kept
+    assert plan_sync(_run(env), dry_run=True)["places"] == 0
+    scores = {(c, p): s for c, p, s in query(database_url, "SELECT * FROM recommend_places(%s, 10000)", (user,))}
+    assert scores[fresh] == 0  # a place no one acted on is new only while the catalogue has it
+    assert_vectors_follow_stored_content(database_url)
+
+
 def test_places_met_before_the_catalogue_knew_them_are_synced_with_their_statistics(s3_env, model_dir, database_url):
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)
     sample = generate(actions=1_000, users=80, places=60, seed=5, malformed_files=0)
@@ -162,9 +193,13 @@ def test_an_export_is_compared_a_chunk_at_a_time(s3_env, model_dir, database_url
     assert sync(_run(env), per_child=30)["places"] == 50  # 50 rows in chunks of 7, two children
     assert len(_stored(database_url)) == 50
     rows[3]["name"] = "Renamed"
+    removed = rows.pop(40)
     export(rows)
-    assert plan_sync(_run(env), dry_run=True)["places"] == 1
+    assert plan_sync(_run(env), dry_run=True)["places"] == 2  # the renamed row and the removed one
     assert plan_sync(_run(env), dry_run=True, per_child=1, max_children=1)["places"] == 1
+    assert sync(_run(env))["places"] == 2
+    assert _stored(database_url)[(removed["table_name"], str(removed["place_id"]))][0] is None
+    assert plan_sync(_run(env), dry_run=True)["places"] == 0
 
 
 def test_without_a_catalogue_there_is_nothing_to_sync(s3_env, model_dir, database_url):

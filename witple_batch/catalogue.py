@@ -167,44 +167,58 @@ def lookup(
 
 
 # The places of a catalogue in the database whose stored content vector is missing, of another
-# space, or made from other catalogue fields than the row's today: one statement, read by the
-# database, so an unchanged catalogue costs one scan. A place the catalogue repeats counts by the
-# same row from_database chooses, or it would be embedded again on every run.
+# space, or made from other catalogue fields than the row's today, and the stored places whose
+# catalogue row is gone (their text is the fallback now, and they are no longer new places to
+# recommend): one statement, read by the database, so an unchanged catalogue costs one scan of
+# each table. A place the catalogue repeats counts by the same row from_database chooses, or it
+# would be embedded again on every run.
 _UNSYNCED = """
-SELECT c.table_name, c.place_id FROM (
-    SELECT DISTINCT ON (c.table_name::text, c.place_id::text) c.table_name::text AS table_name,
-           c.place_id::text AS place_id,
-           witple_catalogue_sha256(c.name::text, c.overview::text, c.region::text, c.city::text, c.category::text)
-             AS sha
-    FROM {} c
-    ORDER BY c.table_name::text, c.place_id::text, c.name, c.overview, c.region, c.city, c.category
-) c
-LEFT JOIN place_vectors p ON p.place_category = c.table_name AND p.place_id = c.place_id
-WHERE {}
-ORDER BY c.table_name, c.place_id
+SELECT table_name, place_id FROM (
+    SELECT c.table_name, c.place_id FROM (
+        SELECT DISTINCT ON (c.table_name::text, c.place_id::text) c.table_name::text AS table_name,
+               c.place_id::text AS place_id,
+               witple_catalogue_sha256(c.name::text, c.overview::text, c.region::text, c.city::text, c.category::text)
+                 AS sha
+        FROM {catalogue} c
+        ORDER BY c.table_name::text, c.place_id::text, c.name, c.overview, c.region, c.city, c.category
+    ) c
+    LEFT JOIN place_vectors p ON p.place_category = c.table_name AND p.place_id = c.place_id
+    WHERE {stale}
+    UNION ALL
+    {removed}
+) u
+ORDER BY table_name, place_id
 LIMIT %(limit)s
 """
 _UNSYNCED_EXPORT = """
 SELECT k.table_name, k.place_id
 FROM unnest(%(categories)s::text[], %(ids)s::text[], %(shas)s::bytea[]) AS k(table_name, place_id, sha)
 LEFT JOIN place_vectors p ON p.place_category = k.table_name AND p.place_id = k.place_id
-WHERE {}
+WHERE {stale}
 """
 _STALE = """(p.place_id IS NULL OR p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
     OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.catalogue_sha256 IS DISTINCT FROM {}.sha)"""
+_REMOVED = """SELECT p.place_category, p.place_id FROM place_vectors p
+    WHERE p.catalogue_sha256 IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM {catalogue} c WHERE c.table_name::text = p.place_category AND c.place_id::text = p.place_id)"""
+_EXPORT_KEYS = "catalogue_export_keys"  # a temporary table: the export's keys, to find the removed places
 
 
 def unsynced(
     conn: psycopg.Connection, source: CatalogueSource, client: Any, model: str, text_version: str, limit: int
 ) -> list[Key]:
-    """Up to `limit` catalogue places whose content vector must be (re-)made in this space, in key
-    order. The database compares a catalogue of its own; an export is streamed and compared a chunk
-    of LOOKUP_CHUNK rows at a time. Memory follows `limit` and a chunk, never the catalogue."""
+    """Up to `limit` places whose content vector must be (re-)made in this space, in key order:
+    catalogue rows stale in this space, then stored places the catalogue no longer has. The database
+    compares a catalogue of its own; an export is streamed and compared a chunk of LOOKUP_CHUNK rows
+    at a time, its keys copied to a temporary table for the removed places. Memory follows `limit`
+    and a chunk, never the catalogue."""
     if source.kind == "none" or limit <= 0:
         return []
     space = {"model": model, "text_version": text_version, "limit": limit}
     if source.kind != "s3":
-        statement = sql.SQL(_UNSYNCED).format(source.relation(), sql.SQL(_STALE.format("c")))
+        relation = source.relation()
+        removed = sql.SQL(_REMOVED).format(catalogue=relation)
+        statement = sql.SQL(_UNSYNCED).format(catalogue=relation, stale=sql.SQL(_STALE.format("c")), removed=removed)
         try:
             with conn.transaction():
                 return [(c, p) for c, p in conn.execute(statement, space).fetchall()]
@@ -213,10 +227,18 @@ def unsynced(
                 raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
             event(log, "no catalogue to sync", logging.WARNING, error=str(exc).strip())
             return []
+    with conn.transaction():  # the temporary table lives as long as this transaction
+        return _unsynced_in_export(conn, source, client, space)
+
+
+def _unsynced_in_export(conn: psycopg.Connection, source: CatalogueSource, client: Any, space: dict) -> list[Key]:
+    limit = space["limit"]
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{_EXPORT_KEYS}")
+    conn.execute(f"CREATE TEMPORARY TABLE {_EXPORT_KEYS} (table_name text, place_id text) ON COMMIT DROP")
     bucket, key = parse_s3_uri(source.target)
     rows = _export_rows(client.get_object(Bucket=bucket, Key=key)["Body"])
     found: list[Key] = []
-    statement = sql.SQL(_UNSYNCED_EXPORT.format(_STALE.format("k")))
+    statement = sql.SQL(_UNSYNCED_EXPORT.format(stale=_STALE.format("k")))
     while len(found) < limit and (chunk := list(itertools.islice(rows, LOOKUP_CHUNK))):
         entries = {(str(r.get("table_name", "")), str(r.get("place_id", ""))): _entry(r).sha256() for r in chunk}
         params = {
@@ -226,4 +248,11 @@ def unsynced(
             "shas": list(entries.values()),
         }
         found += [(c, p) for c, p in conn.execute(statement, params).fetchall()][: limit - len(found)]
+        with conn.cursor().copy(f"COPY {_EXPORT_KEYS} FROM STDIN") as copy:
+            for place in entries:
+                copy.write_row(place)
+    if len(found) < limit:  # the whole export was read: what it no longer has is known
+        removed = sql.SQL(_REMOVED).format(catalogue=sql.Identifier(_EXPORT_KEYS))
+        tail = conn.execute(sql.SQL("{} ORDER BY 1, 2 LIMIT %(limit)s").format(removed), {"limit": limit - len(found)})
+        found += [(c, p) for c, p in tail.fetchall()]
     return found
