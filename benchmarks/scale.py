@@ -545,15 +545,17 @@ def shard_caps(args: argparse.Namespace) -> None:
 # catalogue: the catalogue sync as the catalogue grows
 
 
-CATALOGUE = """The catalogue sync at growing catalogue sizes: the first sync, a 1% edit, an unchanged catalogue.
+CATALOGUE = """The catalogue sync at growing catalogue sizes: the first sync, 1% edited, 1% removed, unchanged.
 
 For each of --sizes (rows of the sample catalogue in the main server's place_recommendations,
 each text made distinct), on a fresh database: the first sync with its children run one at a
 time, then on a fresh database again with --parallel children at once, as an array that wide
 runs. Each child embeds on one thread, as a 1-vCPU child would, so --parallel children use as
 many cores as Batch would give them (keep --parallel at most the cores). Then a second sync after
-every 100th row's overview was edited, which must embed exactly those rows; and a third on the
-unchanged catalogue, which embeds nothing (its plan is one comparison in SQL, a chunk at a time).
+every 100th row's overview was edited, which must embed exactly those rows; a third after another
+1% of the rows were removed, which must re-embed exactly those places from their fallback texts
+(their categories' words: a few texts); and a fourth on the unchanged catalogue, which embeds
+nothing (its plan is one comparison in SQL, a chunk at a time).
 Each child embeds --per-child places (the coordinator's default), so a bigger catalogue means
 more children, not bigger ones. Peak RSS (VmHWM): the sync's planner (a dry run in its own
 process, over the whole catalogue), the biggest child's and the reduce's, which should not grow
@@ -604,6 +606,13 @@ def _edit_every_hundredth(url: str) -> int:
         return edited.rowcount
 
 
+def _remove_every_hundredth(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("DELETE FROM place_recommendations WHERE id % 100 = 50").rowcount
+
+
 def _planner_rss(services: Any, url: str, args: argparse.Namespace, size: int, when: str) -> float:
     """The sync's planner alone, a dry run in its own process bounded to the whole catalogue: its peak RSS."""
     children = str(min(math.ceil(size / args.per_child), MAX_ARRAY_SIZE))
@@ -623,11 +632,13 @@ def _catalogue_size(services: Any, args: argparse.Namespace, size: int) -> tuple
         planning_all = _planner_rss(services, url, args, size, "before the first sync")
         first = _sync_once(services, url, f"sync-{size}-{parallel}-first", args, parallel, size)
         rows.append(_sync_row(f"{size:,}: first, {parallel} at once", first))
-    edited = _edit_every_hundredth(url)
-    again = _sync_once(services, url, f"sync-{size}-edit", args, args.parallel, size)
-    rows.append(_sync_row(f"{size:,}: {edited:,} rows edited", again))
-    if rows[-1]["embedded"] != edited or rows[-1]["places"] != edited:
-        sys.exit(f"the edited sync embedded {rows[-1]['embedded']:,} of {rows[-1]['places']:,} planned, not {edited:,}")
+    for change, rows_changed in (("edited", _edit_every_hundredth), ("removed", _remove_every_hundredth)):
+        changed = rows_changed(url)
+        again = _sync_once(services, url, f"sync-{size}-{change}", args, args.parallel, size)
+        rows.append(_sync_row(f"{size:,}: {changed:,} rows {change}", again))
+        # a removed place's fallback text is its category's words: one embedding serves a category
+        if rows[-1]["places"] != changed or (change == "edited" and rows[-1]["embedded"] != changed):
+            sys.exit(f"the {change} sync embedded {rows[-1]['embedded']:,} of {rows[-1]['places']:,}, not {changed:,}")
     rows.append(_sync_row(f"{size:,}: unchanged", _sync_once(services, url, f"sync-{size}-same", args, 1, size)))
     planning_none = _planner_rss(services, url, args, size, "in sync")
     return rows, [f"{size:,}", f"{planning_all:.0f}", f"{planning_none:.0f}"]
