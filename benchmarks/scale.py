@@ -7,6 +7,7 @@ python -m benchmarks.scale vector-sums [--pairs 226000 --users 18500 --places 50
 python -m benchmarks.scale shard-caps [--files 60] [--caps 150000,300000]
 python -m benchmarks.scale catalogue [--sizes 10000 100000 --per-child 2000 --parallel 2]
 python -m benchmarks.scale adopt [--rows 100000]
+python -m benchmarks.scale serving [--actions 1000000 10000000 --calls 1000]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,11 +30,13 @@ from benchmarks import report
 from benchmarks.e2e import BUCKET, baseline, baseline_total, ours
 from benchmarks.probes import KINDS, PER_FILE
 from benchmarks.scale_inputs import (
+    apply_batch,
     fill_ledger,
     fill_main_server,
     history_responder,
     migrate_while_reading,
     reduce_batch,
+    write_batch,
 )
 from benchmarks.services import running
 from coordinator.sizing import MAX_ARRAY_SIZE
@@ -703,6 +707,165 @@ def adopt(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# serving: recommend_places' latency as the data grows
+
+
+SERVING = """recommend_places' latency as the data grows: the heaviest users and random ones, alone and beside a reduce.
+
+For each of --actions, a fresh database loaded through the real reduce (`python -m reduce_job` on
+synthetic shard partials, as `scale reduce`): 75 users per 1,000 actions, the i-th drawn in
+proportion to 1 / (i + 1)^0.8, so the heaviest act on thousands of places; places Zipf-like,
+20,000 at 1 M actions (growing with the square root of users), each with a catalogue row; and a
+tenth more catalogue places no one has acted on (what the new-places term ranks). Content vectors
+are random unit vectors: the cost depends on the tables' sizes, not on what the vectors say. Then
+--calls calls of `recommend_places(user, 10)` on one connection, timed at the client: the 20 users
+with the most places and the rest drawn at random, in random order. Then calls again, the same
+users in turn, for as long as a reduce applies another batch of the same users on the same
+database (one new pair per user drawn). Printed: p50, p95 and max per size, for every call and
+for the heaviest users, and beside the reduce; figure: latency against actions.
+"""
+
+USERS_PER_ACTION = 0.075  # 75,000 users at 1 M actions
+USER_SKEW = 0.8
+PAIRS_PER_USER = 5  # pairs drawn per user (fewer once repeated pairs merge), 2.6 actions each
+HOT_USERS = 20
+NEW_PLACES = """
+INSERT INTO place_vectors (place_id, place_category, content_vector, combined_vector, content_model,
+    place_text_version, content_text_sha256, catalogue_sha256)
+SELECT 'new-' || place_id, place_category, content_vector, content_vector, content_model, place_text_version,
+    content_text_sha256, catalogue_sha256
+FROM place_vectors WHERE random() < 0.1
+"""
+
+
+def _load(services: Any, actions: int) -> tuple[dict[str, str], dict[str, Any]]:
+    """A database holding `actions` actions' tables, through the reduce; the batch's env and the tables' sizes."""
+    import psycopg
+
+    users = int(actions * USERS_PER_ACTION)
+    env = services.env("input", WORK_BUCKET=services.bucket(f"work-{uuid.uuid4().hex[:8]}"))
+    env |= {"DATABASE_URL": services.database(), "BATCH_ID": f"serving-{actions}-load", "LOG_LEVEL": "WARNING"}
+    env["DB_STATEMENT_TIMEOUT_SECONDS"] = "7200"
+    started = time.perf_counter()
+    write_batch(env, users, PAIRS_PER_USER, 500_000, user_skew=USER_SKEW)
+    apply_batch(services, env)
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("SELECT setseed(0.5)")
+        conn.execute(NEW_PLACES)
+        conn.execute("VACUUM ANALYZE")
+        (sizes,) = conn.execute(
+            "SELECT (SELECT sum(clicks + likes + bookmarks) FROM user_place_interactions),"
+            " (SELECT count(*) FROM user_behavior_vectors), (SELECT count(*) FROM place_vectors),"
+            " (SELECT count(*) FROM place_vectors WHERE unique_users = 0),"
+            " (SELECT count(*) FROM user_place_interactions)"
+        ).fetchall()
+    size = dict(zip(("actions", "users", "places", "new_places", "pairs"), map(int, sizes), strict=True))
+    report.progress(f"  loaded in {time.perf_counter() - started:.0f} s: {orjson.dumps(size).decode()}")
+    return env, size
+
+
+def _callers(url: str, calls: int) -> tuple[list[str], set[str]]:
+    """The users to call for, in call order: the heaviest and the rest at random; and the heaviest."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        heaviest = conn.execute(
+            "SELECT user_id FROM user_place_interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT %s",
+            (HOT_USERS,),
+        ).fetchall()
+        everyone = [user for (user,) in conn.execute("SELECT user_id FROM user_behavior_vectors ORDER BY user_id")]
+    rng = np.random.default_rng(7)
+    order = [user for (user,) in heaviest] + list(rng.choice(everyone, size=max(calls - HOT_USERS, 0)))
+    rng.shuffle(order)
+    return order, {user for (user,) in heaviest}
+
+
+def _timed_calls(url: str, users: list[str], until: Callable[[int], bool]) -> list[float]:
+    """Milliseconds of each `recommend_places(user, 10)` call, users in turn, until `until(calls made)`."""
+    import psycopg
+
+    millis = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT * FROM recommend_places(%s, 10)", (users[0],)).fetchall()  # connection warmed
+        while not until(len(millis)):
+            started = time.perf_counter()
+            conn.execute("SELECT * FROM recommend_places(%s, 10)", (users[len(millis) % len(users)],)).fetchall()
+            millis.append((time.perf_counter() - started) * 1000)
+    return millis
+
+
+def _beside_a_reduce(
+    services: Any, env: dict[str, str], loaded_users: int, users: list[str]
+) -> tuple[list[float], float]:
+    """Calls for as long as a reduce applies another batch of the loaded users: their milliseconds, its seconds."""
+    batch = env | {"BATCH_ID": env["BATCH_ID"].replace("-load", "-during")}
+    write_batch(batch, loaded_users, 1, 500_000, user_skew=USER_SKEW, seed=1)
+    outcome: dict[str, Any] = {}
+
+    def reduce() -> None:
+        started = time.perf_counter()
+        try:
+            apply_batch(services, batch)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            outcome["error"] = exc
+        outcome["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=reduce)
+    thread.start()
+    millis = _timed_calls(env["DATABASE_URL"], users, lambda _: not thread.is_alive())
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return millis, outcome["seconds"]
+
+
+def _latency(millis: list[float]) -> dict[str, float]:
+    if not millis:
+        return {"calls": 0, "p50": float("nan"), "p95": float("nan"), "max": float("nan")}
+    p50, p95 = np.percentile(millis, [50, 95])
+    return {"calls": len(millis), "p50": float(p50), "p95": float(p95), "max": float(max(millis))}
+
+
+def _serving_size(services: Any, args: argparse.Namespace, actions: int) -> dict[str, Any]:
+    env, size = _load(services, actions)
+    users, heaviest = _callers(env["DATABASE_URL"], args.calls)
+    millis = _timed_calls(env["DATABASE_URL"], users, lambda made: made >= len(users))
+    alone = _latency(millis)
+    hot = _latency([m for m, user in zip(millis, users, strict=True) if user in heaviest])
+    during, reduce_seconds = _beside_a_reduce(services, env, int(actions * USERS_PER_ACTION), users)
+    row = size | {"alone": alone, "heaviest": hot, "beside_reduce": _latency(during), "reduce_s": reduce_seconds}
+    report.progress(f"  {orjson.dumps(row).decode()}")
+    return row
+
+
+def serving(args: argparse.Namespace) -> None:
+    with running() as services:
+        rows = [_serving_size(services, args, actions) for actions in args.actions]
+
+    def cells(latency: dict[str, float]) -> list[str]:
+        return [f"{latency['calls']:,}", *(f"{latency[k]:,.0f}" for k in ("p50", "p95", "max"))]
+
+    latency = ("calls", "p50 ms", "p95 ms", "max ms")
+    report.table(
+        ["actions", "users", "places (new)", "pairs", *latency, *(f"heaviest {h}" for h in latency),
+         *(f"beside a reduce: {h}" for h in latency), "reduce s"],
+        [
+            [f"{r['actions']:,}", f"{r['users']:,}", f"{r['places']:,} ({r['new_places']:,})", f"{r['pairs']:,}",
+             *cells(r["alone"]), *cells(r["heaviest"]), *cells(r["beside_reduce"]), f"{r['reduce_s']:.0f}"]
+            for r in rows
+        ],
+    )  # fmt: skip
+    figure, (plot,) = report.axes()
+    x = [r["actions"] for r in rows]
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("max", "^-")):
+        plot.plot(x, [r["alone"][key] for r in rows], style, label=f"{key}, alone")
+        plot.plot(x, [r["beside_reduce"][key] for r in rows], style, alpha=0.5, label=f"{key}, beside a reduce")
+    plot.set(xscale="log", yscale="log", xlabel="actions loaded", ylabel="ms per call", title="recommend_places")
+    plot.legend(fontsize=7)
+    report.write_figure(args.figures, "serving", figure, rows)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _arguments(sub: Any) -> None:
@@ -743,6 +906,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--parallel", type=int, default=2, help="children at once in the parallel first sync")
     run = report.command(sub, "adopt", ADOPT, adopt)
     run.add_argument("--rows", type=int, default=100_000, help="users, and place rows (default 100,000)")
+    run = report.command(sub, "serving", SERVING, serving)
+    run.add_argument("--actions", type=int, nargs="+", default=[1_000_000, 10_000_000], help="actions loaded")
+    run.add_argument("--calls", type=int, default=1_000, help="timed calls per size, alone")
     report.run(parser, argv)
 
 

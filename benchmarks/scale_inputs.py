@@ -55,9 +55,14 @@ def _content(places: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def _pairs(rng: np.random.Generator, users: int, places: int, pairs: int) -> tuple[np.ndarray, ...]:
-    """Distinct random (user, place) pairs, places Zipf-like: the users, the places and each pair's indexes."""
-    user = rng.integers(0, users, size=pairs)
+def _pairs(rng: np.random.Generator, users: int, places: int, pairs: int, user_skew: float) -> tuple[np.ndarray, ...]:
+    """Distinct random (user, place) pairs, places Zipf-like, users uniform or, with `user_skew` s > 0, the
+    i-th user drawn in proportion to 1 / (i + 1)^s: the users, the places and each pair's indexes."""
+    if user_skew > 0:
+        weights = 1.0 / np.arange(1, users + 1) ** user_skew
+        user = rng.choice(users, size=pairs, p=weights / weights.sum())
+    else:
+        user = rng.integers(0, users, size=pairs)
     place = (rng.zipf(1.3, size=pairs) - 1) % places
     combined = np.unique(user.astype(np.int64) * places + place)
     user_keys, pair_user = np.unique(combined // places, return_inverse=True)
@@ -65,9 +70,11 @@ def _pairs(rng: np.random.Generator, users: int, places: int, pairs: int) -> tup
     return user_keys, place_keys, pair_user, pair_place
 
 
-def shard_partial(rng: np.random.Generator, users: int, vectors: np.ndarray, pairs: int, key: str) -> ShardPartial:
+def shard_partial(
+    rng: np.random.Generator, users: int, vectors: np.ndarray, pairs: int, key: str, user_skew: float = 0.0
+) -> ShardPartial:
     """`pairs` random (user, place) pairs of one shard, as the child would have written them."""
-    user_keys, place_keys, pair_user, pair_place = _pairs(rng, users, len(vectors), pairs)
+    user_keys, place_keys, pair_user, pair_place = _pairs(rng, users, len(vectors), pairs, user_skew)
     k = len(pair_user)
     counts = np.zeros((k, 4), dtype=np.int64)
     counts[:, 0] = rng.integers(1, 4, size=k)
@@ -98,8 +105,11 @@ def shard_partial(rng: np.random.Generator, users: int, vectors: np.ndarray, pai
     )
 
 
-def _write_batch(env: dict[str, str], users: int, pairs_per_user: int, pairs_per_shard: int) -> tuple[int, int, int]:
-    """The run recorded planned, its signed plan and every shard's partial on S3; returns (places, pairs, shards)."""
+def write_batch(
+    env: dict[str, str], users: int, pairs_per_user: int, pairs_per_shard: int, user_skew: float = 0.0, seed: int = 0
+) -> tuple[int, int, int]:
+    """The run recorded planned, its signed plan and every shard's partial on S3; returns (places, pairs, shards).
+    The same `users` give the same places and content vectors; `seed` draws other pairs and names other files."""
     from witple_batch.s3 import s3_client
 
     config = common_from_env(env)
@@ -108,23 +118,32 @@ def _write_batch(env: dict[str, str], users: int, pairs_per_user: int, pairs_per
     vectors = _content(places, seed=users)
     total = users * pairs_per_user
     shards = max(2, -(-total // pairs_per_shard))
-    files = [[InputFile(f"user-actions/batch-{i:05d}.json", 1, "e")] for i in range(shards)]
+    files = [[InputFile(f"user-actions/batch-{seed}-{i:05d}.json", 1, "e")] for i in range(shards)]
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         migrate(conn)
         run_state.record_planned(conn, env["BATCH_ID"], 7200, {})
     write_plan(client, config, env["BATCH_ID"], files, [], None)
     layout = RunLayout(config.work_bucket, config.work_prefix, env["BATCH_ID"])
     written = 0
-    rng = np.random.default_rng(users)
+    rng = np.random.default_rng([users, seed] if seed else users)  # seed 0: the draws `scale reduce` measured
     with tempfile.TemporaryDirectory() as scratch:
         rejects = Path(scratch) / "rejects.jsonl.gz"
         rejects.write_bytes(b"")
         for index in range(shards):
-            partial = shard_partial(rng, users, vectors, total // shards, files[index][0].key)
+            partial = shard_partial(rng, users, vectors, total // shards, files[index][0].key, user_skew)
             written += len(partial.pair_user)
             metrics = {"peak_rss_mb": 0.0, "seconds": {}}
             write_partial(client, layout, index, partial, rejects, metrics, config.partials_key)
     return places, written, shards
+
+
+def apply_batch(services: Services, env: dict[str, str]) -> dict[str, Any]:
+    """`python -m reduce_job` on the batch write_batch wrote: its report."""
+    done = module("reduce_job", env)
+    if done.returncode != 0:
+        raise SystemExit(f"reduce failed: {done.stderr[-3000:]}")
+    config = common_from_env(env)
+    return load_report(services.client, RunLayout(config.work_bucket, config.work_prefix, env["BATCH_ID"]))
 
 
 def reduce_batch(services: Services, users: int, pairs_per_user: int, pairs_per_shard: int) -> dict[str, Any]:
@@ -133,17 +152,13 @@ def reduce_batch(services: Services, users: int, pairs_per_user: int, pairs_per_
     env = services.env("input", WORK_BUCKET=work, DATABASE_URL=services.database(), BATCH_ID=f"scale-{users}")
     env |= {"LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_SECONDS": "7200"}
     started = time.perf_counter()
-    places, pairs, shards = _write_batch(env, users, pairs_per_user, pairs_per_shard)
+    places, pairs, shards = write_batch(env, users, pairs_per_user, pairs_per_shard)
     report.progress(
         f"  {users:,} users: {shards} shards, {pairs:,} pairs written in {time.perf_counter() - started:.0f} s"
     )
     started = time.perf_counter()
-    done = module("reduce_job", env)
+    got = apply_batch(services, env)
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"reduce failed: {done.stderr[-3000:]}")
-    config = common_from_env(env)
-    got = load_report(services.client, RunLayout(config.work_bucket, config.work_prefix, env["BATCH_ID"]))
     stages = ", ".join(f"{k} {v:.0f}" for k, v in got["seconds"].items())
     peak = got["stats"]["reduce_peak_rss_mb"]
     report.progress(f"  {users:,} users: reduce {seconds:.0f} s ({stages}), peak RSS {peak:.0f} MiB")

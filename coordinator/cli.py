@@ -120,6 +120,13 @@ def _sync_arguments(parser: argparse.ArgumentParser, *, default_children: int) -
         default=default_children,
         help=f"children of a sync run (default {default_children}): the places it embeds at most are both multiplied",
     )
+    parser.add_argument(
+        "--max-removed-share",
+        type=float,
+        default=0.1,
+        help="the share of catalogued places a sync takes as removed from the catalogue at once (default 0.1;"
+        " more is logged and left alone, as an empty or half-loaded catalogue looks)",
+    )
 
 
 def _given(value: str | None) -> str | None:
@@ -185,6 +192,8 @@ def sync_options(args: argparse.Namespace, run_id: str) -> SyncOptions:
         raise ConfigError("--max-sync-children must be between 1 and 10000")
     if not 0 < args.lease_hours <= 72:
         raise ConfigError("--lease-hours must be above 0 and at most 72")
+    if not 0 <= args.max_removed_share <= 1:
+        raise ConfigError("--max-removed-share must be between 0 and 1")
     return SyncOptions(
         run_id=run_id,
         catalogue=CatalogueSource.parse(env_str("CATALOGUE_SOURCE", "auto") or "auto"),
@@ -194,6 +203,7 @@ def sync_options(args: argparse.Namespace, run_id: str) -> SyncOptions:
         lease_hours=args.lease_hours,
         dry_run=args.dry_run,
         column=CatalogueColumn.from_env(),
+        max_removed_share=args.max_removed_share,
     )
 
 

@@ -9,8 +9,10 @@ know. The places to embed are, in this order and at most `per_child` x `max_chil
 * places stored in another vector space than the children's (a new export or place text
   version), most recently active first;
 * catalogue places with no content vector in the space, or whose catalogue fields changed since
-  it was made, and stored places whose catalogue row was removed (they get their fallback text
-  and stop being new places to recommend): witple_batch.catalogue.unsynced, one statement.
+  it was made (witple_batch.catalogue.unsynced: one statement over the catalogue);
+* stored places whose catalogue row was removed: they get their fallback text and stop being new
+  places to recommend (unless more than --max-removed-share of them look removed at once, as an
+  empty or half-loaded catalogue would: that is logged and left alone).
 
 With CATALOGUE_VECTOR_COLUMN set, the sync also keeps that column of the catalogue holding our
 content vectors (witple_batch.catalogue_column): before planning, and in each sync run's reduce.
@@ -34,7 +36,7 @@ from coordinator.plan import PlannedRun, write_plan
 from coordinator.sizing import MAX_ARRAY_SIZE
 from coordinator.space import children_space, target_space
 from witple_batch import catalogue, catalogue_column, run_state
-from witple_batch.catalogue import CatalogueSource
+from witple_batch.catalogue import CatalogueSource, Key
 from witple_batch.catalogue_column import CatalogueColumn
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
@@ -55,6 +57,7 @@ class SyncOptions:
     lease_hours: float = 8.0
     dry_run: bool = False
     column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written before planning
+    max_removed_share: float = catalogue.REMOVED_MOST  # more catalogued places missing: not taken as removed
 
     @property
     def most(self) -> int:
@@ -72,13 +75,15 @@ def stale_places(conn: psycopg.Connection, space: VectorSpace, limit: int) -> li
     return [(category, place_id) for category, place_id in rows]
 
 
-def places_to_embed(
-    conn: psycopg.Connection, client: Any, source: CatalogueSource, space: VectorSpace, limit: int
-) -> list[tuple[str, str]]:
-    """At most `limit` places, each once: another space's first, then the catalogue's."""
+def places_to_embed(conn: psycopg.Connection, client: Any, options: SyncOptions, space: VectorSpace) -> list[Key]:
+    """At most `options.most` places, each once: another space's first, then the catalogue's."""
+    limit = options.most
     places = dict.fromkeys(stale_places(conn, space, limit))
     if len(places) < limit:
-        places |= dict.fromkeys(catalogue.unsynced(conn, source, client, space.model, space.text_version, limit))
+        found = catalogue.unsynced(
+            conn, options.catalogue, client, space.model, space.text_version, limit, options.max_removed_share
+        )
+        places |= dict.fromkeys(found)
     return list(places)[:limit]
 
 
@@ -99,7 +104,7 @@ def plan_sync(conn: psycopg.Connection, client: Any, config: CommonConfig, optio
             reason = "no space to embed in yet" if space is None else "another live run is embedding places"
             event(log, "nothing to sync", reason=reason)
             return PlannedRun(options.run_id)
-        places = places_to_embed(conn, client, options.catalogue, space, options.most)
+        places = places_to_embed(conn, client, options, space)
         children = min(math.ceil(len(places) / options.per_child), MAX_ARRAY_SIZE) if options.per_child else 0
         planned = PlannedRun(
             options.run_id,

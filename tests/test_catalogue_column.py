@@ -126,6 +126,29 @@ def test_the_column_holds_content_vectors_without_the_spaces_mean_direction(s3_e
     assert query(database_url, "SELECT content_direction_version FROM vector_space") == [(2,)]
 
 
+def test_the_direction_waits_for_the_whole_catalogue_and_the_column_until_then(s3_env, model_dir, database_url):
+    """A bounded sync run stores part of the catalogue: its mean is not the catalogue's, so it fixes no
+    direction and the column keeps what it held, however many of the stored places are in the space."""
+    _main_servers_catalogue(database_url)
+    before = query(database_url, "SELECT id, vector::text FROM place_recommendations ORDER BY id")
+    first = sync(_env(s3_env, model_dir, database_url, **COLUMN), per_child=50, max_children=1)
+    assert (first["places"], first["more"]) == (50, True)
+    assert query(database_url, "SELECT content_direction IS NULL FROM vector_space") == [(True,)]
+    assert query(database_url, "SELECT id, vector::text FROM place_recommendations ORDER BY id") == before
+    sync(_env(s3_env, model_dir, database_url, **COLUMN))  # the rest of the catalogue
+    assert query(database_url, "SELECT content_direction IS NULL FROM vector_space") == [(False,)]
+    assert query(database_url, DIFFERENT) == [(0,)]
+
+
+def test_a_pass_reads_on_by_key_and_writes_every_row_in_small_chunks(s3_env, model_dir, database_url):
+    _main_servers_catalogue(database_url)
+    sync(_env(s3_env, model_dir, database_url))  # vectors stored, the column not yet written
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        done = publish(conn, CatalogueColumn("place_recommendations", "vector"), chunk=7)
+    assert (done.written, done.places, done.complete) == (PLACES, PLACES, True)
+    assert query(database_url, DIFFERENT) == [(0,)]
+
+
 def test_without_the_setting_the_column_keeps_the_main_servers_vectors(s3_env, model_dir, database_url):
     _main_servers_catalogue(database_url)
     before = query(database_url, "SELECT id, vector::text FROM place_recommendations ORDER BY id")

@@ -145,6 +145,12 @@ def test_a_place_removed_from_the_catalogue_gets_its_fallback_text_and_is_no_lon
     assert scores[fresh] == 0  # a place no one acted on is new only while the catalogue has it
     assert_vectors_follow_stored_content(database_url)
 
+    with psycopg.connect(database_url, autocommit=True) as conn:  # a catalogue emptied for a reload
+        conn.execute("DELETE FROM place_recommendations WHERE id > 20")
+    kept = len(_catalogue_rows(database_url))
+    assert plan_sync(_run(env), dry_run=True)["places"] == 0  # most of them missing: an accident, left alone
+    assert plan_sync(_run(env), dry_run=True, max_removed_share=1.0)["places"] == PLACES - 2 - kept
+
 
 def test_places_met_before_the_catalogue_knew_them_are_synced_with_their_statistics(s3_env, model_dir, database_url):
     env = fresh_env(s3_env, model_dir, DATABASE_URL=database_url)

@@ -167,79 +167,93 @@ def lookup(
 
 
 # The places of a catalogue in the database whose stored content vector is missing, of another
-# space, or made from other catalogue fields than the row's today, and the stored places whose
-# catalogue row is gone (their text is the fallback now, and they are no longer new places to
-# recommend): one statement, read by the database, so an unchanged catalogue costs one scan of
-# each table. A place the catalogue repeats counts by the same row from_database chooses, or it
-# would be embedded again on every run.
+# space, or made from other catalogue fields than the row's today: one statement, read by the
+# database, so an unchanged catalogue costs one scan. A place the catalogue repeats counts by the
+# same row from_database chooses, or it would be embedded again on every run.
 _UNSYNCED = """
-SELECT table_name, place_id FROM (
-    SELECT c.table_name, c.place_id FROM (
-        SELECT DISTINCT ON (c.table_name::text, c.place_id::text) c.table_name::text AS table_name,
-               c.place_id::text AS place_id,
-               witple_catalogue_sha256(c.name::text, c.overview::text, c.region::text, c.city::text, c.category::text)
-                 AS sha
-        FROM {catalogue} c
-        ORDER BY c.table_name::text, c.place_id::text, c.name, c.overview, c.region, c.city, c.category
-    ) c
-    LEFT JOIN place_vectors p ON p.place_category = c.table_name AND p.place_id = c.place_id
-    WHERE {stale}
-    UNION ALL
-    {removed}
-) u
-ORDER BY table_name, place_id
+SELECT c.table_name, c.place_id FROM (
+    SELECT DISTINCT ON (c.table_name::text, c.place_id::text) c.table_name::text AS table_name,
+           c.place_id::text AS place_id,
+           witple_catalogue_sha256(c.name::text, c.overview::text, c.region::text, c.city::text, c.category::text)
+             AS sha
+    FROM {} c
+    ORDER BY c.table_name::text, c.place_id::text, c.name, c.overview, c.region, c.city, c.category
+) c
+LEFT JOIN place_vectors p ON p.place_category = c.table_name AND p.place_id = c.place_id
+WHERE {}
+ORDER BY c.table_name, c.place_id
 LIMIT %(limit)s
 """
 _UNSYNCED_EXPORT = """
 SELECT k.table_name, k.place_id
 FROM unnest(%(categories)s::text[], %(ids)s::text[], %(shas)s::bytea[]) AS k(table_name, place_id, sha)
 LEFT JOIN place_vectors p ON p.place_category = k.table_name AND p.place_id = k.place_id
-WHERE {stale}
+WHERE {}
 """
 _STALE = """(p.place_id IS NULL OR p.content_vector IS NULL OR p.content_model IS DISTINCT FROM %(model)s
     OR p.place_text_version IS DISTINCT FROM %(text_version)s OR p.catalogue_sha256 IS DISTINCT FROM {}.sha)"""
-_REMOVED = """SELECT p.place_category, p.place_id FROM place_vectors p
+# The stored places whose catalogue row is gone (their text is the fallback now, and they are no
+# longer new places to recommend), how many there are, and how many places are catalogued.
+_REMOVED = """
+WITH removed AS MATERIALIZED (
+    SELECT p.place_category, p.place_id FROM place_vectors p
     WHERE p.catalogue_sha256 IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM {catalogue} c WHERE c.table_name::text = p.place_category AND c.place_id::text = p.place_id)"""
+        SELECT 1 FROM {} c WHERE c.table_name::text = p.place_category AND c.place_id::text = p.place_id)
+)
+SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM place_vectors WHERE catalogue_sha256 IS NOT NULL),
+       ARRAY(SELECT ARRAY[place_category, place_id] FROM removed ORDER BY place_category, place_id LIMIT %(limit)s)
+"""
 _EXPORT_KEYS = "catalogue_export_keys"  # a temporary table: the export's keys, to find the removed places
+REMOVED_MOST = 0.1  # the share of catalogued places a sync takes as removed at once; more looks like an accident
 
 
 def unsynced(
-    conn: psycopg.Connection, source: CatalogueSource, client: Any, model: str, text_version: str, limit: int
+    conn: psycopg.Connection,
+    source: CatalogueSource,
+    client: Any,
+    model: str,
+    text_version: str,
+    limit: int,
+    removed_most: float = REMOVED_MOST,
 ) -> list[Key]:
-    """Up to `limit` places whose content vector must be (re-)made in this space, in key order:
-    catalogue rows stale in this space, then stored places the catalogue no longer has. The database
-    compares a catalogue of its own; an export is streamed and compared a chunk of LOOKUP_CHUNK rows
-    at a time, its keys copied to a temporary table for the removed places. Memory follows `limit`
-    and a chunk, never the catalogue."""
+    """Up to `limit` places whose content vector must be (re-)made in this space, in key order: the
+    catalogue rows stale in this space first, then the stored places the catalogue no longer has
+    (unless more than `removed_most` of the catalogued places look removed: an empty or half-loaded
+    catalogue is logged, not acted on). The database compares a catalogue of its own; an export is
+    streamed and compared a chunk of LOOKUP_CHUNK rows at a time, its keys copied to a temporary
+    table. Memory follows `limit` and a chunk, never the catalogue."""
     if source.kind == "none" or limit <= 0:
         return []
     space = {"model": model, "text_version": text_version, "limit": limit}
-    if source.kind != "s3":
-        relation = source.relation()
-        removed = sql.SQL(_REMOVED).format(catalogue=relation)
-        statement = sql.SQL(_UNSYNCED).format(catalogue=relation, stale=sql.SQL(_STALE.format("c")), removed=removed)
-        try:
-            with conn.transaction():
-                return [(c, p) for c, p in conn.execute(statement, space).fetchall()]
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            if source.kind != "auto":
-                raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
-            event(log, "no catalogue to sync", logging.WARNING, error=str(exc).strip())
-            return []
-    with conn.transaction():  # the temporary table lives as long as this transaction
-        return _unsynced_in_export(conn, source, client, space)
+    if source.kind == "s3":
+        with conn.transaction():  # the temporary table of the export's keys lives as long as this transaction
+            keys, found = _unsynced_in_export(conn, source, client, space)
+            return found + (_removed(conn, keys, limit - len(found), removed_most) if len(found) < limit else [])
+    relation = source.relation()
+    statement = sql.SQL(_UNSYNCED).format(relation, sql.SQL(_STALE.format("c")))
+    try:
+        with conn.transaction():
+            found = [(c, p) for c, p in conn.execute(statement, space).fetchall()]
+            return found + (_removed(conn, relation, limit - len(found), removed_most) if len(found) < limit else [])
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        if source.kind != "auto":
+            raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
+        event(log, "no catalogue to sync", logging.WARNING, error=str(exc).strip())
+        return []
 
 
-def _unsynced_in_export(conn: psycopg.Connection, source: CatalogueSource, client: Any, space: dict) -> list[Key]:
-    limit = space["limit"]
+def _unsynced_in_export(
+    conn: psycopg.Connection, source: CatalogueSource, client: Any, space: dict[str, Any]
+) -> tuple[sql.Composable, list[Key]]:
+    """The export's stale rows, up to the limit, and the temporary table its keys were copied to
+    (all of them only when the limit was not reached)."""
     conn.execute(f"DROP TABLE IF EXISTS pg_temp.{_EXPORT_KEYS}")
     conn.execute(f"CREATE TEMPORARY TABLE {_EXPORT_KEYS} (table_name text, place_id text) ON COMMIT DROP")
     bucket, key = parse_s3_uri(source.target)
     rows = _export_rows(client.get_object(Bucket=bucket, Key=key)["Body"])
     found: list[Key] = []
-    statement = sql.SQL(_UNSYNCED_EXPORT.format(stale=_STALE.format("k")))
-    while len(found) < limit and (chunk := list(itertools.islice(rows, LOOKUP_CHUNK))):
+    statement = sql.SQL(_UNSYNCED_EXPORT.format(_STALE.format("k")))
+    while len(found) < space["limit"] and (chunk := list(itertools.islice(rows, LOOKUP_CHUNK))):
         entries = {(str(r.get("table_name", "")), str(r.get("place_id", ""))): _entry(r).sha256() for r in chunk}
         params = {
             **space,
@@ -247,12 +261,27 @@ def _unsynced_in_export(conn: psycopg.Connection, source: CatalogueSource, clien
             "ids": [p for _, p in entries],
             "shas": list(entries.values()),
         }
-        found += [(c, p) for c, p in conn.execute(statement, params).fetchall()][: limit - len(found)]
+        found += [(c, p) for c, p in conn.execute(statement, params).fetchall()][: space["limit"] - len(found)]
         with conn.cursor().copy(f"COPY {_EXPORT_KEYS} FROM STDIN") as copy:
             for place in entries:
                 copy.write_row(place)
-    if len(found) < limit:  # the whole export was read: what it no longer has is known
-        removed = sql.SQL(_REMOVED).format(catalogue=sql.Identifier(_EXPORT_KEYS))
-        tail = conn.execute(sql.SQL("{} ORDER BY 1, 2 LIMIT %(limit)s").format(removed), {"limit": limit - len(found)})
-        found += [(c, p) for c, p in tail.fetchall()]
-    return found
+    return sql.Identifier(_EXPORT_KEYS), found
+
+
+def _removed(conn: psycopg.Connection, catalogue: sql.Composable, limit: int, most: float) -> list[Key]:
+    """Up to `limit` stored places `catalogue` no longer has, in key order; none when more than
+    `most` of the catalogued places would be."""
+    statement = sql.SQL(_REMOVED).format(catalogue)
+    removed, catalogued, keys = conn.execute(statement, {"limit": limit}).fetchone()  # type: ignore[misc]
+    if removed > most * catalogued:
+        event(
+            log,
+            "too many catalogued places are missing from the catalogue to take them as removed",
+            logging.WARNING,
+            missing=removed,
+            catalogued=catalogued,
+            most=most,
+            remedy="check the catalogue; if they were removed, run `coordinator sync --max-removed-share 1`",
+        )
+        return []
+    return [(c, p) for c, p in keys]

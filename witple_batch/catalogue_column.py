@@ -7,16 +7,18 @@ column, every catalogue row whose place holds a content vector of the applied sp
 gets that vector there, with the space's mean direction projected out (migration 015): the main
 server's uncentred cosine then compares like with like, and ranks as if both sides were centred,
 without a change on its side. The direction is set once per space, by the first pass that finds
-the catalogue in it; until then nothing is written, and from then every row is written again.
+all but 1% of the catalogue table's places stored in it; until then nothing is written (the
+column keeps what it held), and from then every row is written again.
 
 Only that column of the catalogue is written, a chunk of CHUNK places per short transaction,
 each under the connection's lock_timeout: readers are never blocked (row locks do not block a
 SELECT), and a writer of the main server waits at most one chunk. What each row was last
-written from is recorded in place_vectors (published_model, published_text_sha256), so a pass
-writes only places whose content vector changed since and costs one scan of place_vectors
-otherwise. A pass stops, leaving the rest for the next, when a row stays locked past
-lock_timeout or a reduce is applying; the coordinator's sync step and every sync run's reduce
-run a pass (`publish`), so a kill between two chunks loses nothing.
+written from is recorded in place_vectors (published_model, published_text_sha256,
+published_direction_version), so a pass writes only places whose content vector changed since,
+reading place_vectors once in key order (each chunk goes on from the last key written). A pass
+stops, leaving the rest for the next, when a row stays locked past lock_timeout or a reduce is
+applying; the coordinator's sync step and every sync run's reduce run a pass (`publish`), so a
+kill between two chunks loses nothing.
 """
 
 from __future__ import annotations
@@ -89,20 +91,20 @@ class Published:
 
 
 # the applied space's mean catalogue content direction, set once the catalogue is in that space (not from the
-# few places one hourly run re-embedded first): at least all but DIRECTION_MISSING of the catalogued
-# places, and two, since one place alone has nothing left once its direction is taken out
+# few places one hourly run, or one bounded sync run, embedded first): at least all but DIRECTION_MISSING of
+# the target table's places stored in the space, counted against the table itself, and two, since one place
+# alone has nothing left once its direction is taken out
 _DIRECTION_SQL = """
 UPDATE vector_space s SET content_direction = d.direction, content_direction_version = s.content_direction_version + 1
 FROM (
-    SELECT l2_normalize(avg(content_vector) FILTER (WHERE inside)) AS direction,
-           count(*) FILTER (WHERE inside) AS inside, count(*) AS catalogued
-    FROM (
-        SELECT p.content_vector, p.content_vector IS NOT NULL
-               AND (p.content_model, p.place_text_version) = (v.content_model, v.place_text_version) AS inside
-        FROM place_vectors p CROSS JOIN vector_space v WHERE p.catalogue_sha256 IS NOT NULL
-    ) places
-) d
-WHERE s.content_direction IS NULL AND d.inside >= 2 AND d.inside >= d.catalogued * (1 - %(missing)s)
+    SELECT l2_normalize(avg(p.content_vector)) AS direction, count(*) AS inside
+    FROM place_vectors p JOIN vector_space v
+      ON (p.content_model, p.place_text_version) = (v.content_model, v.place_text_version)
+    WHERE p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL
+) d, (
+    SELECT count(*) AS places FROM (SELECT DISTINCT table_name::text, place_id::text FROM {table}) k
+) c
+WHERE s.content_direction IS NULL AND d.inside >= 2 AND d.inside >= c.places * (1 - %(missing)s)
 """
 
 _CHUNK_SQL = """
@@ -114,6 +116,7 @@ WITH chunk AS (
     WHERE p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL AND s.content_direction IS NOT NULL
       AND (p.published_model, p.published_text_sha256, p.published_direction_version)
           IS DISTINCT FROM (p.content_model, p.content_text_sha256, s.content_direction_version)
+      AND (%(after_category)s::text IS NULL OR (p.place_category, p.place_id) > (%(after_category)s, %(after_id)s))
     ORDER BY p.place_category, p.place_id LIMIT %(chunk)s
 ), written AS (
     UPDATE {table} c SET {column} = chunk.published FROM chunk
@@ -125,15 +128,19 @@ WITH chunk AS (
     FROM chunk WHERE p.place_category = chunk.place_category AND p.place_id = chunk.place_id
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM marked)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM marked),
+       (SELECT ARRAY[place_category, place_id] FROM chunk ORDER BY place_category DESC, place_id DESC LIMIT 1)
 """
 
 
 def publish(conn: psycopg.Connection, target: CatalogueColumn, chunk: int = CHUNK) -> Published:
     """Write the content vectors of the applied space (vector_space) that `target` does not hold yet,
     without the space's direction, chunk by chunk, on `conn` outside any transaction."""
-    statement = sql.SQL(_CHUNK_SQL).format(table=sql.Identifier(target.table), column=sql.Identifier(target.column))
+    table = sql.Identifier(target.table)
+    statement = sql.SQL(_CHUNK_SQL).format(table=table, column=sql.Identifier(target.column))
+    direction = sql.SQL(_DIRECTION_SQL).format(table=table)
     done = Published()
+    after: list[str | None] = [None, None]  # the last place written: each chunk reads on from it, by key
     while True:
         try:
             with conn.transaction():
@@ -142,8 +149,9 @@ def publish(conn: psycopg.Connection, target: CatalogueColumn, chunk: int = CHUN
                     break
                 unset = conn.execute("SELECT content_direction IS NULL FROM vector_space").fetchone() == (True,)
                 if unset:
-                    conn.execute(_DIRECTION_SQL, {"missing": DIRECTION_MISSING})
-                written, places = conn.execute(statement, {"chunk": chunk}).fetchone()  # type: ignore[misc]
+                    conn.execute(direction, {"missing": DIRECTION_MISSING})
+                keys = {"chunk": chunk, "after_category": after[0], "after_id": after[1]}
+                written, places, last = conn.execute(statement, keys).fetchone()  # type: ignore[misc]
         except errors.LockNotAvailable:
             done.complete = False  # a row stayed locked past lock_timeout: the next pass retries it
             break
@@ -151,6 +159,7 @@ def publish(conn: psycopg.Connection, target: CatalogueColumn, chunk: int = CHUN
         done.places += places
         if places < chunk:
             break
+        after = last
     event(
         log,
         "catalogue column written",
