@@ -727,7 +727,7 @@ for the heaviest users, and beside the reduce; figure: latency against actions.
 
 USERS_PER_ACTION = 0.075  # 75,000 users at 1 M actions
 USER_SKEW = 0.8
-PAIRS_PER_USER = 5  # pairs drawn per user (fewer once repeated pairs merge), 2.6 actions each
+PAIRS_PER_USER = 7  # pairs drawn per user (fewer once repeated pairs merge), about 2.8 actions each
 HOT_USERS = 20
 NEW_PLACES = """
 INSERT INTO place_vectors (place_id, place_category, content_vector, combined_vector, content_model,
