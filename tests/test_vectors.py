@@ -444,6 +444,30 @@ def test_recommend_places_ranks_catalogue_places_no_one_acted_on_by_their_conten
     known = set(scored[0.0]) - new
     assert all(scored[0.5][key] == scored[0.0][key] for key in known)  # the places users met keep their score
 
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # adopted data: the user acted on a place whose unique_users is still 0; it takes no rank
+        conn.execute(
+            "INSERT INTO user_place_interactions (user_id, place_category, place_id, clicks) VALUES (%s, %s, %s, 1)",
+            (user, *ranked[0]),
+        )
+        adopted = dict(((c, p), s) for c, p, s in conn.execute("SELECT * FROM recommend_places(%s, 1000)", (user,)))
+        assert ranked[0] not in adopted and adopted[ranked[1]] == pytest.approx(1.2)
+        # more places no one acted on than a double can halve for (40 catalogue copies of every place, the
+        # content mean unchanged): the best 64 score, and every call answers
+        conn.execute(
+            "INSERT INTO place_vectors (place_id, place_category, content_vector, combined_vector, content_model,"
+            " place_text_version, content_text_sha256, catalogue_sha256)"
+            " SELECT place_id || '-copy-' || n, place_category, content_vector, combined_vector, content_model,"
+            " place_text_version, content_text_sha256, coalesce(catalogue_sha256, content_text_sha256)"
+            " FROM place_vectors, generate_series(1, 40) n WHERE content_vector IS NOT NULL"
+        )
+        many = conn.execute(
+            "SELECT count(*) FILTER (WHERE r.score > 0), max(r.score) FROM recommend_places(%s, 100000) r"
+            " JOIN place_vectors p USING (place_category, place_id) WHERE p.unique_users = 0",
+            (user,),
+        ).fetchone()
+    assert many == (64, pytest.approx(1.2))
+
 
 def _text_hashes(env: dict[str, str]) -> np.ndarray:
     return load_partial(env, 0).place_text_sha256
