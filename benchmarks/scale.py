@@ -31,6 +31,7 @@ from benchmarks.e2e import BUCKET, baseline, baseline_total, ours
 from benchmarks.probes import KINDS, PER_FILE
 from benchmarks.scale_inputs import (
     apply_batch,
+    batch_env,
     fill_ledger,
     fill_main_server,
     history_responder,
@@ -600,21 +601,16 @@ def _distinct_texts(url: str) -> None:
         conn.execute("UPDATE place_recommendations SET name = name || ' No. ' || place_id")
 
 
-def _edit_every_hundredth(url: str) -> int:
+# 1% of the catalogue's rows changed two ways: each sync after one must plan exactly those places
+EDIT_EVERY_HUNDREDTH = "UPDATE place_recommendations SET overview = overview || ' Renovated.' WHERE id % 100 = 0"
+REMOVE_EVERY_HUNDREDTH = "DELETE FROM place_recommendations WHERE id % 100 = 50"
+
+
+def _rows_changed(url: str, statement: str) -> int:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        edited = conn.execute(
-            "UPDATE place_recommendations SET overview = overview || ' Renovated.' WHERE id % 100 = 0"
-        )
-        return edited.rowcount
-
-
-def _remove_every_hundredth(url: str) -> int:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("DELETE FROM place_recommendations WHERE id % 100 = 50").rowcount
+        return conn.execute(statement).rowcount  # type: ignore[arg-type]
 
 
 def _planner_rss(services: Any, url: str, args: argparse.Namespace, size: int, when: str) -> float:
@@ -636,8 +632,8 @@ def _catalogue_size(services: Any, args: argparse.Namespace, size: int) -> tuple
         planning_all = _planner_rss(services, url, args, size, "before the first sync")
         first = _sync_once(services, url, f"sync-{size}-{parallel}-first", args, parallel, size)
         rows.append(_sync_row(f"{size:,}: first, {parallel} at once", first))
-    for change, rows_changed in (("edited", _edit_every_hundredth), ("removed", _remove_every_hundredth)):
-        changed = rows_changed(url)
+    for change, statement in (("edited", EDIT_EVERY_HUNDREDTH), ("removed", REMOVE_EVERY_HUNDREDTH)):
+        changed = _rows_changed(url, statement)
         again = _sync_once(services, url, f"sync-{size}-{change}", args, args.parallel, size)
         rows.append(_sync_row(f"{size:,}: {changed:,} rows {change}", again))
         # a removed place's fallback text is its category's words: one embedding serves a category
@@ -743,9 +739,7 @@ def _load(services: Any, actions: int) -> tuple[dict[str, str], dict[str, Any]]:
     import psycopg
 
     users = int(actions * USERS_PER_ACTION)
-    env = services.env("input", WORK_BUCKET=services.bucket(f"work-{uuid.uuid4().hex[:8]}"))
-    env |= {"DATABASE_URL": services.database(), "BATCH_ID": f"serving-{actions}-load", "LOG_LEVEL": "WARNING"}
-    env["DB_STATEMENT_TIMEOUT_SECONDS"] = "7200"
+    env = batch_env(services, f"serving-{actions}-load")
     started = time.perf_counter()
     write_batch(env, users, PAIRS_PER_USER, 500_000, user_skew=USER_SKEW)
     apply_batch(services, env)

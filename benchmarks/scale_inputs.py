@@ -146,11 +146,16 @@ def apply_batch(services: Services, env: dict[str, str]) -> dict[str, Any]:
     return load_report(services.client, RunLayout(config.work_bucket, config.work_prefix, env["BATCH_ID"]))
 
 
+def batch_env(services: Services, batch_id: str) -> dict[str, str]:
+    """A synthetic batch's reduce environment: a fresh work bucket and database, quiet logs, long statements."""
+    work = services.bucket(f"work-{uuid.uuid4().hex[:8]}")
+    env = services.env("input", WORK_BUCKET=work, DATABASE_URL=services.database(), BATCH_ID=batch_id)
+    return env | {"LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_SECONDS": "7200"}
+
+
 def reduce_batch(services: Services, users: int, pairs_per_user: int, pairs_per_shard: int) -> dict[str, Any]:
     """A synthetic batch of `users` written and `python -m reduce_job` run on it: its size, seconds and report."""
-    work = services.bucket(f"work-{uuid.uuid4().hex[:8]}")
-    env = services.env("input", WORK_BUCKET=work, DATABASE_URL=services.database(), BATCH_ID=f"scale-{users}")
-    env |= {"LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_SECONDS": "7200"}
+    env = batch_env(services, f"scale-{users}")
     started = time.perf_counter()
     places, pairs, shards = write_batch(env, users, pairs_per_user, pairs_per_shard)
     report.progress(

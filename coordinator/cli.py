@@ -15,6 +15,7 @@ import psycopg
 from coordinator.config import PlanOptions
 from coordinator.sync import SyncOptions
 from witple_batch import preflight
+from witple_batch.catalogue import REMOVED_MOST
 from witple_batch.entrypoint import run_job
 from witple_batch.errors import ConfigError
 from witple_batch.logs import event
@@ -123,9 +124,9 @@ def _sync_arguments(parser: argparse.ArgumentParser, *, default_children: int) -
     parser.add_argument(
         "--max-removed-share",
         type=float,
-        default=0.1,
-        help="the share of catalogued places a sync takes as removed from the catalogue at once (default 0.1;"
-        " more is logged and left alone, as an empty or half-loaded catalogue looks)",
+        default=REMOVED_MOST,
+        help="the share of catalogued places a sync takes as removed from the catalogue at once"
+        f" (default {REMOVED_MOST}; more is logged and left alone, as an empty or half-loaded catalogue looks)",
     )
 
 

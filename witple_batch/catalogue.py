@@ -228,13 +228,13 @@ def unsynced(
     if source.kind == "s3":
         with conn.transaction():  # the temporary table of the export's keys lives as long as this transaction
             keys, found = _unsynced_in_export(conn, source, client, space)
-            return found + (_removed(conn, keys, limit - len(found), removed_most) if len(found) < limit else [])
+            return found + _removed(conn, keys, limit - len(found), removed_most)
     relation = source.relation()
     statement = sql.SQL(_UNSYNCED).format(relation, sql.SQL(_STALE.format("c")))
     try:
         with conn.transaction():
             found = [(c, p) for c, p in conn.execute(statement, space).fetchall()]
-            return found + (_removed(conn, relation, limit - len(found), removed_most) if len(found) < limit else [])
+            return found + _removed(conn, relation, limit - len(found), removed_most)
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
         if source.kind != "auto":
             raise ConfigError(f"CATALOGUE_SOURCE {source.kind}:{source.target} cannot be read: {exc}") from None
@@ -270,7 +270,10 @@ def _unsynced_in_export(
 
 def _removed(conn: psycopg.Connection, catalogue: sql.Composable, limit: int, most: float) -> list[Key]:
     """Up to `limit` stored places `catalogue` no longer has, in key order; none when more than
-    `most` of the catalogued places would be."""
+    `most` of the catalogued places would be, or when the stale rows took the whole limit (an
+    export's key table then holds only the rows read so far)."""
+    if limit <= 0:
+        return []
     statement = sql.SQL(_REMOVED).format(catalogue)
     removed, catalogued, keys = conn.execute(statement, {"limit": limit}).fetchone()  # type: ignore[misc]
     if removed > most * catalogued:

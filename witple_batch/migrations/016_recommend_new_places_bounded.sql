@@ -1,9 +1,9 @@
 -- recommend_places as migration 014 made it, with its new-places term bounded: the j-th best new place
 -- scored p_new * 0.5^(j-1) as a numeric, which PostgreSQL refuses to turn into a double beyond j ~ 1,075
 -- ("out of range for type double precision"): a catalogue with that many places no one has acted on (every
--- place, after a first sync) failed every call (found by benchmarks.scale serving at 3 M actions). Now the
--- best 64 new places score, in double precision; the 65th and beyond would add under 1e-19 of p_new. A new
--- place this user acted on (adopted data whose unique_users is still 0) no longer takes a rank either.
+-- place, after a first sync) failed every call. Now the best 64 new places score, in double precision;
+-- the 65th and beyond would add under 1e-19 of p_new. A new place this user acted on (adopted data whose
+-- unique_users is still 0) no longer takes a rank either.
 CREATE OR REPLACE FUNCTION recommend_places(
     p_user_id text,
     k integer,
