@@ -175,7 +175,16 @@ def ours(env: dict[str, str], shards: int) -> dict[str, Any]:
         "report": result.report,
         "plan": result.plan.get("seconds", {}),
         "shard": result.shard_seconds(),
+        "neighbours": _logged_seconds(result.reduce_log, "place neighbours maintained"),
     }
+
+
+def _logged_seconds(log: str, message: str) -> float:
+    """The `seconds` of the reduce's log line `message` (0 when it did not log one)."""
+    for line in log.splitlines():
+        if line.startswith("{") and (record := orjson.loads(line)).get("msg") == message:
+            return float(record["seconds"])
+    return 0.0
 
 
 # the shard's model loads on its own thread while it connects and reads; model_wait is what it cost
@@ -195,7 +204,9 @@ def stage_rows(result: dict[str, Any]) -> dict[str, float]:
     rows |= {f"  (own thread, under connect + read) {k}": v for k, v in worker.items()}
     reduce = result["report"]["seconds"]
     rows |= {f"reduce: {k}": v for k, v in reduce.items()}
-    rows["reduce: report, notice, index, exit"] = result["timings"]["reduce"] - sum(reduce.values())
+    after = result.get("neighbours", 0.0)
+    rows["reduce: report, notice, index, exit"] = result["timings"]["reduce"] - sum(reduce.values()) - after
+    rows["reduce: place neighbours, after the notice"] = after
     return rows
 
 
@@ -301,7 +312,8 @@ def _print_compare(args: argparse.Namespace, runs: dict[str, list[dict]], baseli
     report.table(["contender", "seconds", "actions/s", "vs (a)", "paired"], rows)
     print("(paired: the median of each round's ratio, ours against the baseline run of the same round)")
     base_stages = {k: statistics.median([b[k] for b in baselines]) for k in baselines[0]} if baselines else {}
-    report.table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in base_stages.items() if k != "actions"], "(a)")
+    if base_stages:
+        report.table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in base_stages.items() if k != "actions"], "(a)")
     stages = {label: report.medians(_stage_samples(results)) for label, results in runs.items()}
     for label, results in runs.items():
         stats = results[0]["report"]["stats"]

@@ -712,7 +712,8 @@ For each of --actions, a fresh database loaded through the real reduce (`python 
 synthetic shard partials, as `scale reduce`): 75 users per 1,000 actions, the i-th drawn in
 proportion to 1 / (i + 1)^0.8, so the heaviest act on thousands of places; places Zipf-like,
 20,000 at 1 M actions (growing with the square root of users), each with a catalogue row; and a
-tenth more catalogue places no one has acted on (what the new-places term ranks). Content vectors
+tenth more catalogue places no one has acted on (what the new-places term ranks), stored as the
+sync that embeds them would (place_vectors and fresh_places). Content vectors
 are random unit vectors: the cost depends on the tables' sizes, not on what the vectors say. Then
 --calls calls of `recommend_places(user, 10)` on one connection, timed at the client: the 20 users
 with the most places and the rest drawn at random, in random order. Then calls again, the same
@@ -730,7 +731,9 @@ INSERT INTO place_vectors (place_id, place_category, content_vector, combined_ve
     place_text_version, content_text_sha256, catalogue_sha256)
 SELECT 'new-' || place_id, place_category, content_vector, content_vector, content_model, place_text_version,
     content_text_sha256, catalogue_sha256
-FROM place_vectors WHERE random() < 0.1
+FROM place_vectors WHERE random() < 0.1;
+INSERT INTO fresh_places (place, place_category, place_id, content_vector)  -- as the sync that embeds them would
+SELECT id, place_category, place_id, content_vector FROM place_vectors WHERE place_id LIKE 'new-%'
 """
 
 

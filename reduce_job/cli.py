@@ -28,7 +28,8 @@ check [--local]: settings, reading and writing the work prefix, the database rea
 migrated; one line each, exit 0 or 2. --local: settings only (the image's HEALTHCHECK).
 
 status [--last N] [--json]: the last runs as batch_runs holds them (state, notice, files,
-actions, rejects, users, places, seconds per stage, webhook outcome, quarantined files).
+actions, rejects, users, places, seconds per stage, webhook outcome, quarantined files), and
+how many place neighbour lists wait for a run to remake them.
 
 migrate [--dry-run]: applies the pending migrations (every job also does at start), or prints
 what they would change and how many rows, changing nothing. On the main server's database the
@@ -36,9 +37,9 @@ first run adopts its user_behavior_vectors and place_vectors in place (README).
 
 Environment: BATCH_ID, DATABASE_URL and PARTIALS_SECRET (required), S3_BUCKET, S3_PREFIX,
 WORK_BUCKET, WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS,
-USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS,
-DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS,
-JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
+USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN,
+WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS,
+DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS, JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
 Exit codes: 0 done (also when only the webhook failed), 2 configuration or permanent
 error (overlapping files, a bad partial), 1 anything else (worth a retry).
 """
@@ -100,13 +101,14 @@ def _check(local: bool) -> int:
 
 
 def _status(last: int, as_json: bool) -> int:
-    from reduce_job.status import recent_runs, table
+    from reduce_job.status import neighbour_lists, recent_runs, table
     from witple_batch.database import connect_for
     from witple_batch.settings import common_from_env
 
     with connect_for(common_from_env(), "reduce_job.status") as conn:
         runs = recent_runs(conn, last)
-    sys.stdout.write((orjson.dumps(runs).decode() if as_json else table(runs)) + "\n")
+        lists = neighbour_lists(conn)
+    sys.stdout.write((orjson.dumps(runs).decode() if as_json else f"{table(runs)}\n{lists}") + "\n")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reduce_job.neighbours import NeighbourSettings
 from witple_batch.catalogue_column import CatalogueColumn
 from witple_batch.errors import ConfigError
 from witple_batch.settings import CommonConfig, common_from_env, env_choice, env_int, env_str, required_run_id
@@ -18,11 +19,21 @@ class ReduceConfig:
     weights: ActionWeights  # what each action type weighs in vectors
     user_vector_index: bool  # USER_VECTOR_INDEX=hnsw keeps an HNSW index on user vectors
     partials_ahead: int  # shards fetched ahead of the one being staged
+    neighbours: NeighbourSettings  # the place neighbours recommend_places looks up
     catalogue_column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written after the commit
 
 
 def action_weights(env: Mapping[str, str] | None = None) -> ActionWeights:
     return ActionWeights.parse(env_str("ACTION_WEIGHTS", DEFAULT_WEIGHTS, env) or DEFAULT_WEIGHTS)
+
+
+def neighbour_settings(env: Mapping[str, str] | None = None) -> NeighbourSettings:
+    per_run = env_int("NEIGHBOUR_PLACES_PER_RUN", 5_000, env, minimum=0)
+    return NeighbourSettings(
+        neighbours=env_int("PLACE_NEIGHBOURS", 100, env, minimum=1, maximum=1_000),
+        places_per_run=per_run or None,  # 0: every due list, however many
+        user_places=env_int("NEIGHBOUR_USER_PLACES", 1_000, env, minimum=2),
+    )
 
 
 def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig:
@@ -36,5 +47,6 @@ def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig
         weights=action_weights(env),
         user_vector_index=env_choice("USER_VECTOR_INDEX", "none", ("hnsw", "none"), env) == "hnsw",
         partials_ahead=env_int("PARTIALS_AHEAD", 4, env, minimum=1, maximum=32),
+        neighbours=neighbour_settings(env),
         catalogue_column=CatalogueColumn.from_env(env),
     )

@@ -3,7 +3,8 @@
 Under the reduce lock, so no run interleaves; the sums go a block of users and a range of places
 at a time (vector_sums.py), so the job's memory does not grow with users or pairs. The space is
 the one the stored content vectors were made in (vector_space), with today's ACTION_WEIGHTS.
-It is the run path with an empty run (the same statements), told to recompute everything.
+It is the run path with an empty run (the same statements), told to recompute everything; then
+the place neighbours are counted from scratch, every list made (reduce_job/neighbours.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from reduce_job import staging, vectors
-from reduce_job.config import action_weights
+from reduce_job import neighbours, staging, vectors
+from reduce_job.config import action_weights, neighbour_settings
 from reduce_job.run import apply_staged, take_reduce_lock
 from witple_batch.database import connect_for
 from witple_batch.errors import ConfigError
@@ -36,9 +37,12 @@ def rebuild_vectors() -> dict[str, Any]:
                 raise ConfigError("no vectors to rebuild yet: no run has been applied")
             space = replace(stored, weights=weights)
             result = apply_staged(conn, space, seconds, everything=True)
+        every_list = replace(neighbour_settings(), places_per_run=None)  # none left waiting
+        lists = neighbours.maintain(conn, every_list, from_scratch=True, wait=True)
     return {
         "vectors": result["vectors"],
         "written": result["written"],
+        "neighbours": lists,
         "seconds": round(time.perf_counter() - started, 3),
         "space": {**space.record(), "weights": weights.as_dict()},
     }

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from reduce_job import collect, held_users, indexes, staging, upsert, vectors
+from reduce_job import collect, held_users, indexes, neighbours, serving_tables, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
 from witple_batch import catalogue_column, metrics, notices, run_state, watermark
 from witple_batch.database import connect_for, set_timeouts
@@ -121,17 +121,21 @@ def apply_staged(
     t = time.perf_counter()
     stats.update(upsert.batch_tables(conn))
     stats["new_pairs"] = upsert.interactions(conn, space)
+    conn.execute(neighbours.QUEUE)  # counted after the notice (maintain_neighbours)
     stats.update(held_users.hold_and_release(conn))
     seconds["interactions"] = time.perf_counter() - t
     t = time.perf_counter()
     stats["vectors"] = vectors.compute(conn, space, everything=everything)
     seconds["vectors"] = time.perf_counter() - t
     t = time.perf_counter()
-    everything = stats["vectors"]["mode"] == "everything"
-    stats["written"] = upsert.write(conn, space, everything=everything)
-    if everything:
+    space_changed = stats["vectors"]["mode"] == "everything"
+    stats["written"] = upsert.write(conn, space, everything=space_changed)
+    if space_changed:
         vectors.record_space(conn, space)
     seconds["write"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stats["serving"] = serving_tables.refresh(conn, space, everything=space_changed)
+    seconds["serving"] = time.perf_counter() - t
     return stats
 
 
@@ -182,6 +186,7 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
             raise
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
+        maintain_neighbours(conn, config.neighbours)
     return outcome
 
 
@@ -199,6 +204,21 @@ def publish_column(conn: psycopg.Connection, column: catalogue_column.CatalogueC
         catalogue_column.publish(conn, column)
     except psycopg.Error as exc:
         event(log, "catalogue column not written; the next sync writes it", logging.ERROR, error=str(exc))
+
+
+def maintain_neighbours(conn: psycopg.Connection, settings: neighbours.NeighbourSettings) -> None:
+    """After the notice: the pairs queued so far counted, the due lists remade. The run is concluded
+    whatever happens here; what is not done waits in the queue for the next run."""
+    started = time.perf_counter()
+    try:
+        done = neighbours.maintain(conn, settings)
+    except psycopg.Error as exc:
+        event(log, "place neighbours not maintained; the next run does it", logging.ERROR, error=str(exc))
+        return
+    if done.get("skipped"):
+        event(log, "place neighbours left to the next run: another maintenance holds them")
+        return
+    event(log, "place neighbours maintained", **done, seconds=round(time.perf_counter() - started, 3))
 
 
 def restore_place_index(conn: psycopg.Connection) -> None:

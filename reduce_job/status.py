@@ -15,7 +15,12 @@ FROM batch_runs
 ORDER BY coalesce(planned_at, started_at, updated_at) DESC, batch_id
 LIMIT %s
 """
-STAGES = ("start", "connect_and_migrate", "stage", "interactions", "vectors", "write")  # the reduce's order
+STAGES = ("start", "connect_and_migrate", "stage", "interactions", "vectors", "write", "serving")
+# what recommend_places reads: lists still to remake (reduce_job/neighbours.py), and since when
+WAITING = """
+SELECT (SELECT count(*) FROM place_neighbours_due), (SELECT min(since) FROM place_neighbours_due),
+       (SELECT counted_at FROM place_neighbours_state), (SELECT count(*) FROM neighbour_pending)
+"""
 COLUMNS = ("batch", "status", "notice", "at (UTC)", "files", "actions", "rejects", "users", "places", "s", "webhook")
 
 
@@ -46,6 +51,17 @@ def recent_runs(conn: psycopg.Connection, last: int) -> list[dict[str, Any]]:
             }
         )
     return runs
+
+
+def neighbour_lists(conn: psycopg.Connection) -> str:
+    waiting, since, counted, pending = conn.execute(WAITING).fetchone()  # type: ignore[misc]
+    if counted is None:
+        return "place neighbours: not counted yet (the next run counts them)"
+    oldest = f", the oldest due since {_iso(since)}" if waiting else ""
+    return (
+        f"place neighbours: {waiting:,} lists waiting{oldest}, {pending:,} pairs not counted yet;"
+        f" counted from scratch at {_iso(counted)}"
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -46,7 +46,7 @@ ORDER BY k.place_category, k.place_id, k.shard
 ]
 
 INTERACTIONS = """
-CREATE TEMP TABLE new_pairs ON COMMIT DROP AS
+CREATE TEMP TABLE created_pairs ON COMMIT DROP AS
 WITH up AS (
     INSERT INTO user_place_interactions AS t
         (user_id, place_category, place_id, clicks, likes, bookmarks, other_actions,
@@ -61,9 +61,14 @@ WITH up AS (
         first_action_at = least(t.first_action_at, EXCLUDED.first_action_at),
         last_action_at = greatest(t.last_action_at, EXCLUDED.last_action_at),
         updated_at = now()
-    RETURNING place_category, place_id, xmax = 0 AS inserted
+    RETURNING user_id, place_category, place_id, xmax = 0 AS inserted
 )
-SELECT place_category, place_id, count(*) FILTER (WHERE inserted) AS new_users FROM up GROUP BY 1, 2
+SELECT user_id, place_category, place_id FROM up WHERE inserted
+"""
+# the batch's places and the users each gained
+NEW_PAIRS = """
+CREATE TEMP TABLE new_pairs ON COMMIT DROP AS
+SELECT place_category, place_id, count(*) AS new_users FROM created_pairs GROUP BY 1, 2
 """
 
 # the batch's places whose stored content was made by another model, text version or text
@@ -204,6 +209,7 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
 def interactions(conn: psycopg.Connection, space: VectorSpace) -> int:
     """Add the batch's pairs; note which pairs are new and which places' content changed. Returns new pairs."""
     conn.execute(INTERACTIONS)  # type: ignore[arg-type]
+    conn.execute(NEW_PAIRS)  # type: ignore[arg-type]
     conn.execute(CHANGED_CONTENT, space.sql_params())  # type: ignore[arg-type]
     return int(conn.execute("SELECT coalesce(sum(new_users), 0) FROM new_pairs").fetchone()[0])  # type: ignore[index]
 

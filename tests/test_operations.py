@@ -179,7 +179,11 @@ def test_status_shows_the_runs_the_database_holds(stack_env, receiver):
     assert run["users"] == len(sample.expected.users)
     assert run["places"] == len(sample.expected.places)
     assert run["webhook"] == "delivered"
-    assert set(run["seconds"]) == {"start", "connect_and_migrate", "stage", "interactions", "vectors", "write"}
+    assert set(run["seconds"]) == {
+        *("start", "connect_and_migrate", "stage", "interactions", "vectors", "write", "serving")
+    }
+    lists = table.stdout.splitlines()[-1]
+    assert lists.startswith("place neighbours: 0 lists waiting, 0 pairs not counted yet; counted from scratch at ")
 
 
 def test_every_job_prints_its_figures_as_one_cloudwatch_metric_line(stack_env, receiver):

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # Any constant works; it only has to be the same for every job (pg_advisory_xact_lock key).
 MIGRATION_LOCK = 7_431_020_001
 REDUCE_LOCK = 7_431_020_002
+NEIGHBOURS_LOCK = 7_431_020_004  # run_state.PLAN_LOCK is 7_431_020_003
 
 
 @dataclass(frozen=True)

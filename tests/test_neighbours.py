@@ -1,0 +1,201 @@
+"""The neighbours recommend_places looks up, kept by each run, against a from-scratch oracle in numpy
+(reduce_job/neighbours.py): the counts, every list, the popular places and the centres."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
+from reduce_job.serving_tables import POPULAR_PLACES
+from tests.helpers import fresh_env, pipeline, query, run_module, sync
+from witple_batch.schema import NEIGHBOURS_LOCK
+
+PLACES = 60
+FRESH = """
+SELECT p.id, p.content_vector::text FROM place_vectors p JOIN vector_space s USING (content_model, place_text_version)
+WHERE p.unique_users = 0 AND p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL ORDER BY p.id
+"""
+CAP = 14  # NEIGHBOUR_USER_PLACES: some users pass it over the five batches
+OVER_CAP = "SELECT count(*) FROM (SELECT user_id FROM user_place_interactions GROUP BY 1 HAVING count(*) > %s) u"
+UNSEEN = 5  # catalogue places no action names: fresh_places once a sync embeds them
+NEIGHBOURS = 4  # short lists, so a place that gains users can leave a list it was on
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[SampleSet]:
+    """Five batches of the same users and places, each acting again on places of the last."""
+    sample = generate(actions=2_500, users=150, places=PLACES, seed=7, batch_size=50, malformed_files=0)
+    files = sorted(sample.files, key=lambda f: f.key)
+    return [SampleSet(files[i::5], sample.expected) for i in range(5)]
+
+
+def _env(s3_env, model_dir, url: str, **extra: str) -> dict[str, str]:
+    install_catalogue(url, catalogue(PLACES + UNSEEN))
+    return fresh_env(s3_env, model_dir, DATABASE_URL=url, **({"PLACE_NEIGHBOURS": str(NEIGHBOURS)} | extra))
+
+
+def _run(env: dict[str, str], batch: SampleSet) -> None:
+    pipeline({**env, "BATCH_ID": f"n-{uuid.uuid4().hex[:10]}"}, batch, shards=2)
+
+
+def _from_scratch(url: str, cap: int) -> tuple[dict, dict, list]:
+    """The counts, each place's list and the popular places, computed from the interactions alone."""
+    pairs = query(
+        url,
+        "SELECT i.user_id, v.id FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)",
+    )
+    users = {number: n for number, n in query(url, "SELECT id, unique_users FROM place_vectors")}
+    places_of: dict[str, list[int]] = defaultdict(list)
+    for user, place in pairs:
+        places_of[user].append(place)
+    counts: Counter = Counter()
+    for places in places_of.values():
+        if len(places) <= cap:
+            counts.update((a, b) for a in places for b in places if a != b)
+    rows: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for (a, b), n in counts.items():
+        if users[b] > 0:
+            rows[a].append((b, n))
+    lists = {
+        place: [(other, n) for other, n in sorted(row, key=lambda r: (-(r[1] / np.sqrt(float(users[r[0]]))), r[0]))]
+        for place, row in rows.items()
+    }
+    popular = query(
+        url,
+        "SELECT place_category, place_id, unique_users FROM place_vectors WHERE unique_users > 0"
+        " ORDER BY unique_users DESC, place_category, place_id LIMIT %s",
+        (POPULAR_PLACES,),
+    )
+    return dict(counts), {p: rows[:NEIGHBOURS] for p, rows in lists.items()}, popular
+
+
+def _stored_lists(url: str) -> dict[int, list[tuple[int, int]]]:
+    lists: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for place, rank, other, users in query(url, "SELECT place, rank, other, users FROM place_neighbours ORDER BY 1, 2"):
+        assert rank == len(lists[place]) + 1
+        lists[place].append((other, users))
+    return dict(lists)
+
+
+def _assert_follows_counts(url: str, cap: int = 1_000) -> int:
+    """Every list not waiting is its place's best by its counts; returns how many wait."""
+    counts, wanted, popular = _from_scratch(url, cap)
+    assert dict(query(url, "SELECT (place, other)::text, users FROM place_cooccurrence")) == {
+        f"({a},{b})": n for (a, b), n in counts.items()
+    }
+    assert query(url, "SELECT count(*) FROM neighbour_pending") == [(0,)]
+    waiting = {place for (place,) in query(url, "SELECT place FROM place_neighbours_due")}
+    stored = _stored_lists(url)
+    assert {p: rows for p, rows in stored.items() if p not in waiting} == {
+        p: rows for p, rows in wanted.items() if p not in waiting
+    }
+    ranked = "SELECT place_category, place_id, users FROM popular_places ORDER BY users DESC, place_category, place_id"
+    assert query(url, ranked) == popular
+    fresh = "SELECT place, content_vector::text FROM fresh_places ORDER BY place"
+    assert query(url, fresh) == query(url, FRESH)
+    return len(waiting)
+
+
+def test_each_run_keeps_the_lists_a_count_from_scratch_makes(s3_env, model_dir, postgres, batches):
+    """After each of five batches every list equals the oracle's; with a budget of five lists per run,
+    every list not waiting does, and the rest wait their turn, oldest first."""
+    whole = _env(s3_env, model_dir, postgres.new_database(), NEIGHBOUR_USER_PLACES=str(CAP))
+    budget = _env(s3_env, model_dir, postgres.new_database(), NEIGHBOUR_PLACES_PER_RUN="5")
+    for env in (whole, budget):
+        sync({**env, "BATCH_ID": f"n-{uuid.uuid4().hex[:10]}"})
+    waited, past_cap = [], []
+    for batch in batches:
+        _run(whole, batch)
+        _run(budget, batch)
+        assert _assert_follows_counts(whole["DATABASE_URL"], CAP) == 0
+        waited.append(_assert_follows_counts(budget["DATABASE_URL"]))
+        past_cap.append(query(whole["DATABASE_URL"], OVER_CAP, (CAP,))[0][0])
+    assert min(waited) > 0  # the budget bound: lists wait
+    assert 0 < past_cap[0] < past_cap[-1]  # users passed the cap between runs: their pairs taken back
+    url = whole["DATABASE_URL"]
+    assert query(url, "SELECT count(*) FROM place_neighbours")[0][0] > NEIGHBOURS * PLACES // 2
+    assert query(url, "SELECT count(*) FROM fresh_places")[0][0] == UNSEEN
+
+    # newcomers who act on one place each: on the place most lists hold (no count moves, its
+    # similarity falls everywhere) and on a fresh place (no longer fresh)
+    before, counted = _stored_lists(url), query(url, "SELECT sum(users) FROM place_cooccurrence")
+    [held] = query(
+        url,
+        "SELECT v.place_category, v.place_id FROM place_neighbours n JOIN place_vectors v ON v.id = n.other"
+        " GROUP BY v.id ORDER BY count(*) DESC, v.id LIMIT 1",
+    )
+    [fresh] = query(url, "SELECT place_category, place_id FROM fresh_places ORDER BY place LIMIT 1")
+    _run(whole, _newcomers_on([held] * 40 + [fresh]))
+    assert _assert_follows_counts(url, CAP) == 0
+    assert query(url, "SELECT sum(users) FROM place_cooccurrence") == counted
+    assert _stored_lists(url) != before  # lists it was on changed with no count of theirs moving
+    assert query(url, "SELECT count(*) FROM fresh_places")[0][0] == UNSEEN - 1
+
+    # a from-scratch rebuild changes no list, and leaves none waiting where the budget left some
+    before = _stored_lists(whole["DATABASE_URL"])
+    for env in (whole, budget):
+        run_module("reduce_job", env, "rebuild-vectors")
+    assert _stored_lists(whole["DATABASE_URL"]) == before
+    assert _assert_follows_counts(budget["DATABASE_URL"]) == 0
+
+
+def _newcomers_on(places: list[tuple[str, str]]) -> SampleSet:
+    """A newcomer per place, each acting on that place alone."""
+    actions = [
+        {"user_id": f"newcomer-{n}", "place_category": category, "place_id": place_id, "action_type": "click",
+         "timestamp": "2025-01-20T10:00:00Z"}
+        for n, (category, place_id) in enumerate(places)
+    ]  # fmt: skip
+    key = "user-actions/year=2025/month=01/day=20/hour=10/batch-1737367200000-41-newcomer.json"
+    return SampleSet([SampleFile(key, orjson.dumps({"actions": actions}))], Expected())
+
+
+def test_the_centres_are_the_means_every_call_used_to_scan_for(s3_env, model_dir, database_url, batches):
+    env = _env(s3_env, model_dir, database_url)
+    _run(env, batches[0])
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        behaviour, content = conn.execute("SELECT behaviour_centre, content_centre FROM serving_state").fetchone()
+        rows = conn.execute("SELECT behavior_vector, behavior_weight, content_vector FROM place_vectors").fetchall()
+    unit = [v.to_numpy() / np.linalg.norm(v.to_numpy()) for v, w, _ in rows if v is not None and w > 0]
+    np.testing.assert_allclose(behaviour.to_numpy(), np.mean(unit, axis=0), atol=1e-6)
+    np.testing.assert_allclose(content.to_numpy(), np.mean([c.to_numpy() for *_, c in rows], axis=0), atol=1e-6)
+
+
+def test_recommend_places_reads_the_lists_it_is_given(s3_env, model_dir, database_url, batches):
+    """The neighbour term is the stored lists': emptied, only taste, popularity and new places remain."""
+    env = _env(s3_env, model_dir, database_url, PLACE_NEIGHBOURS="50")
+    _run(env, batches[0])
+    [(user,)] = query(database_url, "SELECT user_id FROM user_behavior_vectors ORDER BY total_actions DESC LIMIT 1")
+    call = "SELECT * FROM recommend_places(%s, 10, p_new => 0)"
+    before = query(database_url, call, (user,))
+    assert before[0][2] > 0.75  # the best neighbour scores 1, and taste takes at most 0.25
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM place_neighbours")
+    after = query(database_url, call, (user,))
+    assert len(after) == 10 and max(s for *_, s in after) < 0.3  # 0.25 taste + 0.02 popularity at most
+    assert datetime.now(UTC) > query(database_url, "SELECT counted_at FROM place_neighbours_state")[0][0]
+
+
+def test_pairs_a_maintenance_did_not_count_wait_for_the_next(s3_env, model_dir, database_url, batches):
+    """The run commits and notifies; its pairs wait in the queue while another maintenance holds the
+    lock (as they do when the job dies after its notice), and the next run counts them with its own."""
+    env = _env(s3_env, model_dir, database_url)
+    _run(env, batches[0])
+    lists = _stored_lists(database_url)
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (NEIGHBOURS_LOCK,))
+        _run(env, batches[1])
+    [(queued,)] = query(database_url, "SELECT count(*) FROM neighbour_pending")
+    assert queued > 0 and _stored_lists(database_url) == lists
+    assert query(database_url, "SELECT status FROM batch_runs ORDER BY committed_at DESC LIMIT 1") == [("notified",)]
+    _run(env, batches[2])
+    assert _assert_follows_counts(database_url) == 0
