@@ -88,7 +88,8 @@ HAVING sum(d) <> 0
 """
 _APPLY_DELTA = [
     """
-INSERT INTO place_cooccurrence AS t (place, other, users) SELECT place, other, users FROM cooccurrence_delta
+INSERT INTO place_cooccurrence AS t (place, other, users)
+SELECT place, other, users FROM cooccurrence_delta ORDER BY place, other
 ON CONFLICT (place, other) DO UPDATE SET users = t.users + EXCLUDED.users
 """,
     """
