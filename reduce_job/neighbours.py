@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from witple_batch.schema import NEIGHBOURS_LOCK  # a session lock: one maintenance at a time
+from witple_batch.schema import NEIGHBOURS_LOCK
 
 
 @dataclass(frozen=True)

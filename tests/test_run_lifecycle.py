@@ -28,8 +28,7 @@ from tests.helpers import (
     work_objects,
 )
 from tests.test_reduce_job import assert_database_matches
-from witple_batch.run_state import PLAN_LOCK
-from witple_batch.schema import REDUCE_LOCK
+from witple_batch.schema import PLAN_LOCK, REDUCE_LOCK
 
 SECRET = "lifecycle-secret"
 

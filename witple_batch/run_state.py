@@ -28,6 +28,7 @@ import psycopg
 
 from witple_batch.errors import PermanentError
 from witple_batch.run_layout import InputFile
+from witple_batch.schema import PLAN_LOCK
 
 
 class RunStatus(StrEnum):
@@ -77,7 +78,6 @@ class FileStatus(StrEnum):
 
 LEDGER = (FileStatus.PROCESSED, FileStatus.REJECTED, FileStatus.QUARANTINED)  # a file ends here, once
 
-PLAN_LOCK = 7_431_020_003  # planners take turns, so each sees the claims of the one before
 NOTICE_LOCK_SPACE = 7_431  # pg_advisory_lock(space, hashtext(run id)): one notice sender per run
 CLAIM_CHUNK = 10_000
 ABANDONED = "abandoned: the lease expired before the run committed"

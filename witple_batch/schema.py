@@ -23,10 +23,12 @@ from witple_batch.logs import event
 
 log = logging.getLogger(__name__)
 
-# Any constant works; it only has to be the same for every job (pg_advisory_xact_lock key).
+# Every advisory lock key, in one place so no two can meet. Any constant works; it only has to be
+# the same for every job.
 MIGRATION_LOCK = 7_431_020_001
 REDUCE_LOCK = 7_431_020_002
-NEIGHBOURS_LOCK = 7_431_020_004  # run_state.PLAN_LOCK is 7_431_020_003
+PLAN_LOCK = 7_431_020_003  # planners take turns, so each sees the claims of the one before
+NEIGHBOURS_LOCK = 7_431_020_004  # one neighbour maintenance at a time (reduce_job/neighbours.py)
 
 
 @dataclass(frozen=True)
