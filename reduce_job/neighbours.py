@@ -195,9 +195,8 @@ def _apply(conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratc
         for statement in _COUNT_ALL:
             conn.execute(statement, params)  # type: ignore[arg-type]
     else:
-        for statement in (_CREATED, "ANALYZE created_numbered", _THEIRS, "ANALYZE their_places", _DELTA):
-            conn.execute(statement, params)  # type: ignore[arg-type]
-        for statement in (*_APPLY_DELTA, _DUE):
+        counting = (_CREATED, "ANALYZE created_numbered", _THEIRS, "ANALYZE their_places", _DELTA, *_APPLY_DELTA, _DUE)
+        for statement in counting:
             conn.execute(statement, params)  # type: ignore[arg-type]
         queued = conn.execute("DELETE FROM neighbour_pending").rowcount  # the rows this snapshot read
         if state is not None and state[0] != settings.neighbours:

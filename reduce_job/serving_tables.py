@@ -81,8 +81,8 @@ def refresh(conn: psycopg.Connection, space: VectorSpace, *, everything: bool) -
     for statement in _POPULAR_REPLACE:
         conn.execute(statement)  # type: ignore[arg-type]
     places = _POOL_ALL if everything else _PLACES_BATCH
-    for statement in (_FRESH_DELETE, _FRESH_INSERT):  # by difference: a row that still holds stays in the index
-        conn.execute(statement.format(places=places), params)  # type: ignore[arg-type]
+    # by difference: a row that still holds stays in the index
+    removed = conn.execute(_FRESH_DELETE.format(places=places), params).rowcount  # type: ignore[arg-type]
+    added = conn.execute(_FRESH_INSERT.format(places=places), params).rowcount  # type: ignore[arg-type]
     conn.execute(_CENTRES, params)  # type: ignore[arg-type]
-    (fresh,) = conn.execute("SELECT count(*) FROM fresh_places").fetchone()  # type: ignore[misc]
-    return {"fresh_places": int(fresh)}
+    return {"fresh_places_added": added, "fresh_places_removed": removed}
