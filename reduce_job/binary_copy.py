@@ -122,7 +122,7 @@ class ColumnOf:
         return self.array[rows][:, self.j]
 
 
-SEND = {"int4": "int4send", "float8": "float8send", "vector": "vector_send"}
+SEND = {"int4": "int4send", "float8": "float8send", "vector": "vector_send", "bytea": "byteasend"}
 
 
 def read(

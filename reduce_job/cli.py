@@ -1,4 +1,4 @@
-"""`python -m reduce_job [check | status | migrate | rebuild-vectors]`: apply the partials of
+"""`python -m reduce_job [check | status | migrate | rebuild-vectors | consolidate]`: apply the partials of
 BATCH_ID to PostgreSQL, then report and notify; and the operators' views of it."""
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ notice. Rerunning a committed batch changes nothing and does not resend a delive
 rebuild-vectors: recomputes every user and place vector from the interaction table and the
 current content vectors (after changing ACTION_WEIGHTS, or to reset float32 drift).
 
+consolidate: carries every user's newest vector into all the places it acted on now (a run
+does it after its notice once CONSOLIDATE_EVERY_HOURS have passed; README: Vectors).
+
 check [--local]: settings, reading and writing the work prefix, the database reachable and
 migrated; one line each, exit 0 or 2. --local: settings only (the image's HEALTHCHECK).
 
 status [--last N] [--json]: the last runs as batch_runs holds them (state, notice, files,
 actions, rejects, users, places, seconds per stage, webhook outcome, quarantined files), and
-how many place neighbour lists wait for a run to remake them.
+how many place neighbour lists wait for a run to remake them, and when the places were last
+consolidated.
 
 migrate [--dry-run]: applies the pending migrations (every job also does at start), or prints
 what they would change and how many rows, changing nothing. On the main server's database the
@@ -37,7 +41,7 @@ first run adopts its user_behavior_vectors and place_vectors in place (README).
 
 Environment: BATCH_ID, DATABASE_URL and PARTIALS_SECRET (required), S3_BUCKET, S3_PREFIX,
 WORK_BUCKET, WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS,
-USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN,
+USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN, CONSOLIDATE_EVERY_HOURS,
 WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS,
 DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS, JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
 Exit codes: 0 done (also when only the webhook failed), 2 configuration or permanent
@@ -64,6 +68,14 @@ def _rebuild() -> int:
 
     result = rebuild_vectors()
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+def _consolidate() -> int:
+    from reduce_job.consolidate import consolidate
+    from witple_batch.settings import common_from_env
+
+    sys.stdout.write(orjson.dumps(consolidate(common_from_env())).decode() + "\n")
     return 0
 
 
@@ -101,14 +113,14 @@ def _check(local: bool) -> int:
 
 
 def _status(last: int, as_json: bool) -> int:
-    from reduce_job.status import neighbour_lists, recent_runs, table
+    from reduce_job.status import consolidation, neighbour_lists, recent_runs, table
     from witple_batch.database import connect_for
     from witple_batch.settings import common_from_env
 
     with connect_for(common_from_env(), "reduce_job.status") as conn:
         runs = recent_runs(conn, last)
-        lists = neighbour_lists(conn)
-    sys.stdout.write((orjson.dumps(runs).decode() if as_json else f"{table(runs)}\n{lists}") + "\n")
+        lists, places = neighbour_lists(conn), consolidation(conn)
+    sys.stdout.write((orjson.dumps(runs).decode() if as_json else f"{table(runs)}\n{lists}\n{places}") + "\n")
     return 0
 
 
@@ -125,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("rebuild-vectors", help="recompute every vector from the tables (prints one JSON line)")
+    sub.add_parser("consolidate", help="bring every place up to date with its users' vectors (prints one JSON line)")
     migrate = sub.add_parser("migrate", help="apply pending migrations, or print what they would change")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan (steps, rows) and change nothing")
     check = sub.add_parser("check", help="settings, S3 work prefix and database as the reduce needs them (exit 0 or 2)")
@@ -143,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.last <= 1000:
             parser.error("--last must be between 1 and 1000")
         return run_job("reduce_job.status", lambda: _status(args.last, args.json))
+    if args.command == "consolidate":
+        return run_job("reduce_job.consolidate", _consolidate, permanent_errors=PERMANENT_DATABASE_ERRORS)
     if args.command == "rebuild-vectors":
         return run_job("reduce_job.rebuild", _rebuild, permanent_errors=PERMANENT_DATABASE_ERRORS)
     return run_job("reduce_job", _work, on_failure=_failed, permanent_errors=PERMANENT_DATABASE_ERRORS)

@@ -20,6 +20,7 @@ class ReduceConfig:
     user_vector_index: bool  # USER_VECTOR_INDEX=hnsw keeps an HNSW index on user vectors
     partials_ahead: int  # shards fetched ahead of the one being staged
     neighbours: NeighbourSettings  # the place neighbours recommend_places looks up
+    consolidate_every_hours: int  # CONSOLIDATE_EVERY_HOURS: places brought up to date after this long
     catalogue_column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written after the commit
 
 
@@ -48,5 +49,7 @@ def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig
         user_vector_index=env_choice("USER_VECTOR_INDEX", "none", ("hnsw", "none"), env) == "hnsw",
         partials_ahead=env_int("PARTIALS_AHEAD", 4, env, minimum=1, maximum=32),
         neighbours=neighbour_settings(env),
+        # at most daily, at least weekly: a place lags its users' newest vectors at most this long, plus a pass
+        consolidate_every_hours=env_int("CONSOLIDATE_EVERY_HOURS", 24, env, minimum=24, maximum=168),
         catalogue_column=CatalogueColumn.from_env(env),
     )

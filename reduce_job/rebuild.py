@@ -15,7 +15,8 @@ from typing import Any
 
 from reduce_job import neighbours, staging, vectors
 from reduce_job.config import action_weights, neighbour_settings
-from reduce_job.run import apply_staged, take_reduce_lock
+from reduce_job.reduce_lock import take_reduce_lock
+from reduce_job.run import apply_staged
 from witple_batch.database import connect_for
 from witple_batch.errors import ConfigError
 from witple_batch.schema import migrate

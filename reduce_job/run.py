@@ -10,15 +10,15 @@ from typing import Any
 
 import psycopg
 
-from reduce_job import collect, held_users, indexes, neighbours, serving_tables, staging, upsert, vectors
+from reduce_job import collect, consolidate, held_users, indexes, neighbours, serving_tables, staging, upsert, vectors
 from reduce_job.config import ReduceConfig
+from reduce_job.reduce_lock import take_reduce_lock
 from witple_batch import catalogue_column, metrics, notices, run_state, watermark
-from witple_batch.database import connect_for, set_timeouts
+from witple_batch.database import connect_for
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb, process_age_seconds
 from witple_batch.run_layout import RunLayout, RunManifest, load_manifest
-from witple_batch.schema import REDUCE_LOCK, migrate
-from witple_batch.settings import CommonConfig
+from witple_batch.schema import migrate
 from witple_batch.vector_space import SPACE_KEY, VectorSpace
 from witple_batch.webhook import Delivery
 
@@ -76,17 +76,6 @@ def stage_run(
         "shard_max_seconds": {k: round(v, 3) for k, v in shard_seconds.items()},
     }
     return space, stats
-
-
-def take_reduce_lock(conn: psycopg.Connection, common: CommonConfig) -> None:
-    """Inside a transaction: the reduce lock, held to its end, so no two applies interleave.
-
-    A concurrent reduce holds it for its whole transaction, so this waits up to a statement's
-    budget; every statement after it waits for a row lock only DB_LOCK_TIMEOUT_SECONDS.
-    """
-    set_timeouts(conn, lock_s=common.db_statement_timeout, statement_s=common.db_statement_timeout, local=True)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
-    set_timeouts(conn, lock_s=common.db_lock_timeout, statement_s=common.db_statement_timeout, local=True)
 
 
 def apply(
@@ -187,6 +176,7 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
         maintain_neighbours(conn, config.neighbours)
+        consolidate.consolidate_if_due(config.common, conn, config.consolidate_every_hours)
     return outcome
 
 

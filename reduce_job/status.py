@@ -64,6 +64,21 @@ def neighbour_lists(conn: psycopg.Connection) -> str:
     )
 
 
+CONSOLIDATION = """
+SELECT c.finished_at, c.started_at, c.users, (SELECT count(*) FROM user_content_sums WHERE placed_vector IS NOT NULL)
+FROM place_consolidation c
+"""
+
+
+def consolidation(conn: psycopg.Connection) -> str:
+    finished, started, users, lagging = conn.execute(CONSOLIDATION).fetchone()  # type: ignore[misc]
+    running = f"; a pass started at {_iso(started)} has not finished" if started and started > finished else ""
+    return (
+        f"places consolidated up to {_iso(finished)} ({users:,} users carried);"
+        f" {lagging:,} users moved since, their places lag them{running}"
+    )
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="seconds")
 

@@ -120,6 +120,21 @@ ON CONFLICT (user_id) DO UPDATE SET
     vector_updated_at = coalesce(EXCLUDED.vector_updated_at, t.vector_updated_at)
 """
 
+# every affected user's running sums (vectors.py): a user recomputed in full starts again, its places
+# holding its new vector; a summed user's places keep holding what they held, its vector before
+# this run, until a consolidation (consolidate.py)
+SUMS = [
+    "DELETE FROM user_content_sums s USING affected a WHERE s.user_id = a.user_id AND NOT a.summed",
+    """
+INSERT INTO user_content_sums AS t (user_id, content_sum, weight, placed_vector)
+SELECT a.user_id, m.content_sum, m.weight, CASE WHEN a.summed THEN o.vector END
+FROM affected a JOIN user_means m USING (idx) LEFT JOIN old_means o USING (idx)
+WHERE a.gets_row
+ON CONFLICT (user_id) DO UPDATE SET
+    content_sum = EXCLUDED.content_sum, weight = EXCLUDED.weight, placed_vector = EXCLUDED.placed_vector
+""",
+]
+
 PLACES = """
 INSERT INTO place_vectors AS t
     (place_category, place_id, content_vector, content_text_sha256, content_model, place_text_version, catalogue_sha256,
@@ -217,6 +232,13 @@ def interactions(conn: psycopg.Connection, space: VectorSpace) -> int:
 def write(conn: psycopg.Connection, space: VectorSpace, *, everything: bool) -> dict[str, int]:
     """Every touched user and place, once, with the new vectors of vectors.compute."""
     users = conn.execute(USERS, space.sql_params()).rowcount  # type: ignore[arg-type]
+    for statement in SUMS:
+        conn.execute(statement)  # type: ignore[arg-type]
+    return {"users_written": int(users), "places_written": places(conn, space, everything=everything)}
+
+
+def places(conn: psycopg.Connection, space: VectorSpace, *, everything: bool) -> int:
+    """The batch's places and place_vectors_now into place_vectors; returns the rows written."""
     if everything:  # weights may have changed: each place's weight is recounted from its interactions
         weights = {"vector_weight": "coalesce(v.vector_weight, 0)", "vector_weight_update": "EXCLUDED.vector_weight"}
     else:
@@ -224,5 +246,4 @@ def write(conn: psycopg.Connection, space: VectorSpace, *, everything: bool) -> 
             "vector_weight": "coalesce(s.weight, 0)",
             "vector_weight_update": "t.vector_weight + EXCLUDED.vector_weight",
         }
-    places = conn.execute(PLACES.format(**weights), space.sql_params()).rowcount  # type: ignore[arg-type]
-    return {"users_written": int(users), "places_written": int(places)}
+    return int(conn.execute(PLACES.format(**weights), space.sql_params()).rowcount)  # type: ignore[arg-type]

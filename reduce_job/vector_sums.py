@@ -1,6 +1,7 @@
 """The sums behind the behaviour vectors, as a blocked sparse product in numpy (double precision).
 
     user u:   m_u = sum_p w_up c_p / sum_p w_up                  user_means
+              (a summed user: its stored sums plus the batch's pairs)
     place p:  d_p = sum_u (w_new m_new - w_old m_old), then      place_behaviour
               b_p = (W_p b_p + d_p) / (W_p + sum of signed weights)
 
@@ -29,9 +30,9 @@ the refill, when the cache holds one block's places) and the place stage near 16
 `python -m benchmarks.scale reduce` measures the reduce's peak (193 MiB in all at 0.1 M users).
 The database side holds affected_pairs (about 50 B per pair, in temporary files when large).
 
-Needs the temporary tables vectors.py makes: affected_pairs (user_idx, place_idx, w_new, w_old,
-for_mean), touched (place_category, place_id, idx, from_batch, in_space) and, for a batch,
-old_means (idx, vector).
+Needs the temporary tables vectors.py makes: affected (idx, user_id, summed), affected_pairs
+(user_idx, place_idx, w_new, w_old, w_mean, for_mean), touched (place_category, place_id, idx,
+from_batch, in_space), placed_means (idx, vector) and, for a batch, old_means (idx, vector).
 """
 
 from __future__ import annotations
@@ -65,7 +66,16 @@ SELECT min(user_idx) FROM (  -- a block: the users that start within PAIRS_PER_B
 
 _PAIRS = "SELECT user_idx, place_idx, w_new, w_old FROM affected_pairs WHERE user_idx >= %(lo)s AND user_idx < %(hi)s"
 PAIR_FIELDS = [("user", "int4", 0), ("place", "int4", 0), ("w_new", "float8", 0), ("w_old", "float8", 0)]
-PAIRS_FOR_MEANS = _PAIRS + " AND for_mean"
+PAIRS_FOR_MEANS = (
+    "SELECT user_idx, place_idx, w_mean FROM affected_pairs WHERE user_idx >= %(lo)s AND user_idx < %(hi)s AND for_mean"
+)
+MEAN_FIELDS = [("user", "int4", 0), ("place", "int4", 0), ("weight", "float8", 0)]
+SUM_BYTES = 8 * EMBEDDING_DIM  # a user's content_sum: 384 float64, little-endian
+SUM_FIELDS = [("user", "int4", 0), ("sum", "bytea", SUM_BYTES), ("weight", "float8", 0)]
+STORED_SUMS = """
+SELECT a.idx, c.content_sum, c.weight FROM affected a JOIN user_content_sums c USING (user_id)
+WHERE a.summed AND a.idx >= %(lo)s AND a.idx < %(hi)s
+"""
 PAIRS_FOR_PLACES = _PAIRS + " AND place_idx >= %(place_lo)s AND place_idx < %(place_hi)s"
 
 CONTENT = """
@@ -75,7 +85,7 @@ LEFT JOIN batch_places b USING (place_category, place_id)
 LEFT JOIN place_vectors p USING (place_category, place_id)
 WHERE t.idx = ANY(%(places)s) AND t.in_space
 """
-NEW_MEANS = "SELECT idx, vector FROM user_means WHERE idx = ANY(%(users)s)"
+NEW_MEANS = "SELECT idx, vector FROM placed_means WHERE idx = ANY(%(users)s)"
 OLD_MEANS = "SELECT idx, vector FROM old_means WHERE idx = ANY(%(users)s)"
 STORED_BEHAVIOUR = """
 SELECT t.idx, coalesce(p.behavior_vector, witple_zero()), coalesce(p.behavior_weight, 0)::float8
@@ -189,26 +199,46 @@ def _slices(values: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 def user_means(conn: psycopg.Connection, user_blocks: Blocks) -> None:
-    """Every affected user's weighted mean of content into user_means (idx, vector, weight); none if no pairs."""
-    conn.execute("CREATE TEMP TABLE user_means (idx int4 PRIMARY KEY, vector vector, weight float8) ON COMMIT DROP")
+    """Every affected user's weighted mean of content into user_means (idx, vector, weight,
+    content_sum: the float64 sums, 3 KB); none if it has no weight."""
+    conn.execute(
+        "CREATE TEMP TABLE user_means (idx int4 PRIMARY KEY, vector vector, weight float8, content_sum bytea)"
+        " ON COMMIT DROP"
+    )
     cache = _ContentCache()
     for lo, hi in user_blocks:
-        pairs = read(conn, PAIRS_FOR_MEANS, {"lo": lo, "hi": hi}, PAIR_FIELDS)
-        if not len(pairs["user"]):
+        pairs = read(conn, PAIRS_FOR_MEANS, {"lo": lo, "hi": hi}, MEAN_FIELDS)
+        stored = read(conn, STORED_SUMS, {"lo": lo, "hi": hi}, SUM_FIELDS)
+        users = np.unique(np.concatenate([pairs["user"], stored["user"]]))
+        if not len(users):
             continue
-        content = cache.take(conn, np.unique(pairs["place"]))
-        rows_, found = _rows_of(content["idx"], pairs["place"])
-        if not found.all():  # touched.in_space promised content: never sum a wrong row
-            raise RuntimeError("a place in the space has no content vector")
-        sorted_users, user_at = np.unique(pairs["user"], return_inverse=True)
-        sums = np.zeros((len(sorted_users), EMBEDDING_DIM))
-        _add_products(sums, user_at, content["vector"], rows_, pairs["w_new"])
-        weights = np.bincount(user_at, pairs["w_new"], len(sorted_users))
-        sums /= weights[:, None]
-        means = sums.astype(np.float32)
+        sums = np.zeros((len(users), EMBEDDING_DIM))
+        weights = np.zeros(len(users))
+        at = np.searchsorted(users, stored["user"])
+        sums[at] = stored["sum"].view("<f8")
+        weights[at] = stored["weight"]
+        del stored
+        if len(pairs["user"]):
+            content = cache.take(conn, np.unique(pairs["place"]))
+            rows_, found = _rows_of(content["idx"], pairs["place"])
+            if not found.all():  # touched.in_space promised content: never sum a wrong row
+                raise RuntimeError("a place in the space has no content vector")
+            user_at = np.searchsorted(users, pairs["user"])
+            _add_products(sums, user_at, content["vector"], rows_, pairs["weight"])
+            weights += np.bincount(user_at, pairs["weight"], len(users))
+        kept = weights > EPSILON_WEIGHT
+        means = (sums[kept] / weights[kept, None]).astype(np.float32)
+        content_sums = sums[kept].astype("<f8").view(np.uint8)
         with conn.cursor() as cur:
             copy_in(
-                cur, "user_means", [Column("int4", sorted_users), Column("vector", means), Column("float8", weights)]
+                cur,
+                "user_means",
+                [
+                    Column("int4", users[kept]),
+                    Column("vector", means),
+                    Column("float8", weights[kept]),
+                    Column("bytea", content_sums),
+                ],
             )
     conn.execute("ANALYZE user_means")
 

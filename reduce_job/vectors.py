@@ -10,11 +10,19 @@ count, so no vector ever blends two models: a place embedded by another model co
 nothing until a batch re-embeds it, and then its users are recomputed. A batch's own places
 count with the content it brings (new, or the same bytes the database holds).
 
-Per batch, the users recomputed (in full, from their history) are the batch's users, the users
-of places whose content changed, and held-back users the main server now knows (held_users.py).
-A place's behaviour vector stays exact by deltas over exactly those users' pairs:
-b_p W_p += sum_u (w_new m_new - w_old m_old). Same actions, same vectors, whatever the batch
-boundaries (to float32 rounding, which a rebuild resets). When the space itself changes
+Per batch, a returning user's vector comes from its running sums (user_content_sums: float64
+sum of w c and sum of w over its pairs in the space) plus the batch's own pairs: the cost follows
+the batch, not the user's history. A user is recomputed in full, from its history, when it has no
+sums yet, when a place it acted on changed content (content changes only with its model or text),
+or when it is a held-back user the main server now knows (held_users.py).
+
+A place's behaviour vector is the weighted mean of the vectors it holds for its users: for a user
+recomputed in full, its new vector, carried into every place it acted on by exact deltas
+b_p W_p += w_new m_new - w_old m_held; for a summed user, the vector it had at the last place
+consolidation (`placed_vector`), with the batch's new weights. The run moves only the batch's
+places for summed users; consolidate.py carries their new vectors into all their places later,
+off the hourly path. After a consolidation, same actions give the same vectors whatever the
+batch boundaries (to float32 rounding, which a rebuild resets). When the space itself changes
 (another model, text version or weights) everything is recomputed.
 
 This module only computes: it leaves `user_vectors_now` and `place_vectors_now` (temporary
@@ -43,12 +51,14 @@ def weight_sql(alias: str) -> str:
     return f"({alias}.clicks * %(w_click)s + {alias}.likes * %(w_like)s + {alias}.bookmarks * %(w_bookmark)s)::float8"
 
 
-# numbered in user order, and whether the user has (or this batch gives it) a row: held-back users get no vector
+# numbered in user order; whether the user has (or this batch gives it) a row: held-back users get
+# no vector; and whether it is summed: its stored sums plus the batch's pairs make its vector
 _NUMBERED = """
 CREATE TEMP TABLE affected ON COMMIT DROP AS
 SELECT s.user_id, (row_number() OVER (ORDER BY s.user_id) - 1)::int4 AS idx,
        EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = s.user_id)
-       OR EXISTS (SELECT 1 FROM user_sums u WHERE u.user_id = s.user_id) AS gets_row
+       OR EXISTS (SELECT 1 FROM user_sums u WHERE u.user_id = s.user_id) AS gets_row,
+       NOT s.whole AND EXISTS (SELECT 1 FROM user_content_sums c WHERE c.user_id = s.user_id AND c.weight > 0) AS summed
 FROM ({users}) s
 """
 
@@ -58,13 +68,13 @@ FROM ({users}) s
 AFFECTED_BATCH = _NUMBERED.format(
     users="""
 WITH batch_users AS MATERIALIZED (
-    SELECT user_id FROM batch_pairs
-    UNION
-    SELECT i.user_id FROM user_place_interactions i JOIN changed_content c USING (place_category, place_id)
-    UNION
-    SELECT user_id FROM released_users
+    SELECT DISTINCT user_id, false AS whole FROM batch_pairs
+    UNION ALL
+    SELECT i.user_id, true FROM user_place_interactions i JOIN changed_content c USING (place_category, place_id)
+    UNION ALL
+    SELECT user_id, true FROM released_users
 )
-SELECT user_id FROM batch_users
+SELECT user_id, bool_or(whole) AS whole FROM batch_users GROUP BY user_id
 """
 )
 
@@ -72,11 +82,14 @@ SELECT user_id FROM batch_users
 # system) without history here keeps what it has until this pipeline has data for it
 AFFECTED_ALL = _NUMBERED.format(
     users="""
-SELECT user_id FROM user_place_interactions UNION SELECT user_id FROM user_behavior_vectors WHERE vector_weight > 0
+SELECT user_id, true AS whole FROM (
+    SELECT user_id FROM user_place_interactions UNION SELECT user_id FROM user_behavior_vectors WHERE vector_weight > 0
+) u
 """
 )
 
-# every place in the affected users' histories, numbered, and where its content of this space is, if anywhere
+# every place in the affected users' histories (a summed user's batch pairs only), numbered, and where
+# its content of this space is, if anywhere
 TOUCHED = """
 CREATE TEMP TABLE touched ON COMMIT DROP AS
 SELECT k.place_category, k.place_id, (row_number() OVER (ORDER BY k.place_category, k.place_id) - 1)::int4 AS idx,
@@ -84,12 +97,19 @@ SELECT k.place_category, k.place_id, (row_number() OVER (ORDER BY k.place_catego
        coalesce(CASE WHEN b.place_id IS NOT NULL THEN b.content IS NOT NULL
                      ELSE p.content_model = %(model)s AND p.place_text_version = %(text_version)s
                           AND p.content_vector IS NOT NULL END, false) AS in_space
-FROM (SELECT DISTINCT i.place_category, i.place_id FROM affected a JOIN user_place_interactions i USING (user_id)) k
+FROM (
+    SELECT i.place_category, i.place_id
+    FROM affected a JOIN user_place_interactions i USING (user_id) WHERE NOT a.summed
+    UNION
+    SELECT b.place_category, b.place_id FROM affected a JOIN batch_pairs b USING (user_id) WHERE a.summed
+) k
 LEFT JOIN batch_places b USING (place_category, place_id)
 LEFT JOIN place_vectors p USING (place_category, place_id)
 """
 
-# every pair of the affected users by number, in user order: what vector_sums reads a block at a time.
+# every pair of the affected users by number (a summed user's batch pairs only), in user order: what
+# vector_sums reads a block at a time. w_mean is what the pair adds to its user's sums: its whole
+# weight when the user is recomputed in full, the batch's part of it when summed.
 # The pairs are joined to `touched` last, behind a materialised CTE: PostgreSQL estimates a join
 # on (place_category, place_id) as if the columns were independent, far too few rows, and would
 # probe `affected` and `batch_pairs` by index for every pair. Inside the CTE each join keeps the
@@ -97,14 +117,22 @@ LEFT JOIN place_vectors p USING (place_category, place_id)
 AFFECTED_PAIRS = f"""
 CREATE TEMP TABLE affected_pairs ON COMMIT DROP AS
 WITH pairs AS MATERIALIZED (
-    SELECT a.idx, a.gets_row, i.place_category, i.place_id,
+    SELECT a.idx, a.gets_row, a.summed, i.place_category, i.place_id,
            {weight_sql("i")} AS w_new, coalesce({weight_sql("b")}, 0) AS w_batch
     FROM affected a
     JOIN user_place_interactions i USING (user_id)
     LEFT JOIN batch_pairs b USING (user_id, place_category, place_id)
+    WHERE NOT a.summed
+    UNION ALL
+    SELECT a.idx, a.gets_row, a.summed, i.place_category, i.place_id, {weight_sql("i")}, {weight_sql("b")}
+    FROM affected a
+    JOIN batch_pairs b USING (user_id)
+    JOIN user_place_interactions i USING (user_id, place_category, place_id)
+    WHERE a.summed
 )
 SELECT p.idx AS user_idx, t.idx AS place_idx, p.w_new,
        p.w_new - p.w_batch AS w_old,  -- before this batch
+       CASE WHEN p.summed THEN p.w_batch ELSE p.w_new END AS w_mean,
        p.gets_row AND t.in_space AND p.w_new > 0 AS for_mean
 FROM pairs p
 JOIN touched t USING (place_category, place_id)
@@ -123,13 +151,23 @@ NUMBERED = [
     "ANALYZE affected_pairs",
 ]
 
-# what each affected user gave places before this batch: its stored vector, if it is ours
+# what the places hold for each affected user before this batch: its vector at the last consolidation
+# if it moved since, else its stored vector, if it is ours
 OLD_MEANS = """
 CREATE TEMP TABLE old_means ON COMMIT DROP AS
-SELECT a.idx, u.behavior_vector AS vector
-FROM affected a JOIN user_behavior_vectors u USING (user_id)
-WHERE u.behavior_vector IS NOT NULL AND u.vector_weight > 0
+SELECT a.idx, coalesce(s.placed_vector, u.behavior_vector) AS vector
+FROM affected a JOIN user_behavior_vectors u USING (user_id) LEFT JOIN user_content_sums s USING (user_id)
+WHERE coalesce(s.placed_vector, u.behavior_vector) IS NOT NULL AND u.vector_weight > 0
 """
+
+# what the places hold for each affected user after this run: a summed user's stays as it was
+PLACED_MEANS_BATCH = """
+CREATE TEMP TABLE placed_means ON COMMIT DROP AS
+SELECT a.idx, CASE WHEN a.summed THEN o.vector ELSE m.vector END AS vector
+FROM affected a LEFT JOIN user_means m USING (idx) LEFT JOIN old_means o USING (idx)
+WHERE CASE WHEN a.summed THEN o.vector ELSE m.vector END IS NOT NULL
+"""
+PLACED_MEANS_ALL = "CREATE TEMP TABLE placed_means ON COMMIT DROP AS SELECT idx, vector FROM user_means"
 
 USER_VECTORS_NOW = """
 CREATE TEMP TABLE user_vectors_now ON COMMIT DROP AS
@@ -190,13 +228,17 @@ def compute(conn: psycopg.Connection, space: VectorSpace, *, everything: bool = 
         everything = True
     for statement in [AFFECTED_ALL if everything else AFFECTED_BATCH, *NUMBERED]:
         conn.execute(statement, space.sql_params())  # type: ignore[arg-type]
-    if not everything:
-        conn.execute(OLD_MEANS)
-        conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
-    users, places = conn.execute("SELECT (SELECT count(*) FROM affected), (SELECT count(*) FROM touched)").fetchone()  # type: ignore[misc]
+    conn.execute(OLD_MEANS)  # what the places hold: a summed user keeps it (recomputing everything, none is summed)
+    conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
+    users, places, summed = conn.execute(
+        "SELECT (SELECT count(*) FROM affected), (SELECT count(*) FROM touched),"
+        " (SELECT count(*) FILTER (WHERE summed) FROM affected)"
+    ).fetchone()  # type: ignore[misc]
     user_blocks = vector_sums.blocks(conn, users)
     vector_sums.user_means(conn, user_blocks)
     conn.execute(USER_VECTORS_NOW)
+    conn.execute(PLACED_MEANS_ALL if everything else PLACED_MEANS_BATCH)
+    conn.execute("CREATE UNIQUE INDEX ON placed_means (idx)")
     vector_sums.place_behaviour(conn, user_blocks, places, batch=not everything)
     conn.execute(PLACE_VECTORS_NOW_ALL if everything else PLACE_VECTORS_NOW_BATCH, space.sql_params())  # type: ignore[arg-type]
     row = conn.execute(
@@ -206,6 +248,7 @@ def compute(conn: psycopg.Connection, space: VectorSpace, *, everything: bool = 
     return {
         "mode": "everything" if everything else "batch",
         "users_recomputed": int(row[0]),  # type: ignore[index]
+        "users_summed": int(summed),  # of those, from their sums and the batch, not their history
         "users_with_vectors": int(row[1]),  # type: ignore[index]
         "places_recomputed": int(row[2]),  # type: ignore[index]
     }

@@ -36,7 +36,7 @@ from tests.helpers import (
     seed,
     sync,
 )
-from tests.vector_oracle import assert_close, expected, stored
+from tests.vector_oracle import assert_close, expected, stored, stored_sums
 from witple_batch.catalogue import FIELDS
 from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
 from witple_batch.model_source import ModelSource
@@ -106,21 +106,42 @@ def other_export(model_dir: Path, into: Path) -> Path:
     return into
 
 
-def test_one_batch_or_three_give_the_same_vectors(s3_env, model_dir, postgres, sample):
-    one, three = postgres.new_database(), postgres.new_database()
+def test_one_batch_or_24_give_the_same_vectors_once_the_places_are_consolidated(s3_env, model_dir, postgres, sample):
+    """Users are exact every hour, from their running sums; places lag their returning users until a
+    consolidation, and then equal the one-batch database's and the definition's."""
+    one, split_url = postgres.new_database(), postgres.new_database()
     env = _env(s3_env, model_dir, one)
     pipeline(env, sample, shards=2)
-    split = _env(s3_env, model_dir, three)
+    split = _env(s3_env, model_dir, split_url)
     files = sorted(sample.files, key=lambda f: f.key)
-    for index, part in enumerate((files[:15], files[15:50], files[50:])):
-        pipeline(_batch(split), SampleSet(part, sample.expected), shards=index + 1)
-    a, b = stored(one), stored(three)
+    for index in range(24):
+        part = files[index * len(files) // 24 : (index + 1) * len(files) // 24]
+        pipeline(_batch(split), SampleSet(part, sample.expected), shards=index % 2 + 1)
+    a, b = stored(one), stored(split_url)
     assert_close(a.users, b.users, "user vector")
+    wanted = expected(split_url, WEIGHTS, _model(env), PLACE_TEXT_VERSION)
+    sums = stored_sums(split_url)
+    assert set(sums) == {u for u, v in wanted.users.items() if v is not None}
+    for user, (content_sum, weight) in sums.items():
+        assert weight == pytest.approx(wanted.weights[user], rel=1e-12), user
+        mean = wanted.users[user]
+        cosine = content_sum @ mean / (np.linalg.norm(content_sum) * np.linalg.norm(mean))  # type: ignore[operator]
+        assert cosine >= 0.999999, (user, cosine)
+    lagging = query(split_url, "SELECT count(*) FROM user_content_sums WHERE placed_vector IS NOT NULL")[0][0]
+    moved = [k for k, v in a.behaviour.items() if v is not None and np.abs(v - b.behaviour[k]).max() > 1e-4]
+    assert lagging > 0 and moved  # the places hold what their returning users were before
+
+    done = run_module("reduce_job", split, "consolidate")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["users"] == lagging
+    b = stored(split_url)
     assert_close(a.behaviour, b.behaviour, "place behaviour vector")
     assert_close(a.combined, b.combined, "combined vector")
     totals = "SELECT sum(total_actions), sum(total_other), sum(unique_users), sum(vector_weight) FROM place_vectors"
-    assert query(one, totals) == query(three, totals)
+    assert query(one, totals) == query(split_url, totals)
+    assert query(split_url, "SELECT count(*) FROM user_content_sums WHERE placed_vector IS NOT NULL") == [(0,)]
     _assert_follows_the_definition(one, _model(env))
+    _assert_follows_the_definition(split_url, _model(env))
     assert a.users["only-shares"] is None  # only unknown types: weight 0, no vector
     zero = ("nature", "zero-place")
     assert a.behaviour[zero] is None

@@ -10,7 +10,7 @@ made them) and applies DESIGN.md's formulas directly, with no code shared with t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
@@ -26,6 +26,7 @@ class Stored:
     combined: dict[Key, np.ndarray | None]
     content: dict[Key, np.ndarray | None]
     content_model: dict[Key, str | None]
+    weights: dict[str, float] = field(default_factory=dict)  # each user's sum of w over its pairs in the space
 
 
 def _array(value: object) -> np.ndarray | None:
@@ -88,9 +89,15 @@ def expected(url: str, weights: tuple[float, float, float], model: str, text_ver
         else:
             total = c + b  # type: ignore[operator]
             combined[key] = total / np.linalg.norm(total)
-    return Stored(
-        users, behaviour, combined, content, {k: m for (c, p, _, m, _), k in zip(places, content, strict=True)}
-    )
+    models = {k: m for (c, p, _, m, _), k in zip(places, content, strict=True)}
+    return Stored(users, behaviour, combined, content, models, weight)
+
+
+def stored_sums(url: str) -> dict[str, tuple[np.ndarray, float]]:
+    """Each user's running sums as the reduce keeps them: (sum of w c in float64, sum of w)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT user_id, content_sum, weight FROM user_content_sums").fetchall()
+    return {u: (np.frombuffer(s, dtype="<f8"), w) for u, s, w in rows}
 
 
 def assert_close(actual: dict, wanted: dict, what: str, atol: float = 1e-5) -> None:
