@@ -8,6 +8,7 @@ python -m benchmarks.scale shard-caps [--files 60] [--caps 150000,300000]
 python -m benchmarks.scale catalogue [--sizes 10000 100000 --per-child 2000 --parallel 2]
 python -m benchmarks.scale adopt [--rows 100000]
 python -m benchmarks.scale serving [--actions 1000000 10000000 --calls 1000]
+python -m benchmarks.scale history [--histories 0 10 100 --users 4000 --pairs-per-user 5]
 """
 
 from __future__ import annotations
@@ -863,6 +864,99 @@ def serving(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# history: the hourly batch after a long history
+
+
+HISTORY = """The hourly batch after a long history: its cost follows the batch, not the history.
+
+For each history size (0, 10x and 100x the batch's pairs) a fresh database is loaded through
+the reduce with synthetic batches of the same --users until user_place_interactions holds that
+many pairs, and consolidated. Then --batches hourly batches of --users x --pairs-per-user pairs
+(about 50k actions), every user returning (the heaviest case: each recomputed user would read
+its whole history), each timed as `python -m reduce_job` end to end; then one consolidation,
+which carries every one of those users into all the places of its history. The neighbour
+counting is held to users of at most 2 places (NEIGHBOUR_USER_PLACES=2) here: it is measured on
+its own (README: place neighbours), and at the default cap its count grows with each returning
+user's places. Figure: seconds and peak RSS against the history's size.
+"""
+
+LOAD_PAIRS = 400_000  # pairs drawn per loading batch
+
+
+def _reduce_seconds(services: Any, env: dict[str, str], users: int, pairs_per_user: int, seed: int) -> dict[str, Any]:
+    env = env | {"BATCH_ID": f"{env['BATCH_ID']}-{seed}"}
+    write_batch(env, users, pairs_per_user, 500_000, seed=seed)
+    started = time.perf_counter()
+    got = apply_batch(services, env)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "vectors_s": got["seconds"]["vectors"], "rss": got["stats"]["reduce_peak_rss_mb"]}
+
+
+def _consolidated(env: dict[str, str]) -> dict[str, Any]:
+    done = module("reduce_job", env, "consolidate", timeout=7200)
+    if done.returncode != 0:
+        raise SystemExit(f"consolidate failed: {done.stderr[-3000:]}")
+    return orjson.loads(done.stdout)
+
+
+def _history_size(services: Any, args: argparse.Namespace, multiple: int) -> dict[str, Any]:
+    import psycopg
+
+    env = batch_env(services, f"history-{multiple}") | {"NEIGHBOUR_USER_PLACES": "2"}
+    batch_pairs = args.users * args.pairs_per_user
+    pairs, seed = 0, 0
+    while pairs < multiple * batch_pairs:
+        seed += 1
+        _reduce_seconds(services, env, args.users, LOAD_PAIRS // args.users, seed)
+        with psycopg.connect(env["DATABASE_URL"]) as conn:
+            pairs = int(conn.execute("SELECT count(*) FROM user_place_interactions").fetchone()[0])  # type: ignore[index]
+        report.progress(f"  {multiple}x: {pairs:,} history pairs after {seed} loading batches")
+    if pairs:
+        _consolidated(env)
+    batches = [_reduce_seconds(services, env, args.users, args.pairs_per_user, 1000 + b) for b in range(args.batches)]
+    consolidation = _consolidated(env)
+    row = {
+        "multiple": multiple,
+        "history_pairs": pairs,
+        "batch_s": float(np.median([b["seconds"] for b in batches])),
+        "vectors_s": float(np.median([b["vectors_s"] for b in batches])),
+        "batch_rss": max(b["rss"] for b in batches),
+        "consolidation_s": consolidation["seconds"],
+        "consolidation_users": consolidation["users"],
+        "consolidation_rss": consolidation["peak_rss_mb"],
+    }
+    report.progress(f"  {orjson.dumps(row).decode()}")
+    return row
+
+
+def history(args: argparse.Namespace) -> None:
+    with running() as services:
+        rows = [_history_size(services, args, multiple) for multiple in args.histories]
+    first = rows[0]
+    report.table(
+        ["history", "history pairs", "batch s (median)", "x the first", "vectors s", "batch peak MiB",
+         "consolidation s", "users carried", "consolidation peak MiB"],
+        [
+            [f"{r['multiple']}x", f"{r['history_pairs']:,}", f"{r['batch_s']:.1f}",
+             f"{r['batch_s'] / first['batch_s']:.2f}x", f"{r['vectors_s']:.2f}", f"{r['batch_rss']:.0f}",
+             f"{r['consolidation_s']:.1f}", f"{r['consolidation_users']:,}", f"{r['consolidation_rss']:.0f}"]
+            for r in rows
+        ],
+    )  # fmt: skip
+    figure, (left, right) = report.axes(columns=2, size=(10, 4))
+    x = [r["history_pairs"] / (args.users * args.pairs_per_user) for r in rows]
+    left.plot(x, [r["batch_s"] for r in rows], "o-", label="hourly batch (median)")
+    left.plot(x, [r["consolidation_s"] for r in rows], "s--", label="consolidation")
+    left.set(xlabel="history (x the batch's pairs)", ylabel="seconds", title="time")
+    left.legend()
+    right.plot(x, [r["batch_rss"] for r in rows], "o-", label="hourly batch")
+    right.plot(x, [r["consolidation_rss"] for r in rows], "s--", label="consolidation")
+    right.set(xlabel="history (x the batch's pairs)", ylabel="peak RSS (MiB)", title="memory", ylim=(0, None))
+    right.legend()
+    report.write_figure(args.figures, "history", figure, rows)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _arguments(sub: Any) -> None:
@@ -876,6 +970,11 @@ def _arguments(sub: Any) -> None:
     run.add_argument("--users", default="100000,300000,1000000", help="distinct users per batch, comma-separated")
     run.add_argument("--pairs-per-user", type=int, default=10)
     run.add_argument("--pairs-per-shard", type=int, default=500_000)
+    run = report.command(sub, "history", HISTORY, history)
+    run.add_argument("--histories", type=int, nargs="+", default=[0, 10, 100], help="x the batch's pairs")
+    run.add_argument("--users", type=int, default=4_000)
+    run.add_argument("--pairs-per-user", type=int, default=5, help="the batch's pairs per user (5: about 50k actions)")
+    run.add_argument("--batches", type=int, default=3, help="hourly batches timed per history (median)")
     run = report.command(sub, "planner", PLANNER, planner)
     run.add_argument("--sizes", default="250000,1000000", help="listed keys of each history (comma-separated)")
     run.add_argument("--files-per-hour", type=int, default=100)

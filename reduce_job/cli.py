@@ -41,9 +41,10 @@ first run adopts its user_behavior_vectors and place_vectors in place (README).
 
 Environment: BATCH_ID, DATABASE_URL and PARTIALS_SECRET (required), S3_BUCKET, S3_PREFIX,
 WORK_BUCKET, WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS,
-USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN, CONSOLIDATE_EVERY_HOURS,
-WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS,
-DB_STATEMENT_TIMEOUT_SECONDS, JOB_ATTEMPTS, JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
+USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN,
+NEIGHBOUR_USER_PLACES, CONSOLIDATE_EVERY_HOURS, CONSOLIDATE_PAIRS_PER_CHUNK, WEBHOOK_ATTEMPTS,
+WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS,
+JOB_ATTEMPTS, JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
 Exit codes: 0 done (also when only the webhook failed), 2 configuration or permanent
 error (overlapping files, a bad partial), 1 anything else (worth a retry).
 """
@@ -72,10 +73,11 @@ def _rebuild() -> int:
 
 
 def _consolidate() -> int:
+    from reduce_job.config import consolidation_settings
     from reduce_job.consolidate import consolidate
     from witple_batch.settings import common_from_env
 
-    sys.stdout.write(orjson.dumps(consolidate(common_from_env())).decode() + "\n")
+    sys.stdout.write(orjson.dumps(consolidate(common_from_env(), consolidation_settings())).decode() + "\n")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reduce_job.consolidate import ConsolidationSettings
 from reduce_job.neighbours import NeighbourSettings
 from witple_batch.catalogue_column import CatalogueColumn
 from witple_batch.errors import ConfigError
@@ -20,7 +21,7 @@ class ReduceConfig:
     user_vector_index: bool  # USER_VECTOR_INDEX=hnsw keeps an HNSW index on user vectors
     partials_ahead: int  # shards fetched ahead of the one being staged
     neighbours: NeighbourSettings  # the place neighbours recommend_places looks up
-    consolidate_every_hours: int  # CONSOLIDATE_EVERY_HOURS: places brought up to date after this long
+    consolidation: ConsolidationSettings  # when and in what chunks the places catch up with their users
     catalogue_column: CatalogueColumn | None = None  # CATALOGUE_VECTOR_COLUMN: written after the commit
 
 
@@ -37,6 +38,14 @@ def neighbour_settings(env: Mapping[str, str] | None = None) -> NeighbourSetting
     )
 
 
+def consolidation_settings(env: Mapping[str, str] | None = None) -> ConsolidationSettings:
+    return ConsolidationSettings(
+        # at most daily, at least weekly: a place lags its users' newest vectors at most this long, plus a pass
+        every_hours=env_int("CONSOLIDATE_EVERY_HOURS", 24, env, minimum=24, maximum=168),
+        pairs_per_chunk=env_int("CONSOLIDATE_PAIRS_PER_CHUNK", 200_000, env, minimum=1),
+    )
+
+
 def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig:
     common = common_from_env(env)
     if common.database_url is None:
@@ -49,7 +58,6 @@ def reduce_config_from_env(env: Mapping[str, str] | None = None) -> ReduceConfig
         user_vector_index=env_choice("USER_VECTOR_INDEX", "none", ("hnsw", "none"), env) == "hnsw",
         partials_ahead=env_int("PARTIALS_AHEAD", 4, env, minimum=1, maximum=32),
         neighbours=neighbour_settings(env),
-        # at most daily, at least weekly: a place lags its users' newest vectors at most this long, plus a pass
-        consolidate_every_hours=env_int("CONSOLIDATE_EVERY_HOURS", 24, env, minimum=24, maximum=168),
+        consolidation=consolidation_settings(env),
         catalogue_column=CatalogueColumn.from_env(env),
     )

@@ -176,7 +176,7 @@ def run_reduce(client: Any, config: ReduceConfig) -> Outcome:
         indexes.ensure_index(conn, indexes.PLACE_INDEX, wanted=True)
         indexes.ensure_index(conn, indexes.USER_INDEX, wanted=config.user_vector_index)
         maintain_neighbours(conn, config.neighbours)
-        consolidate.consolidate_if_due(config.common, conn, config.consolidate_every_hours)
+        consolidate.consolidate_if_due(config.common, conn, config.consolidation)
     return outcome
 
 

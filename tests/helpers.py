@@ -150,6 +150,16 @@ def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
+def advisory_waiters(url: str, key: int) -> int:
+    """Sessions waiting for the advisory lock `key`."""
+    return query(
+        url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s",
+        (key,),
+    )[0][0]
+
+
 def start_module(module: str, env: dict[str, str], *args: str) -> subprocess.Popen:
     """`python -m module` in the background, as the job runs it; stdout and stderr kept."""
     return subprocess.Popen(

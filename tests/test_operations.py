@@ -182,8 +182,11 @@ def test_status_shows_the_runs_the_database_holds(stack_env, receiver):
     assert set(run["seconds"]) == {
         *("start", "connect_and_migrate", "stage", "interactions", "vectors", "write", "serving")
     }
-    lists = table.stdout.splitlines()[-1]
+    lists, places = table.stdout.splitlines()[-2:]
     assert lists.startswith("place neighbours: 0 lists waiting, 0 pairs not counted yet; counted from scratch at ")
+    assert places.startswith("places consolidated up to ") and places.endswith(
+        "(0 users carried); 0 users moved since, their places lag them"
+    )  # one run: every user new, so every place holds its users' vectors
 
 
 def test_every_job_prints_its_figures_as_one_cloudwatch_metric_line(stack_env, receiver):

@@ -16,6 +16,7 @@ import pytest
 from local_stack.fault_proxy import FaultProxy
 from local_stack.sample_data import Expected, SampleFile, SampleSet, generate
 from tests.helpers import (
+    advisory_waiters,
     fresh_env,
     plan_run,
     query,
@@ -49,15 +50,6 @@ def _batch(env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**env, "BATCH_ID": f"b-{uuid.uuid4().hex[:10]}", **extra}
 
 
-def _advisory_waiters(url: str, key: int) -> int:
-    return query(
-        url,
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        " AND ((classid::bigint << 32) | objid::bigint) = %s",
-        (key,),
-    )[0][0]
-
-
 def _sharded(env: dict[str, str], files: list[SampleFile], sample: SampleSet) -> None:
     """Seeded, planned as one shard and that shard run: ready for the reduce."""
     seed(env, SampleSet(files, sample.expected))
@@ -85,7 +77,7 @@ def test_two_planners_at_once_claim_disjoint_files(s3_env, model_dir, database_u
         planners = [
             start_module("coordinator", b, "plan", "--shards", "1", "--max-files", "10") for b in (first, second)
         ]
-        wait_for(lambda: _advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
+        wait_for(lambda: advisory_waiters(database_url, PLAN_LOCK) == 2, "both planners waiting on the plan lock")
         blocker.rollback()
     outputs = [json.loads(p.communicate(timeout=120)[0]) for p in planners]
     assert [o["files"] for o in outputs] == [10, 10]
@@ -441,7 +433,7 @@ def test_the_reduce_lock_serialises_two_reduces_of_the_same_batch(s3_env, model_
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
         reduces = [start_module("reduce_job", env) for _ in range(2)]
-        wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 2, "both reduces waiting on the reduce lock")
+        wait_for(lambda: advisory_waiters(database_url, REDUCE_LOCK) == 2, "both reduces waiting on the reduce lock")
         blocker.rollback()
     for reduce in reduces:
         _, err = reduce.communicate(timeout=120)
@@ -491,7 +483,7 @@ def test_sigterm_is_final_only_at_the_attempt_timeout(
     with psycopg.connect(database_url) as blocker:
         blocker.execute("SELECT pg_advisory_xact_lock(%s)", (REDUCE_LOCK,))
         reduce = start_module("reduce_job", env)
-        wait_for(lambda: _advisory_waiters(database_url, REDUCE_LOCK) == 1, "the reduce waiting on the reduce lock")
+        wait_for(lambda: advisory_waiters(database_url, REDUCE_LOCK) == 1, "the reduce waiting on the reduce lock")
         if final:
             time.sleep(1.0)  # past the whole (1 s) attempt budget: this SIGTERM is Batch's timeout
         reduce.send_signal(signal.SIGTERM)

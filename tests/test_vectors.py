@@ -23,6 +23,7 @@ from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import SampleFile, SampleSet, catalogue, generate, install_catalogue, place_key
 from reduce_job import vector_sums
+from reduce_job.consolidate import ConsolidationSettings, consolidate
 from tests.helpers import (
     fresh_env,
     load_partial,
@@ -42,6 +43,7 @@ from witple_batch.model_files import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, 
 from witple_batch.model_source import ModelSource
 from witple_batch.place_text import PLACE_TEXT_VERSION, CatalogueEntry, place_text, text_sha256
 from witple_batch.s3 import s3_client
+from witple_batch.settings import common_from_env
 
 WEIGHTS = (2.0, 4.0, 7.0)
 ONE_PLACE = (
@@ -84,7 +86,11 @@ def _model(env: dict[str, str]) -> str:
     return read_manifest(Path(env["MODEL_DIR"])).onnx_sha256
 
 
-def _assert_follows_the_definition(url: str, model: str) -> None:
+def _assert_follows_the_definition(env: dict[str, str], model: str, pairs_per_chunk: int = 200_000) -> None:
+    """Users at once; places once consolidated (in process: a test's block sizes hold there too)."""
+    url = env["DATABASE_URL"]
+    assert_close(stored(url).users, expected(url, WEIGHTS, model, PLACE_TEXT_VERSION).users, "user vector")
+    consolidate(common_from_env(env), ConsolidationSettings(every_hours=24, pairs_per_chunk=pairs_per_chunk))
     now, wanted = stored(url), expected(url, WEIGHTS, model, PLACE_TEXT_VERSION)
     assert_close(now.users, wanted.users, "user vector")
     assert_close(now.behaviour, wanted.behaviour, "place behaviour vector")
@@ -140,8 +146,8 @@ def test_one_batch_or_24_give_the_same_vectors_once_the_places_are_consolidated(
     totals = "SELECT sum(total_actions), sum(total_other), sum(unique_users), sum(vector_weight) FROM place_vectors"
     assert query(one, totals) == query(split_url, totals)
     assert query(split_url, "SELECT count(*) FROM user_content_sums WHERE placed_vector IS NOT NULL") == [(0,)]
-    _assert_follows_the_definition(one, _model(env))
-    _assert_follows_the_definition(split_url, _model(env))
+    _assert_follows_the_definition(env, _model(env))
+    _assert_follows_the_definition(split, _model(env))
     assert a.users["only-shares"] is None  # only unknown types: weight 0, no vector
     zero = ("nature", "zero-place")
     assert a.behaviour[zero] is None
@@ -199,11 +205,11 @@ def test_small_blocks_and_place_passes_leave_every_vector_as_it_was(
     assert pairs > 10 * small["PAIRS_PER_BLOCK"] and places > 5 * small["PLACES_PER_PASS"]
     share = {"none": paths["gathered"] == 0, "some": 0 < paths["gathered"] < paths["sums"]}
     assert paths["sums"] > 0 and share.get(gathered, paths["gathered"] == paths["sums"]), paths
+    _assert_follows_the_definition(split, _model(env), pairs_per_chunk=small["PAIRS_PER_BLOCK"])
     a, b = stored(whole), stored(blocked)
     assert_close(b.users, a.users, "user vector")
     assert_close(b.behaviour, a.behaviour, "place behaviour vector")
     assert_close(b.combined, a.combined, "combined vector")
-    _assert_follows_the_definition(blocked, _model(env))
 
 
 @pytest.mark.parametrize(
@@ -271,7 +277,7 @@ def test_an_edited_catalogue_row_is_re_embedded_and_matches_a_rebuild(s3_env, mo
     )
     assert after[0][0] == text_sha256(place_text(category, entry)) != before[0][0]
     assert after[0][1] != before[0][1]
-    _assert_follows_the_definition(database_url, _model(env))
+    _assert_follows_the_definition(env, _model(env))
     incremental = stored(database_url)
     rebuilt = run_module("reduce_job", env, "rebuild-vectors")
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
@@ -297,7 +303,7 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     reduce_in_process(first_b)
     models = stored(database_url).content_model
     assert {old, new} == set(models.values())  # places this batch did not touch keep the old export's vectors
-    _assert_follows_the_definition(database_url, new)  # ... and count in no vector: nothing is blended
+    _assert_follows_the_definition(env, new)  # ... and count in no vector: nothing is blended
     assert all(v is None for k, v in stored(database_url).combined.items() if models[k] == old)
 
     syncing = _batch(env, **exported)
@@ -312,7 +318,7 @@ def test_a_model_change_leaves_no_vector_blended_across_models(
     assert sum(m["places"] for m in done) == stale  # the places are dealt round the children, each once
     reduce_in_process(syncing)
     assert set(stored(database_url).content_model.values()) == {new}  # every place reached the new space
-    _assert_follows_the_definition(database_url, new)
+    _assert_follows_the_definition(env, new)
 
 
 def test_a_new_exports_first_sync_brings_every_place_over(s3_env, model_dir, database_url, sample, second, tmp_path):
@@ -332,7 +338,7 @@ def test_a_new_exports_first_sync_brings_every_place_over(s3_env, model_dir, dat
     assert (planned["places"], planned["shards"], planned["more"]) == (places, 1, False)  # one child takes them
     assert planned["space"] == {"model": new, "text_version": PLACE_TEXT_VERSION}
     assert set(stored(database_url).content_model.values()) == {new}
-    _assert_follows_the_definition(database_url, new)
+    _assert_follows_the_definition(env, new)
     assert plan_sync(_batch(env, MODEL_DIR=str(tmp_path / "b")), dry_run=True)["places"] == 0  # in step
 
 
@@ -359,7 +365,7 @@ def test_a_planner_reading_another_model_than_the_children_follows_the_applied_s
         reduce_in_process(run)
         planned = plan_sync(_batch(env), model=elsewhere, dry_run=True)
         assert (planned["places"], planned["space"]) == (0, {"model": _model(env), "text_version": PLACE_TEXT_VERSION})
-    _assert_follows_the_definition(database_url, _model(env))
+    _assert_follows_the_definition(env, _model(env))
 
 
 def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s3_env, model_dir, database_url, sample):
