@@ -873,14 +873,14 @@ For each history size (0, 10x and 100x the batch's pairs) a fresh database is lo
 the reduce with synthetic batches of the same --users until user_place_interactions holds that
 many pairs, and consolidated. Then --batches hourly batches of --users x --pairs-per-user pairs
 (about 50k actions), every user returning (the heaviest case: each recomputed user would read
-its whole history), each timed as `python -m reduce_job` end to end; then one consolidation,
-which carries every one of those users into all the places of its history. The neighbour
-counting is held to users of at most 2 places (NEIGHBOUR_USER_PLACES=2) here: it is measured on
-its own (README: place neighbours), and at the default cap its count grows with each returning
-user's places. Figure: seconds and peak RSS against the history's size.
+its whole history, each new pair would count against all its user's places), each timed as
+`python -m reduce_job` end to end, neighbour counting after the notice included; then one
+consolidation, which carries every one of those users into all the places of its history.
+Figure: seconds and peak RSS against the history's size.
 """
 
 LOAD_PAIRS = 400_000  # pairs drawn per loading batch
+HISTORY_STAGES = ("interactions", "vectors", "write", "serving")
 
 
 def _reduce_seconds(services: Any, env: dict[str, str], users: int, pairs_per_user: int, seed: int) -> dict[str, Any]:
@@ -889,7 +889,9 @@ def _reduce_seconds(services: Any, env: dict[str, str], users: int, pairs_per_us
     started = time.perf_counter()
     got = apply_batch(services, env)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "vectors_s": got["seconds"]["vectors"], "rss": got["stats"]["reduce_peak_rss_mb"]}
+    stages = {k: got["seconds"].get(k, 0.0) for k in HISTORY_STAGES}
+    after = seconds - sum(got["seconds"].values())  # the report, the notice and the neighbour counting
+    return {"seconds": seconds, **stages, "after_commit": after, "rss": got["stats"]["reduce_peak_rss_mb"]}
 
 
 def _consolidated(env: dict[str, str]) -> dict[str, Any]:
@@ -902,7 +904,7 @@ def _consolidated(env: dict[str, str]) -> dict[str, Any]:
 def _history_size(services: Any, args: argparse.Namespace, multiple: int) -> dict[str, Any]:
     import psycopg
 
-    env = batch_env(services, f"history-{multiple}") | {"NEIGHBOUR_USER_PLACES": "2"}
+    env = batch_env(services, f"history-{multiple}")
     batch_pairs = args.users * args.pairs_per_user
     pairs, seed = 0, 0
     while pairs < multiple * batch_pairs:
@@ -919,7 +921,7 @@ def _history_size(services: Any, args: argparse.Namespace, multiple: int) -> dic
         "multiple": multiple,
         "history_pairs": pairs,
         "batch_s": float(np.median([b["seconds"] for b in batches])),
-        "vectors_s": float(np.median([b["vectors_s"] for b in batches])),
+        **{f"{k}_s": float(np.median([b[k] for b in batches])) for k in (*HISTORY_STAGES, "after_commit")},
         "batch_rss": max(b["rss"] for b in batches),
         "consolidation_s": consolidation["seconds"],
         "consolidation_users": consolidation["users"],
@@ -934,11 +936,12 @@ def history(args: argparse.Namespace) -> None:
         rows = [_history_size(services, args, multiple) for multiple in args.histories]
     first = rows[0]
     report.table(
-        ["history", "history pairs", "batch s (median)", "x the first", "vectors s", "batch peak MiB",
-         "consolidation s", "users carried", "consolidation peak MiB"],
+        ["history", "history pairs", "batch s (median)", "x the first", *(f"{k} s" for k in HISTORY_STAGES),
+         "after the commit s", "batch peak MiB", "consolidation s", "users carried", "consolidation peak MiB"],
         [
             [f"{r['multiple']}x", f"{r['history_pairs']:,}", f"{r['batch_s']:.1f}",
-             f"{r['batch_s'] / first['batch_s']:.2f}x", f"{r['vectors_s']:.2f}", f"{r['batch_rss']:.0f}",
+             f"{r['batch_s'] / first['batch_s']:.2f}x", *(f"{r[f'{k}_s']:.2f}" for k in HISTORY_STAGES),
+             f"{r['after_commit_s']:.2f}", f"{r['batch_rss']:.0f}",
              f"{r['consolidation_s']:.1f}", f"{r['consolidation_users']:,}", f"{r['consolidation_rss']:.0f}"]
             for r in rows
         ],

@@ -34,7 +34,7 @@ def neighbour_settings(env: Mapping[str, str] | None = None) -> NeighbourSetting
     return NeighbourSettings(
         neighbours=env_int("PLACE_NEIGHBOURS", 100, env, minimum=1, maximum=1_000),
         places_per_run=per_run or None,  # 0: every due list, however many
-        user_places=env_int("NEIGHBOUR_USER_PLACES", 1_000, env, minimum=2),
+        window=env_int("NEIGHBOUR_WINDOW", 20, env, minimum=1, maximum=1_000),
     )
 
 

@@ -2,9 +2,11 @@
 
     similarity(q, p) = users(q, p) / sqrt(users(q) * users(p))
 
-users(q, p) (place_cooccurrence) counts the users who acted on both, of those with at most
-NEIGHBOUR_USER_PLACES places (1,000): a user past it (a crawler, a bot) counts in no pair, so a
-pair costs at most that many counts and one user never makes a run's counting unbounded.
+users(q, p) (place_cooccurrence) counts the users who acted on both within NEIGHBOUR_WINDOW (20)
+places of each other, in the order the user's places first came (user_place_interactions.position:
+run by run, by first action time within a run). Recent company is what item-to-item
+recommenders weigh, and it bounds the cost: a new pair pairs with at most the window's places,
+however long its user's history (a crawler's pairs cost the window each, like anyone's).
 users(q) is unique_users. A place's list (place_neighbours) is its best PLACE_NEIGHBOURS by
 similarity, ties by number; users(q) is common to the whole list, so the order is
 users(q, p) / sqrt(users(p)).
@@ -12,10 +14,9 @@ users(q, p) / sqrt(users(p)).
 The run's transaction only queues the pairs it creates (neighbour_pending). After the notice,
 `maintain` applies the queue in a transaction of its own, so the counting never delays a run's
 data or its notice, and readers keep the committed lists until it commits:
-- counts: each queued pair (u, p) of a counted user adds 1 to users(p, q) and users(q, p) for
-  every other place q of u; a user who passes the cap takes back the pairs of its older places.
-  The cost is the queued pairs times their users' places (at most the cap); nothing else of the
-  history is read.
+- counts: each queued pair (u, p) adds 1 to users(p, q) and users(q, p) for the window's places
+  q that came just before it. A pair's window never changes once it is made (later pairs come
+  after it), so the cost is the queued pairs times the window; nothing else of the history is read.
 - due: a place whose list may now differ from its counts, because its counts moved or because a
   place on its list gained users (so its similarity fell). A place that is neither keeps a list
   that is still its best: users(p) only grows, so the similarity of a place off its list can only fall.
@@ -43,7 +44,7 @@ from witple_batch.schema import NEIGHBOURS_LOCK
 class NeighbourSettings:
     neighbours: int  # PLACE_NEIGHBOURS: K, each place's list length
     places_per_run: int | None  # NEIGHBOUR_PLACES_PER_RUN: lists remade per run (None: every due one)
-    user_places: int = 1_000  # NEIGHBOUR_USER_PLACES: a user with more places counts in no pair
+    window: int = 20  # NEIGHBOUR_WINDOW: a place pairs with the user's places that came just before it
 
 
 # in the run's transaction: the pairs it created (upsert.INTERACTIONS)
@@ -53,56 +54,53 @@ SELECT user_id, place_category, place_id FROM created_pairs
 ON CONFLICT DO NOTHING
 """
 
-# place numbers of the queued pairs, and every place of their users with how many each has now and had
-_CREATED = """
-CREATE TEMP TABLE created_numbered ON COMMIT DROP AS
-SELECT c.user_id, v.id AS place FROM neighbour_pending c JOIN place_vectors v USING (place_category, place_id)
+# pairs within the window in a table of (user_id, place, rk: the user's order), for its rows `b` that
+# `counted`: each with the `window` places before it, both ways round
+_WINDOW_PAIRS = """
+SELECT d.place, d.other, count(*)::int4 AS users FROM (
+    SELECT b.place, a.place AS other
+    FROM {rows} b CROSS JOIN generate_series(1, %(window)s) g JOIN {rows} a ON a.user_id = b.user_id AND a.rk = b.rk - g
+    WHERE {counted}
+) p, LATERAL (VALUES (p.place, p.other), (p.other, p.place)) d (place, other)
+GROUP BY 1, 2
 """
-_THEIRS = """
-CREATE TEMP TABLE their_places ON COMMIT DROP AS
-SELECT i.user_id, v.id AS place, c.place IS NOT NULL AS created,
-       count(*) OVER w AS places_now, count(*) FILTER (WHERE c.place IS NULL) OVER w AS places_before
-FROM (SELECT DISTINCT user_id FROM created_numbered) u
-JOIN user_place_interactions i USING (user_id)
+# the queued pairs, and the `window` places before each user's first queued one: every pair after
+# that one is queued too (a pair is numbered after all its user had, and queued when it is made)
+_WINDOWS = """
+CREATE TEMP TABLE window_rows ON COMMIT DROP AS
+SELECT s.user_id, v.id AS place, s.queued, row_number() OVER (PARTITION BY s.user_id ORDER BY s.position) AS rk
+FROM (
+    SELECT i.user_id, i.place_category, i.place_id, i.position, true AS queued
+    FROM neighbour_pending c JOIN user_place_interactions i USING (user_id, place_category, place_id)
+    UNION ALL
+    SELECT f.user_id, e.place_category, e.place_id, e.position, false
+    FROM (
+        SELECT c.user_id, min(i.position) AS first
+        FROM neighbour_pending c JOIN user_place_interactions i USING (user_id, place_category, place_id)
+        GROUP BY c.user_id
+    ) f
+    CROSS JOIN LATERAL (
+        SELECT place_category, place_id, position FROM user_place_interactions e
+        WHERE e.user_id = f.user_id AND e.position < f.first ORDER BY e.position DESC LIMIT %(window)s
+    ) e
+) s
 JOIN place_vectors v USING (place_category, place_id)
-LEFT JOIN created_numbered c ON c.user_id = i.user_id AND c.place = v.id
-WINDOW w AS (PARTITION BY i.user_id)
 """
-# A counted user (at most %(cap)s places) adds every ordered pair with one place created: (created,
-# any) and (older, created). A user who passes the cap takes back every pair of its older places.
-_DELTA = """
+_DELTA = f"""
 CREATE TEMP TABLE cooccurrence_delta ON COMMIT DROP AS
-SELECT place, other, sum(d)::int4 AS users FROM (
-    SELECT c.place, t.place AS other, 1 AS d FROM created_numbered c JOIN their_places t USING (user_id)
-    WHERE t.place <> c.place AND t.places_now <= %(cap)s
-    UNION ALL
-    SELECT t.place, c.place, 1 FROM created_numbered c JOIN their_places t USING (user_id)
-    WHERE NOT t.created AND t.places_now <= %(cap)s
-    UNION ALL
-    SELECT a.place, b.place, -1 FROM their_places a JOIN their_places b USING (user_id)
-    WHERE NOT a.created AND NOT b.created AND a.place <> b.place
-      AND a.places_before <= %(cap)s AND a.places_now > %(cap)s
-) d
-GROUP BY place, other
-HAVING sum(d) <> 0
+{_WINDOW_PAIRS.format(rows="window_rows", counted="b.queued")}
 """
-_APPLY_DELTA = [
-    """
+_APPLY_DELTA = """
 INSERT INTO place_cooccurrence AS t (place, other, users)
 SELECT place, other, users FROM cooccurrence_delta ORDER BY place, other
 ON CONFLICT (place, other) DO UPDATE SET users = t.users + EXCLUDED.users
-""",
-    """
-DELETE FROM place_cooccurrence c USING cooccurrence_delta d
-WHERE d.users < 0 AND c.place = d.place AND c.other = d.other AND c.users = 0
-""",
-]
-# the places of users counted before or now, and every list holding a place that gained users
+"""
+# the places whose counts moved, and every list holding a place that gained users
 _DUE = """
 INSERT INTO place_neighbours_due (place)
-SELECT place FROM their_places WHERE places_before <= %(cap)s
+SELECT place FROM cooccurrence_delta
 UNION
-SELECT n.place FROM place_neighbours n WHERE n.other IN (SELECT place FROM created_numbered)
+SELECT n.place FROM place_neighbours n WHERE n.other IN (SELECT place FROM window_rows WHERE queued)
 ON CONFLICT (place) DO NOTHING
 """
 
@@ -111,20 +109,13 @@ _COUNT_ALL = [
     "TRUNCATE place_cooccurrence, place_neighbours_due",  # no reader of recommend_places reads them
     "DELETE FROM place_neighbours",
     """
-CREATE TEMP TABLE every_pair ON COMMIT DROP AS
-SELECT user_id, place FROM (
-    SELECT i.user_id, v.id AS place, count(*) OVER (PARTITION BY i.user_id) AS places
-    FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)
-) counted
-WHERE places <= %(cap)s
+CREATE TEMP TABLE every_row ON COMMIT DROP AS
+SELECT i.user_id, v.id AS place, row_number() OVER (PARTITION BY i.user_id ORDER BY i.position) AS rk
+FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)
 """,
-    "CREATE INDEX ON every_pair (user_id)",
-    """
-INSERT INTO place_cooccurrence (place, other, users)
-SELECT a.place, b.place, count(*)::int4
-FROM every_pair a JOIN every_pair b ON a.user_id = b.user_id AND a.place <> b.place
-GROUP BY 1, 2
-""",
+    "CREATE INDEX ON every_row (user_id, rk)",
+    "ANALYZE every_row",
+    f"INSERT INTO place_cooccurrence (place, other, users)\n{_WINDOW_PAIRS.format(rows='every_row', counted='true')}",
     """
 INSERT INTO place_neighbours_due (place)
 SELECT DISTINCT v.id FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)
@@ -154,9 +145,9 @@ WHERE rank <= %(neighbours)s
 ]
 
 _STATE = """
-INSERT INTO place_neighbours_state AS t (id, neighbours, user_places, counted_at)
-VALUES (true, %(neighbours)s, %(cap)s, now())
-ON CONFLICT (id) DO UPDATE SET neighbours = EXCLUDED.neighbours, user_places = EXCLUDED.user_places,
+INSERT INTO place_neighbours_state AS t (id, neighbours, window_places, counted_at)
+VALUES (true, %(neighbours)s, %(window)s, now())
+ON CONFLICT (id) DO UPDATE SET neighbours = EXCLUDED.neighbours, window_places = EXCLUDED.window_places,
     counted_at = CASE WHEN %(counted)s THEN EXCLUDED.counted_at ELSE t.counted_at END
 """
 
@@ -181,13 +172,13 @@ def maintain(
 
 
 def _apply(conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratch: bool) -> dict[str, Any]:
-    state = conn.execute("SELECT neighbours, user_places FROM place_neighbours_state").fetchone()
-    # another cap counts other pairs: counted again; other list lengths: every list made again
-    from_scratch = from_scratch or state is None or state[1] != settings.user_places
+    state = conn.execute("SELECT neighbours, window_places FROM place_neighbours_state").fetchone()
+    # another window counts other pairs: counted again; other list lengths: every list made again
+    from_scratch = from_scratch or state is None or state[1] != settings.window
     params = {
         "places": settings.places_per_run,
         "neighbours": settings.neighbours,
-        "cap": settings.user_places,
+        "window": settings.window,
         "counted": from_scratch,
     }
     queued = 0
@@ -195,7 +186,7 @@ def _apply(conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratc
         for statement in _COUNT_ALL:
             conn.execute(statement, params)  # type: ignore[arg-type]
     else:
-        counting = (_CREATED, "ANALYZE created_numbered", _THEIRS, "ANALYZE their_places", _DELTA, *_APPLY_DELTA, _DUE)
+        counting = (_WINDOWS, "ANALYZE window_rows", _DELTA, _APPLY_DELTA, _DUE)
         for statement in counting:
             conn.execute(statement, params)  # type: ignore[arg-type]
         queued = conn.execute("DELETE FROM neighbour_pending").rowcount  # the rows this snapshot read

@@ -50,9 +50,17 @@ CREATE TEMP TABLE created_pairs ON COMMIT DROP AS
 WITH up AS (
     INSERT INTO user_place_interactions AS t
         (user_id, place_category, place_id, clicks, likes, bookmarks, other_actions,
-         first_action_at, last_action_at, updated_at)
-    SELECT user_id, place_category, place_id, clicks, likes, bookmarks, other, first_at, last_at, now()
-    FROM batch_pairs
+         first_action_at, last_action_at, updated_at, position)
+    SELECT b.user_id, b.place_category, b.place_id, b.clicks, b.likes, b.bookmarks, b.other, b.first_at, b.last_at,
+           now(),  -- a new pair comes after every pair its user had (neighbours.py); a known one keeps its place
+           coalesce(u.last, 0) + row_number() OVER (
+               PARTITION BY b.user_id ORDER BY b.first_at NULLS FIRST, b.place_category, b.place_id
+           )
+    FROM batch_pairs b
+    JOIN (
+        SELECT d.user_id, (SELECT max(position) FROM user_place_interactions i WHERE i.user_id = d.user_id) AS last
+        FROM (SELECT DISTINCT user_id FROM batch_pairs) d
+    ) u USING (user_id)
     ON CONFLICT (user_id, place_category, place_id) DO UPDATE SET
         clicks = t.clicks + EXCLUDED.clicks,
         likes = t.likes + EXCLUDED.likes,

@@ -22,8 +22,8 @@ FRESH = """
 SELECT p.id, p.content_vector::text FROM place_vectors p JOIN vector_space s USING (content_model, place_text_version)
 WHERE p.unique_users = 0 AND p.catalogue_sha256 IS NOT NULL AND p.content_vector IS NOT NULL ORDER BY p.id
 """
-CAP = 14  # NEIGHBOUR_USER_PLACES: some users pass it over the five batches
-OVER_CAP = "SELECT count(*) FROM (SELECT user_id FROM user_place_interactions GROUP BY 1 HAVING count(*) > %s) u"
+WINDOW = 6  # NEIGHBOUR_WINDOW: most users pass it over the five batches
+PAST_WINDOW = "SELECT count(*) FROM (SELECT user_id FROM user_place_interactions GROUP BY 1 HAVING count(*) > %s) u"
 UNSEEN = 5  # catalogue places no action names: fresh_places once a sync embeds them
 NEIGHBOURS = 4  # short lists, so a place that gains users can leave a list it was on
 
@@ -45,20 +45,22 @@ def _run(env: dict[str, str], batch: SampleSet) -> None:
     pipeline({**env, "BATCH_ID": f"n-{uuid.uuid4().hex[:10]}"}, batch, shards=2)
 
 
-def _from_scratch(url: str, cap: int) -> tuple[dict, dict, list]:
+def _from_scratch(url: str, window: int) -> tuple[dict, dict, list]:
     """The counts, each place's list and the popular places, computed from the interactions alone."""
     pairs = query(
         url,
-        "SELECT i.user_id, v.id FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)",
+        "SELECT i.user_id, v.id FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)"
+        " ORDER BY i.user_id, i.position",
     )
     users = {number: n for number, n in query(url, "SELECT id, unique_users FROM place_vectors")}
     places_of: dict[str, list[int]] = defaultdict(list)
     for user, place in pairs:
         places_of[user].append(place)
     counts: Counter = Counter()
-    for places in places_of.values():
-        if len(places) <= cap:
-            counts.update((a, b) for a in places for b in places if a != b)
+    for places in places_of.values():  # each place with the `window` that came before it, both ways
+        for j, b in enumerate(places):
+            for a in places[max(0, j - window) : j]:
+                counts.update([(a, b), (b, a)])
     rows: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for (a, b), n in counts.items():
         if users[b] > 0:
@@ -84,9 +86,9 @@ def _stored_lists(url: str) -> dict[int, list[tuple[int, int]]]:
     return dict(lists)
 
 
-def _assert_follows_counts(url: str, cap: int = 1_000) -> int:
+def _assert_follows_counts(url: str, window: int = 20) -> int:
     """Every list not waiting is its place's best by its counts; returns how many wait."""
-    counts, wanted, popular = _from_scratch(url, cap)
+    counts, wanted, popular = _from_scratch(url, window)
     assert dict(query(url, "SELECT (place, other)::text, users FROM place_cooccurrence")) == {
         f"({a},{b})": n for (a, b), n in counts.items()
     }
@@ -106,19 +108,19 @@ def _assert_follows_counts(url: str, cap: int = 1_000) -> int:
 def test_each_run_keeps_the_lists_a_count_from_scratch_makes(s3_env, model_dir, postgres, batches):
     """After each of five batches every list equals the oracle's; with a budget of five lists per run
     (three batches), every list not waiting does, and the rest wait their turn."""
-    whole = _env(s3_env, model_dir, postgres.new_database(), NEIGHBOUR_USER_PLACES=str(CAP))
+    whole = _env(s3_env, model_dir, postgres.new_database(), NEIGHBOUR_WINDOW=str(WINDOW))
     budget = _env(s3_env, model_dir, postgres.new_database(), NEIGHBOUR_PLACES_PER_RUN="5")
     sync({**whole, "BATCH_ID": f"n-{uuid.uuid4().hex[:10]}"})
-    waited, past_cap = [], []
+    waited, past_window = [], []
     for index, batch in enumerate(batches):
         _run(whole, batch)
-        assert _assert_follows_counts(whole["DATABASE_URL"], CAP) == 0
-        past_cap.append(query(whole["DATABASE_URL"], OVER_CAP, (CAP,))[0][0])
+        assert _assert_follows_counts(whole["DATABASE_URL"], WINDOW) == 0
+        past_window.append(query(whole["DATABASE_URL"], PAST_WINDOW, (WINDOW,))[0][0])
         if index < 3:
             _run(budget, batch)
             waited.append(_assert_follows_counts(budget["DATABASE_URL"]))
     assert min(waited) > 0  # the budget bound: lists wait
-    assert 0 < past_cap[0] < past_cap[-1]  # users passed the cap between runs: their pairs taken back
+    assert past_window[0] < past_window[-1] > 50  # users passed the window between runs: it bounds their pairs
     url = whole["DATABASE_URL"]
     assert query(url, "SELECT count(*) FROM place_neighbours")[0][0] > NEIGHBOURS * PLACES // 2
     assert query(url, "SELECT count(*) FROM fresh_places")[0][0] == UNSEEN
@@ -133,7 +135,7 @@ def test_each_run_keeps_the_lists_a_count_from_scratch_makes(s3_env, model_dir, 
     )
     [fresh] = query(url, "SELECT place_category, place_id FROM fresh_places ORDER BY place LIMIT 1")
     _run(whole, _newcomers_on([held] * 40 + [fresh]))
-    assert _assert_follows_counts(url, CAP) == 0
+    assert _assert_follows_counts(url, WINDOW) == 0
     assert query(url, "SELECT sum(users) FROM place_cooccurrence") == counted
     assert _stored_lists(url) != before  # lists it was on changed with no count of theirs moving
     assert query(url, "SELECT count(*) FROM fresh_places")[0][0] == UNSEEN - 1

@@ -50,6 +50,7 @@ ONE_PLACE = (
     "SELECT content_text_sha256, content_vector::text FROM place_vectors WHERE place_category = %s AND place_id = %s"
 )
 PLACES = 80
+WINDOW = 20  # NEIGHBOUR_WINDOW's default
 
 
 def _with_zero_weights(sample: SampleSet) -> SampleSet:
@@ -383,7 +384,9 @@ def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s
             " WHERE user_id = %s ORDER BY last_action_at DESC NULLS LAST, place_category DESC, place_id DESC",
             (user,),
         ).fetchall()[:5]
-        pairs = conn.execute("SELECT user_id, place_category, place_id FROM user_place_interactions").fetchall()
+        pairs = conn.execute(
+            "SELECT user_id, place_category, place_id FROM user_place_interactions ORDER BY user_id, position"
+        ).fetchall()
     stored = {(c, p): v.to_numpy().astype(np.float64) for c, p, v, _ in places if v is not None}
     unit = {key: v / np.linalg.norm(v) for key, v in stored.items()}
     mean = np.mean(list(unit.values()), axis=0)
@@ -391,14 +394,15 @@ def test_recommend_places_follows_its_formula_and_leaves_out_what_the_user_did(s
     users_of = {(c, p): u for c, p, _, u in places}
     profile = sum(w * centred[(c, p)] / np.linalg.norm(centred[(c, p)]) for c, p, w in recent if w > 0)
     acted = {(c, p) for u, c, p in pairs if u == user}
-    visited: dict[str, set] = {}
+    visited: dict[str, list] = {}
     for u, c, p in pairs:
         if u != user:
-            visited.setdefault(u, set()).add((c, p))
+            visited.setdefault(u, []).append((c, p))
     knn: dict[tuple[str, str], float] = {}
-    for c, p, _ in recent:  # item-kNN over the other users who share each recent place
+    for c, p, _ in recent:  # item-kNN over the other users who share each recent place, within the window
         for theirs in (v for v in visited.values() if (c, p) in v):
-            for place in theirs - acted:
+            at = theirs.index((c, p))
+            for place in set(theirs[max(0, at - WINDOW) : at + WINDOW + 1]) - acted - {(c, p)}:
                 knn[place] = knn.get(place, 0.0) + 1 / np.sqrt(users_of[(c, p)] * users_of[place])
     best = max(knn.values())
     reach = np.log(2 + max(users_of.values()))
@@ -474,7 +478,8 @@ def test_recommend_places_ranks_catalogue_places_no_one_acted_on_by_their_conten
     with psycopg.connect(database_url, autocommit=True) as conn:
         # adopted data: the user acted on a place whose unique_users is still 0; it takes no rank
         conn.execute(
-            "INSERT INTO user_place_interactions (user_id, place_category, place_id, clicks) VALUES (%s, %s, %s, 1)",
+            "INSERT INTO user_place_interactions (user_id, place_category, place_id, clicks, position)"
+            " VALUES (%s, %s, %s, 1, 1000000)",
             (user, *ranked[0]),
         )
         adopted = dict(((c, p), s) for c, p, s in conn.execute("SELECT * FROM recommend_places(%s, 1000)", (user,)))
