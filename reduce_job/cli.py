@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 import orjson
 
@@ -42,7 +43,8 @@ first run adopts its user_behavior_vectors and place_vectors in place (README).
 Environment: BATCH_ID, DATABASE_URL and PARTIALS_SECRET (required), S3_BUCKET, S3_PREFIX,
 WORK_BUCKET, WORK_PREFIX, AWS_REGION, WEBHOOK_URL, WEBHOOK_SECRET, ACTION_WEIGHTS,
 USER_VECTOR_INDEX (hnsw|none), PARTIALS_AHEAD, PLACE_NEIGHBOURS, NEIGHBOUR_PLACES_PER_RUN,
-NEIGHBOUR_WINDOW, CONSOLIDATE_EVERY_HOURS, CONSOLIDATE_PAIRS_PER_CHUNK, WEBHOOK_ATTEMPTS,
+NEIGHBOUR_WINDOW, CONSOLIDATE_EVERY_HOURS, CONSOLIDATE_PAIRS_PER_CHUNK, CONSOLIDATE_SECONDS_PER_RUN,
+WEBHOOK_ATTEMPTS,
 WEBHOOK_TIMEOUT_SECONDS, DB_CONNECT_ATTEMPTS, DB_LOCK_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS,
 JOB_ATTEMPTS, JOB_TIMEOUT_SECONDS, LOG_LEVEL (README: Configuration).
 Exit codes: 0 done (also when only the webhook failed), 2 configuration or permanent
@@ -77,7 +79,8 @@ def _consolidate() -> int:
     from reduce_job.consolidate import consolidate
     from witple_batch.settings import common_from_env
 
-    sys.stdout.write(orjson.dumps(consolidate(common_from_env(), consolidation_settings())).decode() + "\n")
+    to_the_end = replace(consolidation_settings(), seconds_per_run=None)
+    sys.stdout.write(orjson.dumps(consolidate(common_from_env(), to_the_end)).decode() + "\n")
     return 0
 
 

@@ -43,6 +43,8 @@ def consolidation_settings(env: Mapping[str, str] | None = None) -> Consolidatio
         # at most daily, at least weekly: a place lags its users' newest vectors at most this long, plus a pass
         every_hours=env_int("CONSOLIDATE_EVERY_HOURS", 24, env, minimum=24, maximum=168),
         pairs_per_chunk=env_int("CONSOLIDATE_PAIRS_PER_CHUNK", 200_000, env, minimum=1),
+        # a run's pass, after its notice, well inside JOB_TIMEOUT_SECONDS; the next run goes on
+        seconds_per_run=env_int("CONSOLIDATE_SECONDS_PER_RUN", 600, env, minimum=1),
     )
 
 

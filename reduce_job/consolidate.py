@@ -7,11 +7,13 @@ exact delta w (m_now - m_placed), and clears its placed_vector. Afterwards every
 weighted mean of its users' vectors, whatever the batch boundaries were.
 
 It runs after a run's notice once CONSOLIDATE_EVERY_HOURS (24 to 168) have passed since the last
-pass finished (reduce_job/run.py), or on demand (`python -m reduce_job consolidate`). A pass goes
-over the users in user order, in chunks of CONSOLIDATE_PAIRS_PER_CHUNK pairs (or one user's), each
-its own transaction under the reduce lock. So a run waits at most one chunk, readers never wait,
-and a killed pass leaves every committed chunk done; the next pass carries the rest. Memory is one
-chunk's sums, bounded as in vector_sums.py.
+pass finished (reduce_job/run.py), for at most CONSOLIDATE_SECONDS_PER_RUN, or on demand and to
+the end (`python -m reduce_job consolidate`). One pass at a time (a session lock; another
+skips). A pass goes over the users in user order, in chunks of CONSOLIDATE_PAIRS_PER_CHUNK pairs
+(or one user's, however many), each its own transaction under the reduce lock, reading the vector
+space there. So a run waits at most one chunk, readers never wait, and a pass killed or out of
+time leaves every committed chunk done; the next run's pass carries the rest, and the pass counts
+as finished from when it first started. Memory is one chunk's sums, bounded as in vector_sums.py.
 """
 
 from __future__ import annotations
@@ -19,31 +21,32 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from reduce_job import staging, upsert, vector_sums, vectors
 from reduce_job.reduce_lock import take_reduce_lock
-from witple_batch.database import connect_for
+from witple_batch.database import DatabaseUnavailable, connect_for
 from witple_batch.logs import event
 from witple_batch.resources import peak_rss_mb
+from witple_batch.schema import CONSOLIDATION_LOCK, migrate
 from witple_batch.settings import CommonConfig
-from witple_batch.vector_space import VectorSpace
 
 log = logging.getLogger(__name__)
 
-USERS_PER_CHUNK = 10_000
+USERS_PER_CHUNK = 1_000  # at most; fewer when the last chunk's users had long histories
 
 
 @dataclass(frozen=True)
 class ConsolidationSettings:
     every_hours: int  # a run consolidates after its notice once the last pass finished this long ago
     pairs_per_chunk: int  # one chunk's transaction: seconds, not minutes (200,000 by default)
+    seconds_per_run: float | None = None  # a run's pass stops starting chunks after this (None: to the end)
 
 
-# the next users whose places lag them, after `after`, up to `pairs` pairs (at least one user)
+# the next users whose places lag them, after `after`, up to `pairs` pairs (at least one user); their
+# pairs are counted for at most `users` candidates, which follows the last chunk's histories
 CHUNK = """
 CREATE TEMP TABLE affected ON COMMIT DROP AS
 SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::int4 AS idx, true AS gets_row, false AS summed
@@ -88,35 +91,41 @@ def due(conn: psycopg.Connection, every_hours: int) -> bool:
 
 
 def consolidate(common: CommonConfig, settings: ConsolidationSettings) -> dict[str, Any]:
-    """One pass over every user whose places lag it, on a connection of its own (an empty run's
-    temporary tables). Returns the users and places carried and the chunks committed."""
-    started = time.perf_counter()
-    done = {"users": 0, "places": 0, "chunks": 0}
+    """A pass over every user whose places lag it, on a connection of its own (an empty run's
+    temporary tables). Returns the users and places carried, the chunks committed, and whether
+    the pass finished (or was skipped: another holds the lock)."""
+    started = time.monotonic()
+    done: dict[str, Any] = {"users": 0, "places": 0, "chunks": 0, "finished": False}
     with connect_for(common, "reduce_job.consolidate") as conn:
-        stored = vectors.stored_space(conn)
-        if stored is None:
-            return {**done, "seconds": 0.0, "peak_rss_mb": round(peak_rss_mb(), 1)}
-        began = datetime.now(UTC)
-        conn.execute("UPDATE place_consolidation SET started_at = %s", (began,))
+        migrate(conn)
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (CONSOLIDATION_LOCK,)).fetchone()[0]:  # type: ignore[index]
+            return {**done, "skipped": True}
+        # a pass counts from when it first started: a pass that ran out of time goes on where it was
+        conn.execute(
+            "UPDATE place_consolidation SET started_at = now() WHERE started_at IS NULL OR started_at <= finished_at"
+        )
         staging.create(conn)  # empty: a chunk is a run of nothing with its users' places moved
-        after = ""
-        while True:
+        after, candidates = "", USERS_PER_CHUNK
+        while settings.seconds_per_run is None or time.monotonic() - started < settings.seconds_per_run:
             with conn.transaction():
                 take_reduce_lock(conn, common)
-                last, users, places = _chunk(conn, stored, after, settings.pairs_per_chunk)
+                last, users, places = _chunk(conn, after, candidates, settings.pairs_per_chunk)
             if last is None:
+                conn.execute("UPDATE place_consolidation SET finished_at = started_at, users = %s", (done["users"],))
+                done["finished"] = True
                 break
-            after = last
-            done = {"users": done["users"] + users, "places": done["places"] + places, "chunks": done["chunks"] + 1}
-        # every user that lagged when the pass began is carried: the pass counts from its start
-        conn.execute("UPDATE place_consolidation SET finished_at = %s, users = %s", (began, done["users"]))
-    return {**done, "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+            after, candidates = last, max(1, min(USERS_PER_CHUNK, 2 * users))
+            done |= {"users": done["users"] + users, "places": done["places"] + places, "chunks": done["chunks"] + 1}
+    return {**done, "seconds": round(time.monotonic() - started, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def _chunk(conn: psycopg.Connection, space: VectorSpace, after: str, pairs: int) -> tuple[str | None, int, int]:
+def _chunk(conn: psycopg.Connection, after: str, candidates: int, pairs: int) -> tuple[str | None, int, int]:
+    space = vectors.stored_space(conn)  # under the reduce lock: a run may have moved it since the last chunk
+    if space is None:
+        return None, 0, 0
     upsert.batch_tables(conn)
     upsert.interactions(conn, space)
-    conn.execute(CHUNK, {"after": after, "users": USERS_PER_CHUNK, "pairs": pairs})
+    conn.execute(CHUNK, {"after": after, "users": candidates, "pairs": pairs})
     for statement in [*vectors.NUMBERED, *MEANS]:
         conn.execute(statement, space.sql_params())  # type: ignore[arg-type]
     users, places, last = conn.execute(
@@ -137,6 +146,11 @@ def consolidate_if_due(common: CommonConfig, conn: psycopg.Connection, settings:
     try:
         if not due(conn, settings.every_hours):
             return
-        event(log, "places consolidated", **consolidate(common, settings))
-    except psycopg.Error as exc:
+        done = consolidate(common, settings)
+        event(
+            log,
+            "places consolidated" if done["finished"] else "places partly consolidated; the next run goes on",
+            **done,
+        )
+    except (psycopg.Error, DatabaseUnavailable) as exc:
         event(log, "places not consolidated; the next run continues", logging.ERROR, error=str(exc))

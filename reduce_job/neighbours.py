@@ -26,8 +26,9 @@ data or its notice, and readers keep the committed lists until it commits:
 The queue and the interactions commit together, and the transaction reads both in one snapshot
 (REPEATABLE READ) and deletes only the queued rows it read: a run committing meanwhile leaves
 its pairs for the next time, a maintenance that dies leaves the queue whole, and one maintenance
-at a time runs (a session lock; another skips). Before the first count (a new database, or the
-main server's adopted tables) it counts from scratch; so does `rebuild-vectors`.
+at a time runs (a session lock; another skips). Before the first count (a new database, the
+main server's adopted tables, or another window) it counts from scratch, marking every list due
+and leaving the old ones to serve until their turn; so does `rebuild-vectors`, remaking them all.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ GROUP BY 1, 2
 # that one is queued too (a pair is numbered after all its user had, and queued when it is made)
 _WINDOWS = """
 CREATE TEMP TABLE window_rows ON COMMIT DROP AS
-SELECT s.user_id, v.id AS place, s.queued, row_number() OVER (PARTITION BY s.user_id ORDER BY s.position) AS rk
-FROM (
+SELECT s.user_id, v.id AS place, s.queued, s.rk
+FROM (SELECT r.*, row_number() OVER (PARTITION BY r.user_id ORDER BY r.position) AS rk FROM (
     SELECT i.user_id, i.place_category, i.place_id, i.position, true AS queued
     FROM neighbour_pending c JOIN user_place_interactions i USING (user_id, place_category, place_id)
     UNION ALL
@@ -83,7 +84,7 @@ FROM (
         SELECT place_category, place_id, position FROM user_place_interactions e
         WHERE e.user_id = f.user_id AND e.position < f.first ORDER BY e.position DESC LIMIT %(window)s
     ) e
-) s
+) r) s  -- numbered before a place is looked up, as every_row is
 JOIN place_vectors v USING (place_category, place_id)
 """
 _DELTA = f"""
@@ -107,11 +108,18 @@ ON CONFLICT (place) DO NOTHING
 _COUNT_ALL = [
     "DELETE FROM neighbour_pending",
     "TRUNCATE place_cooccurrence, place_neighbours_due",  # no reader of recommend_places reads them
-    "DELETE FROM place_neighbours",
+    # the order of upsert.POSITIONS, whether or not a user's rows from before it are numbered yet;
+    # numbered before a place is looked up, as the window of a queued pair is
     """
 CREATE TEMP TABLE every_row ON COMMIT DROP AS
-SELECT i.user_id, v.id AS place, row_number() OVER (PARTITION BY i.user_id ORDER BY i.position) AS rk
-FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)
+SELECT i.user_id, v.id AS place, i.rk
+FROM (
+    SELECT user_id, place_category, place_id, row_number() OVER (
+        PARTITION BY user_id ORDER BY position NULLS FIRST, first_action_at NULLS FIRST, place_category, place_id
+    ) AS rk
+    FROM user_place_interactions
+) i
+JOIN place_vectors v USING (place_category, place_id)
 """,
     "CREATE INDEX ON every_row (user_id, rk)",
     "ANALYZE every_row",

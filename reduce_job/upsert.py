@@ -45,6 +45,20 @@ ORDER BY k.place_category, k.place_id, k.shard
     "ANALYZE batch_places",
 ]
 
+# the rows of the batch's users from before migration 020, numbered below 1 in the order they came
+# (neighbours.py), once per user, before its new pairs are numbered after them
+POSITIONS = """
+UPDATE user_place_interactions i SET position = r.position
+FROM (
+    SELECT user_id, place_category, place_id,
+           row_number() OVER w - count(*) OVER (PARTITION BY user_id) - 1 AS position
+    FROM user_place_interactions
+    WHERE user_id IN (SELECT DISTINCT user_id FROM batch_pairs) AND position IS NULL
+    WINDOW w AS (PARTITION BY user_id ORDER BY first_action_at NULLS FIRST, place_category, place_id)
+) r
+WHERE (i.user_id, i.place_category, i.place_id) = (r.user_id, r.place_category, r.place_id)
+"""
+
 INTERACTIONS = """
 CREATE TEMP TABLE created_pairs ON COMMIT DROP AS
 WITH up AS (
@@ -53,7 +67,7 @@ WITH up AS (
          first_action_at, last_action_at, updated_at, position)
     SELECT b.user_id, b.place_category, b.place_id, b.clicks, b.likes, b.bookmarks, b.other, b.first_at, b.last_at,
            now(),  -- a new pair comes after every pair its user had (neighbours.py); a known one keeps its place
-           coalesce(u.last, 0) + row_number() OVER (
+           greatest(u.last, 0) + row_number() OVER (
                PARTITION BY b.user_id ORDER BY b.first_at NULLS FIRST, b.place_category, b.place_id
            )
     FROM batch_pairs b
@@ -231,6 +245,7 @@ def batch_tables(conn: psycopg.Connection) -> dict[str, int]:
 
 def interactions(conn: psycopg.Connection, space: VectorSpace) -> int:
     """Add the batch's pairs; note which pairs are new and which places' content changed. Returns new pairs."""
+    conn.execute(POSITIONS)  # type: ignore[arg-type]
     conn.execute(INTERACTIONS)  # type: ignore[arg-type]
     conn.execute(NEW_PAIRS)  # type: ignore[arg-type]
     conn.execute(CHANGED_CONTENT, space.sql_params())  # type: ignore[arg-type]

@@ -13,8 +13,9 @@ Memory is bounded by the constants below, not by users, places or history:
   * users go in blocks of consecutive affected users that start within PAIRS_PER_BLOCK pairs
     and USERS_PER_BLOCK users (so under twice as many pairs, and so under 32k distinct
     places; a single user with more is bounded by the place catalogue). A block holds its
-    pairs (24 B each), a float64 sum and a float32 mean per user (4.5 KB), or the new and
-    old means of its users and their difference (4.5 KB);
+    pairs (24 B each), its summed users' stored sums (3 KB, freed once copied), a float64 sum
+    and a float32 mean per user (4.5 KB), or the new and old means of its users and their
+    difference (4.5 KB);
   * content vectors (1.5 KB) are kept across blocks up to CONTENT_CACHE places, or one
     block's places: fetched once while the places touched fit, about once per block beyond;
     a refill briefly holds the old, the kept and the new vectors;
@@ -23,8 +24,8 @@ Memory is bounded by the constants below, not by users, places or history:
     matrix of at most MATRIX_CELLS (16 MB), GATHER_ROWS rows and keys at a time (9 KB each);
   * places are summed PLACES_PER_PASS at a time (3 KB each, 1.5 KB out): one pass over the
     user blocks per range of places, each reading only its own pairs and their users' means.
-At the constants the user stage peaks near 8k x 4.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
-(about 190 MB, only when a block's places are all new to the cache; its matrix comes after
+At the constants the user stage peaks near 8k x 7.5 KB + 3 x 32k x 1.5 KB + 1k x 7.5 KB
+(about 215 MB, only when a block's places are all new to the cache; its matrix comes after
 the refill, when the cache holds one block's places) and the place stage near 16k x 4.5 KB +
 8k x 4.5 KB + 16 MB + 1k x 9 KB (about 135 MB), whatever the data;
 `python -m benchmarks.scale reduce` measures the reduce's peak (193 MiB in all at 0.1 M users).
@@ -227,16 +228,20 @@ def user_means(conn: psycopg.Connection, user_blocks: Blocks) -> None:
             _add_products(sums, user_at, content["vector"], rows_, pairs["weight"])
             weights += np.bincount(user_at, pairs["weight"], len(users))
         kept = weights > EPSILON_WEIGHT
-        means = (sums[kept] / weights[kept, None]).astype(np.float32)
-        content_sums = sums[kept].astype("<f8").view(np.uint8)
+        if not kept.all():  # users of weight 0 have no vector and keep no sums
+            users, sums, weights = users[kept], sums[kept], weights[kept]
+        means = np.empty((len(users), EMBEDDING_DIM), dtype=np.float32)
+        for rows_ in _slices(np.arange(len(users)), GATHER_ROWS):
+            means[rows_] = sums[rows_] / weights[rows_, None]
+        content_sums = sums.view(np.uint8)  # float64, little-endian on every platform this runs on
         with conn.cursor() as cur:
             copy_in(
                 cur,
                 "user_means",
                 [
-                    Column("int4", users[kept]),
+                    Column("int4", users),
                     Column("vector", means),
-                    Column("float8", weights[kept]),
+                    Column("float8", weights),
                     Column("bytea", content_sums),
                 ],
             )

@@ -58,7 +58,8 @@ CREATE TEMP TABLE affected ON COMMIT DROP AS
 SELECT s.user_id, (row_number() OVER (ORDER BY s.user_id) - 1)::int4 AS idx,
        EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = s.user_id)
        OR EXISTS (SELECT 1 FROM user_sums u WHERE u.user_id = s.user_id) AS gets_row,
-       NOT s.whole AND EXISTS (SELECT 1 FROM user_content_sums c WHERE c.user_id = s.user_id AND c.weight > 0) AS summed
+       NOT s.whole AND EXISTS (SELECT 1 FROM user_content_sums c WHERE c.user_id = s.user_id AND c.weight > 0)
+       AND EXISTS (SELECT 1 FROM user_behavior_vectors r WHERE r.user_id = s.user_id AND r.vector_weight > 0) AS summed
 FROM ({users}) s
 """
 
@@ -155,10 +156,13 @@ NUMBERED = [
 # if it moved since, else its stored vector, if it is ours
 OLD_MEANS = """
 CREATE TEMP TABLE old_means ON COMMIT DROP AS
-SELECT a.idx, coalesce(s.placed_vector, u.behavior_vector) AS vector
-FROM affected a JOIN user_behavior_vectors u USING (user_id) LEFT JOIN user_content_sums s USING (user_id)
-WHERE coalesce(s.placed_vector, u.behavior_vector) IS NOT NULL AND u.vector_weight > 0
+SELECT idx, vector FROM (
+    SELECT a.idx, coalesce(s.placed_vector, CASE WHEN u.vector_weight > 0 THEN u.behavior_vector END) AS vector
+    FROM affected a LEFT JOIN user_behavior_vectors u USING (user_id) LEFT JOIN user_content_sums s USING (user_id)
+) held
+WHERE vector IS NOT NULL
 """
+NO_OLD_MEANS = "CREATE TEMP TABLE old_means (idx int4, vector vector) ON COMMIT DROP"  # everything: built from zero
 
 # what the places hold for each affected user after this run: a summed user's stays as it was
 PLACED_MEANS_BATCH = """
@@ -228,7 +232,7 @@ def compute(conn: psycopg.Connection, space: VectorSpace, *, everything: bool = 
         everything = True
     for statement in [AFFECTED_ALL if everything else AFFECTED_BATCH, *NUMBERED]:
         conn.execute(statement, space.sql_params())  # type: ignore[arg-type]
-    conn.execute(OLD_MEANS)  # what the places hold: a summed user keeps it (recomputing everything, none is summed)
+    conn.execute(NO_OLD_MEANS if everything else OLD_MEANS)
     conn.execute("CREATE UNIQUE INDEX ON old_means (idx)")
     users, places, summed = conn.execute(
         "SELECT (SELECT count(*) FROM affected), (SELECT count(*) FROM touched),"

@@ -50,7 +50,7 @@ def _from_scratch(url: str, window: int) -> tuple[dict, dict, list]:
     pairs = query(
         url,
         "SELECT i.user_id, v.id FROM user_place_interactions i JOIN place_vectors v USING (place_category, place_id)"
-        " ORDER BY i.user_id, i.position",
+        " ORDER BY i.user_id, i.position NULLS FIRST, i.first_action_at NULLS FIRST, i.place_category, i.place_id",
     )
     users = {number: n for number, n in query(url, "SELECT id, unique_users FROM place_vectors")}
     places_of: dict[str, list[int]] = defaultdict(list)
@@ -195,4 +195,30 @@ def test_pairs_a_maintenance_did_not_count_wait_for_the_next(s3_env, model_dir, 
     assert queued > 0 and _stored_lists(database_url) == lists
     assert query(database_url, "SELECT status FROM batch_runs ORDER BY committed_at DESC LIMIT 1") == [("notified",)]
     _run(env, batches[2])
+    assert _assert_follows_counts(database_url) == 0
+
+
+def test_rows_from_before_the_window_are_numbered_and_old_lists_serve_until_remade(
+    s3_env, model_dir, database_url, batches
+):
+    """As after migration 020: every position NULL and the state gone. The next run numbers its users'
+    old rows below 1 in the order they came, counts from scratch in that order, and remakes the lists
+    as its budget allows while the old ones keep serving."""
+    env = _env(s3_env, model_dir, database_url, NEIGHBOUR_PLACES_PER_RUN="3")
+    _run({**env, "NEIGHBOUR_PLACES_PER_RUN": "0"}, batches[0])
+    listed = len(_stored_lists(database_url))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE user_place_interactions SET position = NULL")
+        conn.execute("DELETE FROM place_neighbours_state")
+    _run(env, batches[1])
+    assert _assert_follows_counts(database_url) > 0  # counted from scratch; most lists wait their turn
+    assert len(_stored_lists(database_url)) >= listed  # ... and the old ones serve meanwhile
+    old = query(
+        database_url,
+        "SELECT array_agg(position ORDER BY position) FROM user_place_interactions WHERE position < 1 GROUP BY user_id",
+    )
+    assert len(old) > 50 and all(p == list(range(-len(p), 0)) for (p,) in old)  # each user's rows: -n .. -1
+    half = "SELECT count(*) FROM (SELECT 1 FROM user_place_interactions GROUP BY user_id HAVING count(position)"
+    assert query(database_url, half + " BETWEEN 1 AND count(*) - 1) h") == [(0,)]  # a user's rows: all or none
+    _run({**env, "NEIGHBOUR_PLACES_PER_RUN": "0"}, batches[2])
     assert _assert_follows_counts(database_url) == 0

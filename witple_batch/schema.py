@@ -29,6 +29,7 @@ MIGRATION_LOCK = 7_431_020_001
 REDUCE_LOCK = 7_431_020_002
 PLAN_LOCK = 7_431_020_003  # planners take turns, so each sees the claims of the one before
 NEIGHBOURS_LOCK = 7_431_020_004  # one neighbour maintenance at a time (reduce_job/neighbours.py)
+CONSOLIDATION_LOCK = 7_431_020_005  # one place consolidation at a time (reduce_job/consolidate.py)
 
 
 @dataclass(frozen=True)
