@@ -12,8 +12,9 @@ the end (`python -m reduce_job consolidate`). One pass at a time (a session lock
 skips). A pass goes over the users in user order, in chunks of CONSOLIDATE_PAIRS_PER_CHUNK pairs
 (or one user's, however many), each its own transaction under the reduce lock, reading the vector
 space there. So a run waits at most one chunk, readers never wait, and a pass killed or out of
-time leaves every committed chunk done; the next run's pass carries the rest, and the pass counts
-as finished from when it first started. Memory is one chunk's sums, bounded as in vector_sums.py.
+time leaves every committed chunk done and its cursor (`resume_after`) where they end: the next
+run's pass goes on from there, and the pass counts as finished from when it first started.
+Memory is one chunk's sums, bounded as in vector_sums.py.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ WHERE u.behavior_vector IS NOT NULL
 ]
 
 CARRIED = "UPDATE user_content_sums s SET placed_vector = NULL FROM affected a WHERE s.user_id = a.user_id"
+PROGRESS = "UPDATE place_consolidation SET resume_after = %s, carried = carried + %s"
+# every user that lagged when the pass began is carried: the pass counts from its start
+FINISHED = "UPDATE place_consolidation SET finished_at = started_at, users = carried, resume_after = '', carried = 0"
 
 
 def due(conn: psycopg.Connection, every_hours: int) -> bool:
@@ -100,18 +104,22 @@ def consolidate(common: CommonConfig, settings: ConsolidationSettings) -> dict[s
         migrate(conn)
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (CONSOLIDATION_LOCK,)).fetchone()[0]:  # type: ignore[index]
             return {**done, "skipped": True}
-        # a pass counts from when it first started: a pass that ran out of time goes on where it was
+        # a pass counts from when it first started, and one that ran out of time goes on where it was
         conn.execute(
-            "UPDATE place_consolidation SET started_at = now() WHERE started_at IS NULL OR started_at <= finished_at"
+            "UPDATE place_consolidation SET started_at = now(), resume_after = '', carried = 0"
+            " WHERE started_at IS NULL OR started_at <= finished_at"
         )
+        (after,) = conn.execute("SELECT resume_after FROM place_consolidation").fetchone()  # type: ignore[misc]
         staging.create(conn)  # empty: a chunk is a run of nothing with its users' places moved
-        after, candidates = "", USERS_PER_CHUNK
+        candidates = USERS_PER_CHUNK
         while settings.seconds_per_run is None or time.monotonic() - started < settings.seconds_per_run:
             with conn.transaction():
                 take_reduce_lock(conn, common)
                 last, users, places = _chunk(conn, after, candidates, settings.pairs_per_chunk)
+                if last is not None:  # the cursor moves with the chunk it covers
+                    conn.execute(PROGRESS, (last, users))
             if last is None:
-                conn.execute("UPDATE place_consolidation SET finished_at = started_at, users = %s", (done["users"],))
+                conn.execute(FINISHED)
                 done["finished"] = True
                 break
             after, candidates = last, max(1, min(USERS_PER_CHUNK, 2 * users))

@@ -85,12 +85,14 @@ def test_a_killed_pass_keeps_its_committed_chunks_and_the_next_one_carries_the_r
 
     _killed_waiting_for_a_chunk(env, url, chunks_first=1)  # after one: exactly one user carried
     assert query(url, LAGGING)[0][0] == lagging - 1
+    assert query(url, "SELECT resume_after <> '', carried FROM place_consolidation") == [(True, 1)]  # goes on there
     moved = [k for k, v in _places(url).items() if v is not None and not np.array_equal(v, before[k])]
     assert moved
 
     done = run_module("reduce_job", {**env, "CONSOLIDATE_PAIRS_PER_CHUNK": "200000"}, "consolidate")
     assert done.returncode == 0, done.stderr
     assert query(url, LAGGING) == [(0,)]
+    assert query(url, "SELECT users, resume_after, carried FROM place_consolidation") == [(lagging, "", 0)]
     _follows_the_definition(url, env)
 
 

@@ -13,9 +13,11 @@ CREATE INDEX IF NOT EXISTS user_content_sums_placed ON user_content_sums (user_i
 -- when the places were last brought up to date with every user's vector; a fresh table is up to
 -- date (no user has sums yet, so every place holds its users' vectors)
 CREATE TABLE IF NOT EXISTS place_consolidation (
-    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
-    started_at  timestamptz,
-    finished_at timestamptz NOT NULL,
-    users       bigint NOT NULL DEFAULT 0  -- carried into their places by the last consolidation
+    id           boolean PRIMARY KEY DEFAULT true CHECK (id),
+    started_at   timestamptz,
+    finished_at  timestamptz NOT NULL,
+    users        bigint NOT NULL DEFAULT 0,   -- carried into their places by the last finished pass
+    resume_after text NOT NULL DEFAULT '',    -- the pass under way: its last user carried, where it goes on
+    carried      bigint NOT NULL DEFAULT 0    -- ... and the users it has carried so far
 );
 INSERT INTO place_consolidation (finished_at) VALUES (now()) ON CONFLICT (id) DO NOTHING;
