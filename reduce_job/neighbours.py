@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg
 
+from reduce_job.upsert import ARRIVAL_ORDER
 from witple_batch.schema import NEIGHBOURS_LOCK
 
 
@@ -110,13 +111,12 @@ _COUNT_ALL = [
     "TRUNCATE place_cooccurrence, place_neighbours_due",  # no reader of recommend_places reads them
     # the order of upsert.POSITIONS, whether or not a user's rows from before it are numbered yet;
     # numbered before a place is looked up, as the window of a queued pair is
-    """
+    f"""
 CREATE TEMP TABLE every_row ON COMMIT DROP AS
 SELECT i.user_id, v.id AS place, i.rk
 FROM (
-    SELECT user_id, place_category, place_id, row_number() OVER (
-        PARTITION BY user_id ORDER BY position NULLS FIRST, first_action_at NULLS FIRST, place_category, place_id
-    ) AS rk
+    SELECT user_id, place_category, place_id,
+           row_number() OVER (PARTITION BY user_id ORDER BY position NULLS FIRST, {ARRIVAL_ORDER}) AS rk
     FROM user_place_interactions
 ) i
 JOIN place_vectors v USING (place_category, place_id)

@@ -45,16 +45,19 @@ ORDER BY k.place_category, k.place_id, k.shard
     "ANALYZE batch_places",
 ]
 
-# the rows of the batch's users from before migration 020, numbered below 1 in the order they came
-# (neighbours.py), once per user, before its new pairs are numbered after them
-POSITIONS = """
+# the order a user's pairs came in, within a run and for rows from before migration 020 (neighbours.py)
+ARRIVAL_ORDER = "first_action_at NULLS FIRST, place_category, place_id"
+
+# the rows of the batch's users from before migration 020, numbered below 1 in the order they came,
+# once per user, before its new pairs are numbered after them
+POSITIONS = f"""
 UPDATE user_place_interactions i SET position = r.position
 FROM (
     SELECT user_id, place_category, place_id,
            row_number() OVER w - count(*) OVER (PARTITION BY user_id) - 1 AS position
     FROM user_place_interactions
     WHERE user_id IN (SELECT DISTINCT user_id FROM batch_pairs) AND position IS NULL
-    WINDOW w AS (PARTITION BY user_id ORDER BY first_action_at NULLS FIRST, place_category, place_id)
+    WINDOW w AS (PARTITION BY user_id ORDER BY {ARRIVAL_ORDER})
 ) r
 WHERE (i.user_id, i.place_category, i.place_id) = (r.user_id, r.place_category, r.place_id)
 """

@@ -167,9 +167,11 @@ NO_OLD_MEANS = "CREATE TEMP TABLE old_means (idx int4, vector vector) ON COMMIT 
 # what the places hold for each affected user after this run: a summed user's stays as it was
 PLACED_MEANS_BATCH = """
 CREATE TEMP TABLE placed_means ON COMMIT DROP AS
-SELECT a.idx, CASE WHEN a.summed THEN o.vector ELSE m.vector END AS vector
-FROM affected a LEFT JOIN user_means m USING (idx) LEFT JOIN old_means o USING (idx)
-WHERE CASE WHEN a.summed THEN o.vector ELSE m.vector END IS NOT NULL
+SELECT idx, vector FROM (
+    SELECT a.idx, CASE WHEN a.summed THEN o.vector ELSE m.vector END AS vector
+    FROM affected a LEFT JOIN user_means m USING (idx) LEFT JOIN old_means o USING (idx)
+) held
+WHERE vector IS NOT NULL
 """
 PLACED_MEANS_ALL = "CREATE TEMP TABLE placed_means ON COMMIT DROP AS SELECT idx, vector FROM user_means"
 

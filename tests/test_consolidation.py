@@ -15,7 +15,7 @@ import pytest
 
 from local_stack.sample_data import SampleSet, catalogue, generate, install_catalogue
 from tests.helpers import advisory_waiters, fresh_env, pipeline, query, run_module, start_module, wait_for
-from tests.vector_oracle import assert_close, expected, stored
+from tests.vector_oracle import assert_follows_the_definition, stored
 from witple_batch.model_files import read_manifest
 from witple_batch.place_text import PLACE_TEXT_VERSION
 from witple_batch.schema import REDUCE_LOCK
@@ -48,10 +48,7 @@ def _places(url: str) -> dict:
 
 def _follows_the_definition(url: str, env: dict[str, str]) -> None:
     model = read_manifest(Path(env["MODEL_DIR"])).onnx_sha256
-    now, wanted = stored(url), expected(url, WEIGHTS, model, PLACE_TEXT_VERSION)
-    assert_close(now.users, wanted.users, "user vector")
-    assert_close(now.behaviour, wanted.behaviour, "place behaviour vector")
-    assert_close(now.combined, wanted.combined, "combined vector")
+    assert_follows_the_definition(url, WEIGHTS, model, PLACE_TEXT_VERSION)
 
 
 def _killed_waiting_for_a_chunk(env: dict[str, str], url: str, chunks_first: int) -> None:

@@ -100,6 +100,14 @@ def stored_sums(url: str) -> dict[str, tuple[np.ndarray, float]]:
     return {u: (np.frombuffer(s, dtype="<f8"), w) for u, s, w in rows}
 
 
+def assert_follows_the_definition(url: str, weights: tuple[float, float, float], model: str, text_version: str) -> None:
+    """Every user, place behaviour and combined vector stored is the definition's."""
+    now, wanted = stored(url), expected(url, weights, model, text_version)
+    assert_close(now.users, wanted.users, "user vector")
+    assert_close(now.behaviour, wanted.behaviour, "place behaviour vector")
+    assert_close(now.combined, wanted.combined, "combined vector")
+
+
 def assert_close(actual: dict, wanted: dict, what: str, atol: float = 1e-5) -> None:
     assert set(actual) == set(wanted), f"{what}: different keys"
     for key, vector in wanted.items():
