@@ -8,8 +8,9 @@ run by run, by first action time within a run). Recent company is what item-to-i
 recommenders weigh, and it bounds the cost: a new pair pairs with at most the window's places,
 however long its user's history (a crawler's pairs cost the window each, like anyone's).
 users(q) is unique_users. A place's list (place_neighbours) is its best PLACE_NEIGHBOURS by
-similarity, ties by number; users(q) is common to the whole list, so the order is
-users(q, p) / sqrt(users(p)).
+similarity, ties by number; users(q) is common to the whole list, so the order is the key
+users(q, p) / sqrt(users(p)). A list's ranks are its order when it was last written: the places on
+it are always its best, but one whose users grew since may rank a little lower now.
 
 The run's transaction only queues the pairs it creates (neighbour_pending). After the notice,
 `maintain` applies the queue in a transaction of its own, so the counting never delays a run's
@@ -17,12 +18,17 @@ data or its notice, and readers keep the committed lists until it commits:
 - counts: each queued pair (u, p) adds 1 to users(p, q) and users(q, p) for the window's places
   q that came just before it. A pair's window never changes once it is made (later pairs come
   after it), so the cost is the queued pairs times the window; nothing else of the history is read.
-- due: a place whose list may now differ from its counts, because its counts moved or because a
-  place on its list gained users (so its similarity fell). A place that is neither keeps a list
-  that is still its best: users(p) only grows, so the similarity of a place off its list can only fall.
-- the oldest due places, at most NEIGHBOUR_PLACES_PER_RUN, have their lists made again from their
-  counts; the rest wait for the next run. With none waiting and none queued, every list equals
-  one made from scratch (tests/test_neighbours.py); `status` shows how many wait.
+- lists, from themselves: beside each list the reserve (place_neighbour_reserve) keeps the next K
+  places and the bounds (place_neighbour_bounds) an upper bound on the key of any place off the
+  list (`next`) and off the reserve too (`floor`). A key only falls unless its count moves (users(q)
+  only grows), and a count that moves is in the queue's delta, so the bounds stay bounds. A list is
+  touched when its counts moved or a place on it fell to `next`; it is ranked again from its list,
+  reserve and moved counts, and kept when its K-th still beats the floor: its 2K rows and its moved
+  counts read, however many places the place has met. A list not touched is still its place's best.
+- lists, from their counts: a touched list whose K-th no longer beats its floor is due. The oldest
+  due places, at most NEIGHBOUR_PLACES_PER_RUN, have their lists, reserves and bounds made again from
+  all their counts; the rest wait for the next run. With none waiting and none queued, every list
+  equals one made from scratch (tests/test_neighbours.py); `status` shows how many wait.
 The queue and the interactions commit together, and the transaction reads both in one snapshot
 (REPEATABLE READ) and deletes only the queued rows it read: a run committing meanwhile leaves
 its pairs for the next time, a maintenance that dies leaves the queue whole, and one maintenance
@@ -93,22 +99,58 @@ CREATE TEMP TABLE cooccurrence_delta ON COMMIT DROP AS
 {_WINDOW_PAIRS.format(rows="window_rows", counted="b.queued")}
 """
 _APPLY_DELTA = """
-INSERT INTO place_cooccurrence AS t (place, other, users)
-SELECT place, other, users FROM cooccurrence_delta ORDER BY place, other
-ON CONFLICT (place, other) DO UPDATE SET users = t.users + EXCLUDED.users
+WITH moved AS (
+    INSERT INTO place_cooccurrence AS t (place, other, users)
+    SELECT place, other, users FROM cooccurrence_delta ORDER BY place, other
+    ON CONFLICT (place, other) DO UPDATE SET users = t.users + EXCLUDED.users
+    RETURNING t.place, t.other, t.users
+)
+INSERT INTO moved_counts SELECT place, other, users FROM moved
 """
-# the places whose counts moved, and every list holding a place that gained users
-_DUE = """
-INSERT INTO place_neighbours_due (place)
-SELECT place FROM cooccurrence_delta
-UNION
-SELECT n.place FROM place_neighbours n WHERE n.other IN (SELECT place FROM window_rows WHERE queued)
-ON CONFLICT (place) DO NOTHING
+# lists that may no longer hold their place's best: their counts moved, or a place on them gained
+# users and no longer ranks above the best bound off the list; those waiting to be made again are left
+# to that. `bounded`: the list was written with its bounds (a place without is ranked from all its counts).
+_TOUCHED = """
+CREATE TEMP TABLE touched ON COMMIT DROP AS
+SELECT t.place, EXISTS (SELECT 1 FROM place_neighbour_bounds b WHERE b.place = t.place) AS bounded
+FROM (
+    SELECT place FROM moved_counts
+    UNION
+    SELECT n.place
+    FROM place_neighbours n LEFT JOIN place_neighbour_bounds b USING (place) JOIN place_vectors v ON v.id = n.other
+    WHERE n.other IN (SELECT place FROM window_rows WHERE queued) AND (b.place IS NULL
+        OR (-(n.users / sqrt(nullif(v.unique_users, 0)::float8)), n.other) >= (-b.next_key, b.next_other))
+    EXCEPT
+    SELECT place FROM place_neighbours_due
+) t
+"""
+_COUNTING = [
+    _WINDOWS,
+    "ANALYZE window_rows",
+    _DELTA,
+    "CREATE TEMP TABLE moved_counts (place bigint, other bigint, users integer) ON COMMIT DROP",
+    _APPLY_DELTA,
+    "ANALYZE moved_counts",
+    _TOUCHED,
+    "ANALYZE touched",
+]
+# a touched list's candidates: its counts that moved, as they are now, and its list and reserve
+# otherwise; all its counts when it has no bounds (a place new to the counts, or a list written without)
+_TOUCHED_CANDIDATES = """
+SELECT m.place, m.other, m.users FROM moved_counts m JOIN touched t USING (place) WHERE t.bounded
+UNION ALL
+SELECT n.place, n.other, n.users FROM (
+    SELECT place, other, users FROM place_neighbours UNION ALL SELECT place, other, users FROM place_neighbour_reserve
+) n JOIN touched t USING (place)
+WHERE t.bounded AND NOT EXISTS (SELECT 1 FROM moved_counts m WHERE m.place = n.place AND m.other = n.other)
+UNION ALL
+SELECT c.place, c.other, c.users FROM place_cooccurrence c JOIN touched t USING (place) WHERE NOT t.bounded
 """
 
 _COUNT_ALL = [
     "DELETE FROM neighbour_pending",
-    "TRUNCATE place_cooccurrence, place_neighbours_due",  # no reader of recommend_places reads them
+    # no reader of recommend_places reads them
+    "TRUNCATE place_cooccurrence, place_neighbours_due, place_neighbour_reserve, place_neighbour_bounds",
     # the order of upsert.POSITIONS, whether or not a user's rows from before it are numbered yet;
     # numbered before a place is looked up, as the window of a queued pair is
     f"""
@@ -130,25 +172,96 @@ SELECT DISTINCT v.id FROM user_place_interactions i JOIN place_vectors v USING (
 """,
 ]
 
+# the best 2K + 1 of each list's candidates, by the lists' order
+_RANKED = """
+CREATE TEMP TABLE ranked ON COMMIT DROP AS
+SELECT * FROM (
+    SELECT c.*, row_number() OVER (PARTITION BY c.place ORDER BY c.key DESC, c.other) AS rank
+    FROM (
+        SELECT c.place, c.other, c.users, c.users / sqrt(v.unique_users::float8) AS key
+        FROM ({candidates}) c JOIN place_vectors v ON v.id = c.other
+        WHERE v.unique_users > 0
+    ) c
+) r
+WHERE rank <= 2 * %(neighbours)s + 1
+"""
+# the lists whose best K are known, with their new bounds: the floor is the best of the old floor and
+# the candidates past the reserve; `next` the best of that and the first after the list. A list is
+# known with no old floor (nothing it has is off its candidates) or when its K-th beats the floor.
+_KEPT = """
+CREATE TEMP TABLE kept ON COMMIT DROP AS
+SELECT l.place, f.key AS floor_key, f.other AS floor_other, x.key AS next_key, x.other AS next_other
+FROM {lists} l
+LEFT JOIN place_neighbour_bounds b USING (place)
+LEFT JOIN ranked k ON k.place = l.place AND k.rank = %(neighbours)s
+LEFT JOIN ranked r ON r.place = l.place AND r.rank = %(neighbours)s + 1
+LEFT JOIN ranked o ON o.place = l.place AND o.rank = 2 * %(neighbours)s + 1
+CROSS JOIN LATERAL (
+    SELECT * FROM (VALUES (b.floor_key, b.floor_other), (o.key, o.other)) f (key, other)
+    ORDER BY key DESC NULLS LAST, other LIMIT 1
+) f
+CROSS JOIN LATERAL (
+    SELECT * FROM (VALUES (f.key, f.other), (r.key, r.other)) x (key, other)
+    ORDER BY key DESC NULLS LAST, other LIMIT 1
+) x
+WHERE b.floor_key IS NULL OR (-k.key, k.other) < (-b.floor_key, b.floor_other)
+"""
+
+
+def _rewrite(table: str, ranks: str, columns: tuple[str, ...]) -> list[str]:
+    """The kept lists' rows of `table` (one per place and other) made the ranked rows within `ranks`,
+    writing only what moved: most of a list stays, and a row that re-ranks is updated in place
+    (HOT: `columns` are not indexed)."""
+    return [
+        f"""
+DELETE FROM {table} t USING kept k WHERE t.place = k.place AND NOT EXISTS (
+    SELECT 1 FROM ranked r WHERE r.place = t.place AND r.other = t.other AND r.rank {ranks}
+)""",
+        f"""
+UPDATE {table} t SET {", ".join(f"{c} = r.{c}" for c in columns)}
+FROM ranked r JOIN kept USING (place)
+WHERE t.place = r.place AND t.other = r.other AND r.rank {ranks} AND ({" OR ".join(f"t.{c} <> r.{c}" for c in columns)})
+""",
+        f"""
+INSERT INTO {table} (place, other, {", ".join(columns)})
+SELECT r.place, r.other, {", ".join(f"r.{c}" for c in columns)} FROM ranked r JOIN kept USING (place)
+WHERE r.rank {ranks} AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.place = r.place AND t.other = r.other)
+""",
+    ]
+
+
+_WRITE = [
+    *_rewrite("place_neighbours", "<= %(neighbours)s", ("rank", "users")),
+    *_rewrite("place_neighbour_reserve", "BETWEEN %(neighbours)s + 1 AND 2 * %(neighbours)s", ("users",)),
+    "DELETE FROM place_neighbour_bounds b USING kept k WHERE b.place = k.place",
+    """
+INSERT INTO place_neighbour_bounds (place, next_key, next_other, floor_key, floor_other)
+SELECT place, next_key, next_other, floor_key, floor_other FROM kept
+""",
+]
+# touched lists kept from their candidates; the rest wait to be made again from their counts
+_KEEP = [
+    _RANKED.format(candidates=_TOUCHED_CANDIDATES),
+    "ANALYZE ranked",
+    _KEPT.format(lists="touched"),
+    "ANALYZE kept",
+    "INSERT INTO place_neighbours_due (place) SELECT place FROM touched EXCEPT SELECT place FROM kept"
+    " ON CONFLICT (place) DO NOTHING",
+    *_WRITE,
+]
+# the oldest due lists made again from all their counts
 _REMAKE = [
     """
 CREATE TEMP TABLE neighbours_now ON COMMIT DROP AS
 SELECT place FROM place_neighbours_due ORDER BY since, place LIMIT %(places)s
 """,
     "ANALYZE neighbours_now",
-    "DELETE FROM place_neighbours n USING neighbours_now d WHERE n.place = d.place",
-    """
-INSERT INTO place_neighbours (place, rank, other, users)
-SELECT place, rank, other, users FROM (
-    SELECT c.place, c.other, c.users,
-           row_number() OVER (
-               PARTITION BY c.place ORDER BY c.users / sqrt(v.unique_users::float8) DESC, c.other
-           ) AS rank
-    FROM neighbours_now d JOIN place_cooccurrence c USING (place) JOIN place_vectors v ON v.id = c.other
-    WHERE v.unique_users > 0
-) r
-WHERE rank <= %(neighbours)s
-""",
+    "DELETE FROM place_neighbour_bounds b USING neighbours_now n WHERE b.place = n.place",  # bounds from counts
+    _RANKED.format(candidates="SELECT place, other, users FROM neighbours_now JOIN place_cooccurrence USING (place)"),
+    "ANALYZE ranked",
+    _KEPT.format(lists="neighbours_now"),
+    "ANALYZE kept",
+    *_WRITE,
     "DELETE FROM place_neighbours_due d USING neighbours_now n WHERE d.place = n.place",
 ]
 
@@ -163,9 +276,9 @@ ON CONFLICT (id) DO UPDATE SET neighbours = EXCLUDED.neighbours, window_places =
 def maintain(
     conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratch: bool = False, wait: bool = False
 ) -> dict[str, Any]:
-    """The queue applied and the due lists remade, in one transaction of its own (`conn` in autocommit
-    mode, outside any transaction). Another maintenance holding the lock: wait for it, or else
-    return {"skipped": True} and leave the queue to the next run."""
+    """The queue applied, the lists it touches ranked again and the due ones made again, in one
+    transaction of its own (`conn` in autocommit mode, outside any transaction). Another maintenance
+    holding the lock: wait for it, or else return {"skipped": True} and leave the queue to the next run."""
     if wait:
         conn.execute("SELECT pg_advisory_lock(%s)", (NEIGHBOURS_LOCK,))
     elif not conn.execute("SELECT pg_try_advisory_lock(%s)", (NEIGHBOURS_LOCK,)).fetchone()[0]:  # type: ignore[index]
@@ -189,18 +302,21 @@ def _apply(conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratc
         "window": settings.window,
         "counted": from_scratch,
     }
-    queued = 0
+    queued = kept = 0
     if from_scratch:
         for statement in _COUNT_ALL:
             conn.execute(statement, params)  # type: ignore[arg-type]
     else:
-        counting = (_WINDOWS, "ANALYZE window_rows", _DELTA, _APPLY_DELTA, _DUE)
-        for statement in counting:
-            conn.execute(statement, params)  # type: ignore[arg-type]
-        queued = conn.execute("DELETE FROM neighbour_pending").rowcount  # the rows this snapshot read
-        if state is not None and state[0] != settings.neighbours:
+        if state is not None and state[0] != settings.neighbours:  # every list made again
             conn.execute("INSERT INTO place_neighbours_due (place) SELECT DISTINCT place FROM place_neighbours"
                          " ON CONFLICT (place) DO NOTHING")  # fmt: skip
+        for statement in _COUNTING:
+            conn.execute(statement, params)  # type: ignore[arg-type]
+        queued = conn.execute("DELETE FROM neighbour_pending").rowcount  # the rows this snapshot read
+        for statement in _KEEP:
+            conn.execute(statement, params)  # type: ignore[arg-type]
+        kept = conn.execute("SELECT count(*) FROM kept").fetchone()[0]  # type: ignore[index]
+        conn.execute("DROP TABLE ranked, kept")  # the remake makes its own
     for statement in [*_REMAKE, _STATE]:
         conn.execute(statement, params)  # type: ignore[arg-type]
     remade, waiting = conn.execute(
@@ -209,6 +325,7 @@ def _apply(conn: psycopg.Connection, settings: NeighbourSettings, *, from_scratc
     return {
         "counted_from_scratch": from_scratch,
         "pairs_counted": queued,
+        "lists_kept": kept,
         "lists_remade": int(remade),
         "lists_waiting": int(waiting),
     }

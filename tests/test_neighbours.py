@@ -13,6 +13,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from local_stack.sample_data import Expected, SampleFile, SampleSet, catalogue, generate, install_catalogue
+from reduce_job import neighbours
+from reduce_job.neighbours import NeighbourSettings
 from reduce_job.serving_tables import POPULAR_PLACES
 from tests.helpers import fresh_env, pipeline, query, run_module, sync
 from witple_batch.schema import NEIGHBOURS_LOCK
@@ -65,10 +67,7 @@ def _from_scratch(url: str, window: int) -> tuple[dict, dict, list]:
     for (a, b), n in counts.items():
         if users[b] > 0:
             rows[a].append((b, n))
-    lists = {
-        place: [(other, n) for other, n in sorted(row, key=lambda r: (-(r[1] / np.sqrt(float(users[r[0]]))), r[0]))]
-        for place, row in rows.items()
-    }
+    lists = {place: sorted(row, key=lambda r: _key(users, *r)) for place, row in rows.items()}
     popular = query(
         url,
         "SELECT place_category, place_id, unique_users FROM place_vectors WHERE unique_users > 0"
@@ -78,12 +77,45 @@ def _from_scratch(url: str, window: int) -> tuple[dict, dict, list]:
     return dict(counts), {p: rows[:NEIGHBOURS] for p, rows in lists.items()}, popular
 
 
+def _key(users: dict[int, int], other: int, together: int) -> tuple[float, int]:
+    """A place's position in a list: by similarity key users(p, q) / sqrt(users(q)) descending, then number."""
+    return -(together / np.sqrt(float(users[other]))), other
+
+
 def _stored_lists(url: str) -> dict[int, list[tuple[int, int]]]:
+    """Each list in the lists' order by today's users (its ranks are the order it had when last written)."""
+    users = dict(query(url, "SELECT id, unique_users FROM place_vectors"))
     lists: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for place, rank, other, users in query(url, "SELECT place, rank, other, users FROM place_neighbours ORDER BY 1, 2"):
+    for place, rank, other, together in query(
+        url, "SELECT place, rank, other, users FROM place_neighbours ORDER BY 1, 2"
+    ):
         assert rank == len(lists[place]) + 1
-        lists[place].append((other, users))
-    return dict(lists)
+        lists[place].append((other, together))
+    return {place: sorted(rows, key=lambda r: _key(users, *r)) for place, rows in lists.items()}
+
+
+def _assert_bounds_hold(url: str, counts: dict, waiting: set[int]) -> None:
+    """Each place off a list ranks no better than the list's `next` bound; off the reserve too, no better
+    than its floor; the reserve holds today's counts. What lets a run keep a list without its counts."""
+    users = dict(query(url, "SELECT id, unique_users FROM place_vectors"))
+    listed = set(query(url, "SELECT place, other FROM place_neighbours"))
+    reserve = {(p, q): n for p, q, n in query(url, "SELECT place, other, users FROM place_neighbour_reserve")}
+    bounds = {
+        p: ((-nk, no) if nk is not None else None, (-fk, fo) if fk is not None else None)
+        for p, nk, no, fk, fo in query(
+            url, "SELECT place, next_key, next_other, floor_key, floor_other FROM place_neighbour_bounds"
+        )
+    }
+    assert {p for (p,) in query(url, "SELECT DISTINCT place FROM place_neighbours")} - waiting <= set(bounds)
+    for (p, q), n in counts.items():
+        if p in waiting or users[q] == 0 or (p, q) in listed:
+            continue
+        upper, floor = bounds[p]
+        assert upper is not None and _key(users, q, n) >= upper
+        if (p, q) in reserve:
+            assert reserve[p, q] == n
+        else:
+            assert floor is not None and _key(users, q, n) >= floor
 
 
 def _assert_follows_counts(url: str, window: int = 20) -> int:
@@ -94,6 +126,7 @@ def _assert_follows_counts(url: str, window: int = 20) -> int:
     }
     assert query(url, "SELECT count(*) FROM neighbour_pending") == [(0,)]
     waiting = {place for (place,) in query(url, "SELECT place FROM place_neighbours_due")}
+    _assert_bounds_hold(url, counts, waiting)
     stored = _stored_lists(url)
     assert {p: rows for p, rows in stored.items() if p not in waiting} == {
         p: rows for p, rows in wanted.items() if p not in waiting
@@ -127,7 +160,8 @@ def test_each_run_keeps_the_lists_a_count_from_scratch_makes(s3_env, model_dir, 
 
     # newcomers who act on one place each: on the place most lists hold (no count moves, its
     # similarity falls everywhere) and on a fresh place (no longer fresh)
-    before, counted = _stored_lists(url), query(url, "SELECT sum(users) FROM place_cooccurrence")
+    members = "SELECT place, other FROM place_neighbours ORDER BY place, other"
+    before, counted = query(url, members), query(url, "SELECT sum(users) FROM place_cooccurrence")
     [held] = query(
         url,
         "SELECT v.place_category, v.place_id FROM place_neighbours n JOIN place_vectors v ON v.id = n.other"
@@ -137,7 +171,7 @@ def test_each_run_keeps_the_lists_a_count_from_scratch_makes(s3_env, model_dir, 
     _run(whole, _newcomers_on([held] * 40 + [fresh]))
     assert _assert_follows_counts(url, WINDOW) == 0
     assert query(url, "SELECT sum(users) FROM place_cooccurrence") == counted
-    assert _stored_lists(url) != before  # lists it was on changed with no count of theirs moving
+    assert query(url, members) != before  # it left lists with no count of theirs moving: it fell below `next`
     assert query(url, "SELECT count(*) FROM fresh_places")[0][0] == UNSEEN - 1
 
     # a from-scratch rebuild changes no list, and leaves none waiting where the budget left some
@@ -187,15 +221,35 @@ def test_pairs_a_maintenance_did_not_count_wait_for_the_next(s3_env, model_dir, 
     lock (as they do when the job dies after its notice), and the next run counts them with its own."""
     env = _env(s3_env, model_dir, database_url)
     _run(env, batches[0])
-    lists = _stored_lists(database_url)
+    stored = "SELECT place, rank, other, users FROM place_neighbours ORDER BY place, rank"
+    lists = query(database_url, stored)
     with psycopg.connect(database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (NEIGHBOURS_LOCK,))
         _run(env, batches[1])
     [(queued,)] = query(database_url, "SELECT count(*) FROM neighbour_pending")
-    assert queued > 0 and _stored_lists(database_url) == lists
+    assert queued > 0 and query(database_url, stored) == lists
     assert query(database_url, "SELECT status FROM batch_runs ORDER BY committed_at DESC LIMIT 1") == [("notified",)]
     _run(env, batches[2])
     assert _assert_follows_counts(database_url) == 0
+
+
+def test_lists_are_kept_from_their_own_rows_and_one_without_bounds_from_all_its_counts(
+    s3_env, model_dir, database_url, batches
+):
+    """With no budget to make any list again, most lists the next batch changes are ranked from their
+    list, reserve and moved counts, and each is its place's best; those written without bounds (as by
+    a job from before them) are ranked from all their counts."""
+    env = _env(s3_env, model_dir, database_url)
+    _run(env, batches[0])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        unbounded = conn.execute("DELETE FROM place_neighbour_bounds WHERE place % 3 = 0").rowcount
+        conn.execute("SELECT pg_advisory_lock(%s)", (NEIGHBOURS_LOCK,))
+        _run(env, batches[1])  # its pairs wait in the queue
+        conn.execute("SELECT pg_advisory_unlock(%s)", (NEIGHBOURS_LOCK,))
+        got = neighbours.maintain(conn, NeighbourSettings(NEIGHBOURS, places_per_run=0))
+    assert unbounded > 5 and got["lists_remade"] == 0
+    assert got["lists_kept"] > 4 * got["lists_waiting"]
+    assert _assert_follows_counts(database_url) == got["lists_waiting"]
 
 
 def test_rows_from_before_the_window_are_numbered_and_old_lists_serve_until_remade(
