@@ -211,12 +211,16 @@ WHERE b.floor_key IS NULL OR (-k.key, k.other) < (-b.floor_key, b.floor_other)
 def _rewrite(table: str, ranks: str, columns: tuple[str, ...]) -> list[str]:
     """The kept lists' rows of `table` (one per place and other) made the ranked rows within `ranks`,
     writing only what moved: most of a list stays, and a row that re-ranks is updated in place
-    (HOT: `columns` are not indexed)."""
+    (HOT: `columns` are not indexed). Set operations, not anti-joins: the planner guesses an
+    anti-join's rows at 1 and loops over it."""
     return [
         f"""
-DELETE FROM {table} t USING kept k WHERE t.place = k.place AND NOT EXISTS (
-    SELECT 1 FROM ranked r WHERE r.place = t.place AND r.other = t.other AND r.rank {ranks}
-)""",
+DELETE FROM {table} t USING (
+    SELECT place, other FROM {table} JOIN kept USING (place)
+    EXCEPT
+    SELECT place, other FROM ranked WHERE rank {ranks}
+) gone
+WHERE t.place = gone.place AND t.other = gone.other""",
         f"""
 UPDATE {table} t SET {", ".join(f"{c} = r.{c}" for c in columns)}
 FROM ranked r JOIN kept USING (place)
@@ -225,7 +229,8 @@ WHERE t.place = r.place AND t.other = r.other AND r.rank {ranks} AND ({" OR ".jo
         f"""
 INSERT INTO {table} (place, other, {", ".join(columns)})
 SELECT r.place, r.other, {", ".join(f"r.{c}" for c in columns)} FROM ranked r JOIN kept USING (place)
-WHERE r.rank {ranks} AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.place = r.place AND t.other = r.other)
+WHERE r.rank {ranks}
+ON CONFLICT (place, other) DO NOTHING  -- there already, and updated above
 """,
     ]
 
