@@ -172,7 +172,9 @@ SELECT DISTINCT v.id FROM user_place_interactions i JOIN place_vectors v USING (
 """,
 ]
 
-# the best 2K + 1 of each list's candidates, by the lists' order
+# the best 2K of each list's candidates by the lists' order, and the next: the best past its reserve.
+# `ranked` and `kept` are not analysed: with statistics the planner takes the anti-joins of the
+# writes below for a row and loops over them (120 s instead of 1 on a 400,000-pair batch)
 _RANKED = """
 CREATE TEMP TABLE ranked ON COMMIT DROP AS
 SELECT * FROM (
@@ -208,36 +210,29 @@ WHERE b.floor_key IS NULL OR (-k.key, k.other) < (-b.floor_key, b.floor_other)
 """
 
 
-def _rewrite(table: str, ranks: str, columns: tuple[str, ...]) -> list[str]:
-    """The kept lists' rows of `table` (one per place and other) made the ranked rows within `ranks`,
-    writing only what moved: most of a list stays, and a row that re-ranks is updated in place
-    (HOT: `columns` are not indexed). Set operations, not anti-joins: the planner guesses an
-    anti-join's rows at 1 and loops over it."""
+def _rewrite(table: str, columns: str, ranks: str, same_rank: str) -> list[str]:
+    """The kept lists' rows of `table` made the ranked rows within `ranks`, writing only rows that
+    differ (`same_rank`: whether a stored row t and a ranked row r must share their rank too): most
+    of a list survives a run."""
     return [
         f"""
-DELETE FROM {table} t USING (
-    SELECT place, other FROM {table} JOIN kept USING (place)
-    EXCEPT
-    SELECT place, other FROM ranked WHERE rank {ranks}
-) gone
-WHERE t.place = gone.place AND t.other = gone.other""",
+DELETE FROM {table} t USING kept k WHERE t.place = k.place AND NOT EXISTS (
+    SELECT 1 FROM ranked r
+    WHERE r.place = t.place AND r.other = t.other AND r.users = t.users AND r.rank {ranks} AND {same_rank}
+)""",
         f"""
-UPDATE {table} t SET {", ".join(f"{c} = r.{c}" for c in columns)}
-FROM ranked r JOIN kept USING (place)
-WHERE t.place = r.place AND t.other = r.other AND r.rank {ranks} AND ({" OR ".join(f"t.{c} <> r.{c}" for c in columns)})
-""",
-        f"""
-INSERT INTO {table} (place, other, {", ".join(columns)})
-SELECT r.place, r.other, {", ".join(f"r.{c}" for c in columns)} FROM ranked r JOIN kept USING (place)
-WHERE r.rank {ranks}
-ON CONFLICT (place, other) DO NOTHING  -- there already, and updated above
-""",
+INSERT INTO {table} ({columns})
+SELECT {columns} FROM ranked r JOIN kept USING (place)
+WHERE r.rank {ranks} AND NOT EXISTS (
+    SELECT 1 FROM {table} t WHERE t.place = r.place AND t.other = r.other AND t.users = r.users AND {same_rank}
+)""",
     ]
 
 
+_RESERVE_RANKS = "BETWEEN %(neighbours)s + 1 AND 2 * %(neighbours)s"
 _WRITE = [
-    *_rewrite("place_neighbours", "<= %(neighbours)s", ("rank", "users")),
-    *_rewrite("place_neighbour_reserve", "BETWEEN %(neighbours)s + 1 AND 2 * %(neighbours)s", ("users",)),
+    *_rewrite("place_neighbours", "place, rank, other, users", "<= %(neighbours)s", "t.rank = r.rank"),
+    *_rewrite("place_neighbour_reserve", "place, other, users", _RESERVE_RANKS, "true"),
     "DELETE FROM place_neighbour_bounds b USING kept k WHERE b.place = k.place",
     """
 INSERT INTO place_neighbour_bounds (place, next_key, next_other, floor_key, floor_other)
@@ -247,9 +242,7 @@ SELECT place, next_key, next_other, floor_key, floor_other FROM kept
 # touched lists kept from their candidates; the rest wait to be made again from their counts
 _KEEP = [
     _RANKED.format(candidates=_TOUCHED_CANDIDATES),
-    "ANALYZE ranked",
     _KEPT.format(lists="touched"),
-    "ANALYZE kept",
     "INSERT INTO place_neighbours_due (place) SELECT place FROM touched EXCEPT SELECT place FROM kept"
     " ON CONFLICT (place) DO NOTHING",
     *_WRITE,
@@ -263,9 +256,7 @@ SELECT place FROM place_neighbours_due ORDER BY since, place LIMIT %(places)s
     "ANALYZE neighbours_now",
     "DELETE FROM place_neighbour_bounds b USING neighbours_now n WHERE b.place = n.place",  # bounds from counts
     _RANKED.format(candidates="SELECT place, other, users FROM neighbours_now JOIN place_cooccurrence USING (place)"),
-    "ANALYZE ranked",
     _KEPT.format(lists="neighbours_now"),
-    "ANALYZE kept",
     *_WRITE,
     "DELETE FROM place_neighbours_due d USING neighbours_now n WHERE d.place = n.place",
 ]

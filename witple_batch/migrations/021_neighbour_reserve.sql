@@ -18,10 +18,5 @@ CREATE TABLE IF NOT EXISTS place_neighbour_bounds (
     floor_other bigint
 );
 
--- a list's row is its place and other, so a run that re-ranks a list updates rows in place (HOT:
--- rank and users are not indexed) instead of writing each one again
-ALTER TABLE place_neighbours DROP CONSTRAINT place_neighbours_pkey, ADD PRIMARY KEY (place, other);
-ALTER TABLE place_neighbours SET (fillfactor = 70);
-
 -- lists made before there were bounds are made again from their counts, and serve until then
 INSERT INTO place_neighbours_due (place) SELECT DISTINCT place FROM place_neighbours ON CONFLICT DO NOTHING;
