@@ -173,8 +173,8 @@ SELECT DISTINCT v.id FROM user_place_interactions i JOIN place_vectors v USING (
 ]
 
 # the best 2K of each list's candidates by the lists' order, and the next: the best past its reserve.
-# `ranked` and `kept` are not analysed: with statistics the planner takes the anti-joins of the
-# writes below for a row and loops over them (120 s instead of 1 on a 400,000-pair batch)
+# `ranked` and `kept` are left without statistics: with them, the planner took an anti-join of an
+# earlier form of the writes below for one row and looped over it (120 s on a 400,000-pair batch)
 _RANKED = """
 CREATE TEMP TABLE ranked ON COMMIT DROP AS
 SELECT * FROM (
