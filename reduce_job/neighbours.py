@@ -173,8 +173,8 @@ SELECT DISTINCT v.id FROM user_place_interactions i JOIN place_vectors v USING (
 ]
 
 # the best 2K of each list's candidates by the lists' order, and the next: the best past its reserve.
-# `ranked` and `kept` are left without statistics: with them, the planner took an anti-join of an
-# earlier form of the writes below for one row and looped over it (120 s on a 400,000-pair batch)
+# `ranked` and `kept` are left without statistics: with them the planner can take an anti-join of the
+# writes below for one row and loop over it, minutes on a large batch instead of a second
 _RANKED = """
 CREATE TEMP TABLE ranked ON COMMIT DROP AS
 SELECT * FROM (

@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS place_neighbour_reserve (
     other bigint NOT NULL,
     users integer NOT NULL,  -- users(place, other): a run that moves it writes the list again
     PRIMARY KEY (place, other)
-) WITH (fillfactor = 70);  -- room for a count's next version on its page
+);
 
 -- a row for each list written since: with none, a run reads all the place's counts
 CREATE TABLE IF NOT EXISTS place_neighbour_bounds (
